@@ -1,0 +1,486 @@
+//! Small named types shared by every stage: Tweet IDs, handles, metrics, endpoints and aligned
+//! UTC hours. Parsing happens here, once; the rest of the crate trusts these types. No I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch at which Twitter's Snowflake clock starts (2010-11-04).
+pub const SNOWFLAKE_EPOCH_MS: i64 = 1_288_834_974_657;
+
+/// Seconds in one hour.
+pub const HOUR_SECS: i64 = 3600;
+/// Seconds in one day.
+pub const DAY_SECS: i64 = 86_400;
+
+/// `impressions` and `engagements` are served only for Tweets younger than this (engagement-api §5.3).
+pub const IMPRESSIONS_MAX_AGE_SECS: i64 = 90 * DAY_SECS;
+/// `video_views` are served only for Tweets younger than this (engagement-api §3.1).
+pub const VIDEO_VIEWS_MAX_AGE_SECS: i64 = 1800 * DAY_SECS;
+/// The earliest hour `/historical` serves: 2014-09-01T00:00:00Z.
+pub const HISTORICAL_EPOCH: i64 = 1_409_529_600;
+
+/// A Tweet ID: a non-zero 64-bit Snowflake whose high bits carry its creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TweetId(u64);
+
+/// Why a string is not a Tweet ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TweetIdError {
+    #[error("not a number: {0:?} (a Tweet ID is a decimal integer such as 1067094924124872705)")]
+    NotANumber(String),
+    #[error("Tweet ID 0 is not valid")]
+    Zero,
+}
+
+impl TweetId {
+    /// Wraps a raw ID; `None` for zero.
+    pub fn new(raw: u64) -> Option<TweetId> {
+        (raw != 0).then_some(TweetId(raw))
+    }
+
+    /// Builds the Snowflake ID of a Tweet created at `created_ms` (Unix milliseconds), with
+    /// `low` (22 bits of worker and sequence number) to tell apart Tweets of the same millisecond.
+    pub fn from_snowflake(created_ms: i64, low: u32) -> TweetId {
+        let since = (created_ms - SNOWFLAKE_EPOCH_MS).max(0) as u64;
+        TweetId((since << 22) | u64::from(low & 0x3f_ffff).max(1))
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Creation time in Unix milliseconds, from the Snowflake bits.
+    pub fn created_ms(self) -> i64 {
+        (self.0 >> 22) as i64 + SNOWFLAKE_EPOCH_MS
+    }
+
+    /// Creation time in Unix seconds (rounded down).
+    pub fn created_at(self) -> i64 {
+        self.created_ms().div_euclid(1000)
+    }
+
+    /// Age in seconds at `now` (Unix seconds); negative for a Tweet "from the future".
+    pub fn age_at(self, now: i64) -> i64 {
+        now - self.created_at()
+    }
+}
+
+impl fmt::Display for TweetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for TweetId {
+    type Err = TweetIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TweetIdError::NotANumber(s.to_string()));
+        }
+        let raw: u64 = t.parse().map_err(|_| TweetIdError::NotANumber(s.to_string()))?;
+        TweetId::new(raw).ok_or(TweetIdError::Zero)
+    }
+}
+
+impl TryFrom<String> for TweetId {
+    type Error = TweetIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TweetId> for String {
+    fn from(t: TweetId) -> String {
+        t.to_string()
+    }
+}
+
+/// An X @handle (without the `@`): 1 to 15 ASCII letters, digits or underscores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Handle(String);
+
+/// Why a string is not a handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid handle: {0:?} (1 to 15 letters, digits or underscores, without '@')")]
+pub struct HandleError(String);
+
+impl Handle {
+    /// The handle as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Handle {
+    type Err = HandleError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().trim_start_matches('@');
+        let ok = !t.is_empty()
+            && t.len() <= 15
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ok { Ok(Handle(t.to_string())) } else { Err(HandleError(s.to_string())) }
+    }
+}
+
+impl TryFrom<String> for Handle {
+    type Error = HandleError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Handle> for String {
+    fn from(h: Handle) -> String {
+        h.0
+    }
+}
+
+/// Every engagement type the Engagement API spells (engagement-api §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Impressions,
+    Engagements,
+    Favorites,
+    Retweets,
+    QuoteTweets,
+    Replies,
+    VideoViews,
+    MediaViews,
+    MediaEngagements,
+    UrlClicks,
+    HashtagClicks,
+    DetailExpands,
+    PermalinkClicks,
+    AppInstallAttempts,
+    AppOpens,
+    EmailTweet,
+    UserFollows,
+    UserProfileClicks,
+}
+
+/// Why a string is not an engagement type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engagement type {0:?}")]
+pub struct MetricError(pub String);
+
+impl Metric {
+    /// All 18 types, in a stable order (their index + 1 is the database `metric_id`).
+    pub const ALL: [Metric; 18] = [
+        Metric::Impressions,
+        Metric::Engagements,
+        Metric::Favorites,
+        Metric::Retweets,
+        Metric::QuoteTweets,
+        Metric::Replies,
+        Metric::VideoViews,
+        Metric::MediaViews,
+        Metric::MediaEngagements,
+        Metric::UrlClicks,
+        Metric::HashtagClicks,
+        Metric::DetailExpands,
+        Metric::PermalinkClicks,
+        Metric::AppInstallAttempts,
+        Metric::AppOpens,
+        Metric::EmailTweet,
+        Metric::UserFollows,
+        Metric::UserProfileClicks,
+    ];
+
+    /// The five metrics any app may read for any public Tweet with a bearer token.
+    pub const PUBLIC: [Metric; 5] = [
+        Metric::Favorites,
+        Metric::Retweets,
+        Metric::QuoteTweets,
+        Metric::Replies,
+        Metric::VideoViews,
+    ];
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Impressions => "impressions",
+            Metric::Engagements => "engagements",
+            Metric::Favorites => "favorites",
+            Metric::Retweets => "retweets",
+            Metric::QuoteTweets => "quote_tweets",
+            Metric::Replies => "replies",
+            Metric::VideoViews => "video_views",
+            Metric::MediaViews => "media_views",
+            Metric::MediaEngagements => "media_engagements",
+            Metric::UrlClicks => "url_clicks",
+            Metric::HashtagClicks => "hashtag_clicks",
+            Metric::DetailExpands => "detail_expands",
+            Metric::PermalinkClicks => "permalink_clicks",
+            Metric::AppInstallAttempts => "app_install_attempts",
+            Metric::AppOpens => "app_opens",
+            Metric::EmailTweet => "email_tweet",
+            Metric::UserFollows => "user_follows",
+            Metric::UserProfileClicks => "user_profile_clicks",
+        }
+    }
+
+    /// The stable database key of this metric (1-based, matches `schema/0001_init.sql`).
+    pub fn id(self) -> i64 {
+        Metric::ALL.iter().position(|m| *m == self).map_or(0, |i| i as i64 + 1)
+    }
+
+    /// The metric with database key `id`.
+    pub fn from_id(id: i64) -> Option<Metric> {
+        usize::try_from(id - 1).ok().and_then(|i| Metric::ALL.get(i).copied())
+    }
+
+    /// Whether a bearer (app-only) token may read this metric (on `/totals` only).
+    pub fn is_public(self) -> bool {
+        Metric::PUBLIC.contains(&self)
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Metric {
+    type Err = MetricError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Metric::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| MetricError(s.to_string()))
+    }
+}
+
+/// The three Engagement API endpoints and the rules each one enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Endpoint {
+    #[serde(rename = "totals")]
+    Totals,
+    #[serde(rename = "28hr")]
+    Hour28,
+    #[serde(rename = "historical")]
+    Historical,
+}
+
+impl Endpoint {
+    /// All endpoints.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Totals, Endpoint::Hour28, Endpoint::Historical];
+
+    /// Short name as used in logs, the `requests` table and the simulator's stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Totals => "totals",
+            Endpoint::Hour28 => "28hr",
+            Endpoint::Historical => "historical",
+        }
+    }
+
+    /// The request path below the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Totals => "/insights/engagement/totals",
+            Endpoint::Hour28 => "/insights/engagement/28hr",
+            Endpoint::Historical => "/insights/engagement/historical",
+        }
+    }
+
+    /// Largest number of Tweet IDs one request may carry.
+    pub fn max_ids(self) -> usize {
+        match self {
+            Endpoint::Totals => 250,
+            Endpoint::Hour28 | Endpoint::Historical => 25,
+        }
+    }
+
+    /// Whether this endpoint accepts `metric` in `engagement_types`.
+    pub fn accepts(self, metric: Metric) -> bool {
+        match self {
+            Endpoint::Totals => matches!(
+                metric,
+                Metric::Impressions | Metric::Engagements | Metric::Favorites | Metric::Retweets
+                    | Metric::QuoteTweets | Metric::Replies | Metric::VideoViews
+            ),
+            Endpoint::Hour28 | Endpoint::Historical => metric != Metric::QuoteTweets,
+        }
+    }
+
+    /// The metrics this endpoint accepts, in `Metric::ALL` order.
+    pub fn metrics(self) -> Vec<Metric> {
+        Metric::ALL.into_iter().filter(|m| self.accepts(*m)).collect()
+    }
+
+    /// Whether a bearer token may read `metric` here (only public metrics, only on `/totals`).
+    pub fn bearer_may_read(self, metric: Metric) -> bool {
+        self == Endpoint::Totals && metric.is_public()
+    }
+
+    /// Whether `engagement.day` / `engagement.hour` groupings are allowed.
+    pub fn allows_time_groupings(self) -> bool {
+        self != Endpoint::Totals
+    }
+
+    /// The endpoint whose `name()` is `s`.
+    pub fn from_name(s: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == s)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The start of a UTC hour, as Unix seconds (always a multiple of 3600).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hour(i64);
+
+impl Hour {
+    /// The hour containing `t` (Unix seconds).
+    pub fn floor(t: i64) -> Hour {
+        Hour(t.div_euclid(HOUR_SECS) * HOUR_SECS)
+    }
+
+    /// The first hour boundary at or after `t`.
+    pub fn ceil(t: i64) -> Hour {
+        Hour((t + HOUR_SECS - 1).div_euclid(HOUR_SECS) * HOUR_SECS)
+    }
+
+    /// `Some` when `t` is on an hour boundary.
+    pub fn exact(t: i64) -> Option<Hour> {
+        (t.rem_euclid(HOUR_SECS) == 0).then_some(Hour(t))
+    }
+
+    /// The hour of a `YYYY-MM-DD` day key and an `HH` hour key, as the API writes buckets.
+    pub fn from_keys(day: &str, hour: &str) -> Option<Hour> {
+        let d = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+        if hour.len() != 2 {
+            return None;
+        }
+        let h: u32 = hour.parse().ok().filter(|h| *h < 24)?;
+        let t = d.and_hms_opt(h, 0, 0)?.and_utc().timestamp();
+        Some(Hour(t))
+    }
+
+    /// Unix seconds of the hour's start.
+    pub fn secs(self) -> i64 {
+        self.0
+    }
+
+    /// The hour `n` hours later (earlier for negative `n`).
+    pub fn plus_hours(self, n: i64) -> Hour {
+        Hour(self.0 + n * HOUR_SECS)
+    }
+
+    /// The `YYYY-MM-DD` and `HH` keys the API uses for this bucket.
+    pub fn keys(self) -> (String, String) {
+        let dt = self.datetime();
+        (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string())
+    }
+
+    /// As a chrono UTC time.
+    pub fn datetime(self) -> DateTime<Utc> {
+        Utc.timestamp_opt(self.0, 0).single().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Hour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.datetime().format("%Y-%m-%dT%H:%M:%SZ"))
+    }
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn iso_utc(t: i64) -> String {
+    Utc.timestamp_opt(t, 0)
+        .single()
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snowflake_time_matches_a_known_tweet() {
+        // 1067094924124872705 is a documented example ID; it was posted on 2018-11-26 16:37:10.466 UTC.
+        let id: TweetId = "1067094924124872705".parse().unwrap();
+        assert_eq!(iso_utc(id.created_at()), "2018-11-26T16:37:10Z");
+    }
+
+    #[test]
+    fn snowflake_round_trips_its_creation_time() {
+        let ms = 1_700_000_123_456;
+        let id = TweetId::from_snowflake(ms, 77);
+        assert_eq!(id.created_ms(), ms);
+        assert_ne!(id, TweetId::from_snowflake(ms, 78));
+    }
+
+    #[test]
+    fn tweet_id_rejects_zero_signs_and_text() {
+        assert_eq!("0".parse::<TweetId>(), Err(TweetIdError::Zero));
+        assert!(matches!("-5".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
+        assert!(matches!("12a".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
+        assert!(matches!("99999999999999999999".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
+        assert_eq!(" 42 ".parse::<TweetId>().unwrap().get(), 42);
+    }
+
+    #[test]
+    fn handle_validation() {
+        assert_eq!("@acme".parse::<Handle>().unwrap().as_str(), "acme");
+        assert!("".parse::<Handle>().is_err());
+        assert!("sixteen_chars_xx".parse::<Handle>().is_err());
+        assert!("a-b".parse::<Handle>().is_err());
+    }
+
+    #[test]
+    fn metric_spellings_round_trip_and_ids_are_dense() {
+        for (i, m) in Metric::ALL.iter().enumerate() {
+            assert_eq!(m.as_str().parse::<Metric>().unwrap(), *m);
+            assert_eq!(m.id(), i as i64 + 1);
+            assert_eq!(Metric::from_id(m.id()), Some(*m));
+        }
+        assert!("media_clicks".parse::<Metric>().is_err());
+    }
+
+    #[test]
+    fn endpoint_rules_follow_the_api() {
+        assert_eq!(Endpoint::Totals.metrics().len(), 7);
+        assert_eq!(Endpoint::Hour28.metrics().len(), 17);
+        assert!(!Endpoint::Historical.accepts(Metric::QuoteTweets));
+        assert!(Endpoint::Totals.bearer_may_read(Metric::QuoteTweets));
+        assert!(!Endpoint::Totals.bearer_may_read(Metric::Impressions));
+        assert!(!Endpoint::Hour28.bearer_may_read(Metric::Favorites));
+        assert_eq!(Endpoint::Totals.max_ids(), 250);
+        assert_eq!(Endpoint::Historical.max_ids(), 25);
+    }
+
+    #[test]
+    fn hours_floor_ceil_and_keys() {
+        let t = 1_700_000_123;
+        assert_eq!(Hour::floor(t).secs() % 3600, 0);
+        assert!(Hour::floor(t).secs() <= t && Hour::ceil(t).secs() >= t);
+        assert_eq!(Hour::ceil(Hour::floor(t).secs()), Hour::floor(t));
+        let h = Hour::floor(t);
+        let (d, hh) = h.keys();
+        assert_eq!(Hour::from_keys(&d, &hh), Some(h));
+        assert_eq!(Hour::from_keys("2015-09-14", "7"), None);
+        assert_eq!(iso_utc(HISTORICAL_EPOCH), "2014-09-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,3 @@
+//! engagement-ingest: collects X Enterprise Engagement API metrics into SQLite time series.
+
+pub mod domain;
