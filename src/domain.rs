@@ -346,6 +346,57 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// The three kinds of job a cycle runs (design §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Lifetime totals from `/totals`.
+    Totals,
+    /// The last 28 hours, hour by hour, from `/28hr`.
+    Hourly,
+    /// The hourly history from `/historical`.
+    Historical,
+}
+
+impl JobKind {
+    /// All kinds, in the order a cycle runs them.
+    pub const ALL: [JobKind; 3] = [JobKind::Totals, JobKind::Hourly, JobKind::Historical];
+
+    /// The name used on the command line, in config sections and in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Totals => "totals",
+            JobKind::Hourly => "hourly",
+            JobKind::Historical => "historical",
+        }
+    }
+
+    /// The endpoint this kind calls.
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            JobKind::Totals => Endpoint::Totals,
+            JobKind::Hourly => Endpoint::Hour28,
+            JobKind::Historical => Endpoint::Historical,
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown job kind {s:?} (expected totals, hourly or historical)"))
+    }
+}
+
 /// The start of a UTC hour, as Unix seconds (always a multiple of 3600).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hour(i64);

@@ -1,0 +1,394 @@
+//! The HTTP client: rate limiter → sign → send → classify → retry. It turns one planned request
+//! into a checked body or a typed failure; it does not know what the numbers mean or where they go.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HeaderMap, USER_AGENT};
+use serde::Deserialize;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::auth::{self, AppKeys, Credential, Pinned, SecretValue, UserToken};
+use crate::domain::{Endpoint, Handle};
+use crate::parse::ParseError;
+
+/// Per-endpoint pacing, from the config's `[limits]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointLimit {
+    pub per_minute: Option<NonZeroU32>,
+    pub per_second: Option<NonZeroU32>,
+}
+
+/// Everything the client needs, resolved from the config.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: String,
+    pub token_url: String,
+    pub timeout: Duration,
+    pub user_agent: String,
+    pub max_in_flight: usize,
+    pub app: AppKeys,
+    pub bearer_token: Option<SecretValue>,
+    pub accounts: HashMap<Handle, UserToken>,
+    pub limits: HashMap<Endpoint, EndpointLimit>,
+    pub retry: RetryPolicy,
+}
+
+/// How often and how long to retry transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What to do with one attempt's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Done,
+    Retry,
+    GiveUp,
+}
+
+/// Retry policy by HTTP status (`None` = no response: transport error or timeout).
+/// 429 and 5xx are transient; every other 4xx means the request itself is wrong or refused.
+pub fn classify(status: Option<u16>) -> Decision {
+    match status {
+        None => Decision::Retry,
+        Some(s) if (200..300).contains(&s) => Decision::Done,
+        Some(429) => Decision::Retry,
+        Some(s) if s >= 500 => Decision::Retry,
+        Some(_) => Decision::GiveUp,
+    }
+}
+
+/// A request that did not yield a usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {}", if errors.is_empty() { "(no error text)".to_string() } else { errors.join("; ") })]
+    Status { status: u16, errors: Vec<String> },
+    #[error("HTTP 200 with an unreadable body: {0}")]
+    Body(#[from] ParseError),
+    #[error("no access token configured for account {0}")]
+    NoToken(Handle),
+    #[error("could not obtain a bearer token from the token endpoint: {0}")]
+    Token(String),
+}
+
+impl ApiError {
+    fn decision(&self) -> Decision {
+        match self {
+            ApiError::Transport(_) | ApiError::Body(_) => Decision::Retry,
+            ApiError::Status { status, .. } => classify(Some(*status)),
+            ApiError::NoToken(_) | ApiError::Token(_) => Decision::GiveUp,
+        }
+    }
+
+    /// The HTTP status, when a response came back.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            ApiError::Body(_) => Some(200),
+            _ => None,
+        }
+    }
+
+    /// The API's `errors` strings, when it sent any.
+    pub fn api_errors(&self) -> &[String] {
+        match self {
+            ApiError::Status { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+}
+
+/// A request's final result with the number of attempts it took.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub result: Result<T, ApiError>,
+    pub attempts: u32,
+    pub status: Option<u16>,
+}
+
+/// The client. Cheap to share behind an `Arc`.
+pub struct ApiClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    bearer: Mutex<Option<SecretValue>>,
+    limiters: HashMap<Endpoint, Vec<DefaultDirectRateLimiter>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient").field("base_url", &self.settings.base_url).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token_type: String,
+    access_token: String,
+}
+
+impl ApiClient {
+    /// Builds the client (reqwest with rustls, gzip and a timeout; one limiter set per endpoint).
+    pub fn new(settings: ClientSettings) -> Result<ApiClient, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .gzip(true)
+            .build()
+            .map_err(|e| ApiError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        let limiters = Endpoint::ALL
+            .into_iter()
+            .map(|e| (e, limiters_for(settings.limits.get(&e).copied().unwrap_or_default())))
+            .collect();
+        Ok(ApiClient {
+            http,
+            bearer: Mutex::new(settings.bearer_token.clone()),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            limiters,
+            settings,
+        })
+    }
+
+    /// The full URL of an endpoint.
+    pub fn url(&self, endpoint: Endpoint) -> String {
+        format!("{}{}", self.settings.base_url.trim_end_matches('/'), endpoint.path())
+    }
+
+    /// Sends `body` to `endpoint` under `credential`, retrying transient failures, and returns
+    /// the body as `check` reads it (a body `check` cannot read counts as transient: truncated).
+    pub async fn send<T>(
+        &self,
+        endpoint: Endpoint,
+        credential: &Credential,
+        body: &serde_json::Value,
+        check: impl Fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Outcome<T> {
+        let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+        let attempts = AtomicU32::new(0);
+        let last_status = std::sync::Mutex::new(None);
+        let payload = serde_json::to_vec(body).expect("a JSON value serializes");
+        let policy = self.settings.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        let attempt = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            let result = self.attempt(endpoint, credential, &payload, &check).await;
+            *last_status.lock().expect("not poisoned") = match &result {
+                Ok(_) => Some(200),
+                Err(e) => e.status(),
+            };
+            result
+        };
+        let result = attempt
+            .retry(backoff)
+            .when(|e: &ApiError| e.decision() == Decision::Retry)
+            .notify(|e, delay| {
+                tracing::warn!(endpoint = endpoint.name(), credential = %credential, error = %e,
+                    "Retrying in {:.1}s", delay.as_secs_f64());
+            })
+            .await;
+        let status = *last_status.lock().expect("not poisoned");
+        Outcome { result, attempts: attempts.load(Ordering::Relaxed), status }
+    }
+
+    async fn attempt<T>(
+        &self,
+        endpoint: Endpoint,
+        credential: &Credential,
+        payload: &[u8],
+        check: &impl Fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<T, ApiError> {
+        for limiter in &self.limiters[&endpoint] {
+            limiter.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50))).await;
+        }
+        let url = self.url(endpoint);
+        // Signed per attempt: a retried request needs a fresh nonce and timestamp.
+        let authorization = match credential {
+            Credential::Bearer => auth::bearer_header(&self.bearer().await?),
+            Credential::UserContext { account } => {
+                let user = self
+                    .settings
+                    .accounts
+                    .get(account)
+                    .ok_or_else(|| ApiError::NoToken(account.clone()))?;
+                auth::oauth1_header("POST", &url, &self.settings.app, user, &[], Pinned::default())
+            }
+        };
+        let response = self
+            .http
+            .post(&url)
+            .header(AUTHORIZATION, authorization)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT_ENCODING, "gzip")
+            .header(USER_AGENT, &self.settings.user_agent)
+            .body(payload.to_vec())
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        log_rate_headers(endpoint, response.headers());
+        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        if classify(Some(status)) != Decision::Done {
+            return Err(ApiError::Status { status, errors: error_strings(&bytes) });
+        }
+        Ok(check(&bytes)?)
+    }
+
+    /// The bearer token: from the config, or obtained once from the token endpoint.
+    pub async fn bearer(&self) -> Result<SecretValue, ApiError> {
+        let mut slot = self.bearer.lock().await;
+        if let Some(token) = slot.as_ref() {
+            return Ok(token.clone());
+        }
+        let response = self
+            .http
+            .post(&self.settings.token_url)
+            .header(AUTHORIZATION, auth::basic_header(&self.settings.app))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded;charset=UTF-8")
+            .header(USER_AGENT, &self.settings.user_agent)
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .map_err(|e| ApiError::Token(error_chain(&e)))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ApiError::Token(error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(ApiError::Token(format!(
+                "HTTP {}: {}; check app.consumer_key and app.consumer_secret",
+                status.as_u16(),
+                error_strings(&bytes).join("; ")
+            )));
+        }
+        let body: TokenBody = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Token(format!("unexpected answer: {e}")))?;
+        if !body.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Token(format!("unexpected token_type {:?}", body.token_type)));
+        }
+        tracing::debug!("obtained the app's bearer token from the token endpoint");
+        let token = SecretValue::new(body.access_token);
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+}
+
+fn limiters_for(limit: EndpointLimit) -> Vec<DefaultDirectRateLimiter> {
+    // A small burst: GCRA refills continuously, while X counts per fixed minute, so a full-minute
+    // burst could spend nearly two minutes' budget inside one contract minute.
+    let mut out = Vec::new();
+    if let Some(n) = limit.per_minute {
+        let burst = NonZeroU32::new((n.get() / 10).clamp(1, 10)).expect("clamped to at least 1");
+        out.push(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)));
+    }
+    if let Some(n) = limit.per_second {
+        out.push(RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN)));
+    }
+    out
+}
+
+fn log_rate_headers(endpoint: Endpoint, headers: &HeaderMap) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(remaining) = get("x-per-minute-remaining") {
+        tracing::trace!(endpoint = endpoint.name(), remaining, reset = get("x-per-minute-reset"), "rate budget");
+    }
+}
+
+/// The `errors` strings of an error body (strings, or objects with a `message`).
+fn error_strings(body: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => b
+            .errors
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Object(o) => o
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map_or_else(|| serde_json::Value::Object(o.clone()).to_string(), str::to_string),
+                other => other.to_string(),
+            })
+            .collect(),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() { Vec::new() } else { vec![text.chars().take(200).collect()] }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which answers are retried: the table issue 4 builds on.
+    #[test]
+    fn classification_table() {
+        let table = [
+            (None, Decision::Retry),
+            (Some(200), Decision::Done),
+            (Some(400), Decision::GiveUp),
+            (Some(401), Decision::GiveUp),
+            (Some(403), Decision::GiveUp),
+            (Some(404), Decision::GiveUp),
+            (Some(406), Decision::GiveUp),
+            (Some(429), Decision::Retry),
+            (Some(500), Decision::Retry),
+            (Some(502), Decision::Retry),
+            (Some(503), Decision::Retry),
+        ];
+        for (status, expected) in table {
+            assert_eq!(classify(status), expected, "{status:?}");
+        }
+        assert_eq!(ApiError::Body(ParseError::NotAnObject).decision(), Decision::Retry);
+    }
+
+    #[test]
+    fn error_bodies_of_both_shapes_are_read() {
+        assert_eq!(error_strings(br#"{"errors":["internal server error"]}"#), vec!["internal server error"]);
+        assert_eq!(
+            error_strings(br#"{"errors":[{"code":99,"label":"x","message":"Unable to verify your credentials"}]}"#),
+            vec!["Unable to verify your credentials"]
+        );
+        assert_eq!(error_strings(b"Bad Gateway"), vec!["Bad Gateway"]);
+    }
+}

@@ -1,0 +1,601 @@
+//! The SQLite database: opening with the right pragmas, migrations from `schema/*.sql`, and every
+//! write the pipeline makes (one transaction per batch). It knows SQL and nothing about HTTP.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::domain::{Endpoint, Handle, Metric, TweetId};
+
+/// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../schema/0001_init.sql"))];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What can go wrong with the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "database {path} has schema version {found}, newer than this binary's {supported}; \
+         upgrade engagement-ingest (or point database.path at another file)"
+    )]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error(
+        "database {path} has schema version {found}, older than this binary's {supported}; \
+         run `engagement-ingest migrate` first"
+    )]
+    TooOld { path: PathBuf, found: i64, supported: i64 },
+    #[error("migration {name} failed: {source}")]
+    Migration { name: &'static str, source: rusqlite::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// The status of a Tweet as the API last described it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TweetStatus {
+    Active,
+    /// Deleted or otherwise not public (`unavailable_tweet_ids`).
+    Unavailable,
+    /// Protected: refused even with the owner's token.
+    Protected,
+    /// The configured owner's token may not read it.
+    Forbidden,
+}
+
+impl TweetStatus {
+    /// The spelling in the `tweets.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TweetStatus::Active => "active",
+            TweetStatus::Unavailable => "unavailable",
+            TweetStatus::Protected => "protected",
+            TweetStatus::Forbidden => "forbidden",
+        }
+    }
+
+    fn parse(s: &str) -> TweetStatus {
+        match s {
+            "unavailable" => TweetStatus::Unavailable,
+            "protected" => TweetStatus::Protected,
+            "forbidden" => TweetStatus::Forbidden,
+            _ => TweetStatus::Active,
+        }
+    }
+}
+
+/// What the database remembers of a Tweet that the planner needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TweetState {
+    pub status: TweetStatus,
+    pub status_changed_at: Option<i64>,
+}
+
+/// How the inventory mirror changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: usize,
+    pub owner_changed: usize,
+    pub removed: usize,
+    pub restored: usize,
+}
+
+/// Outcome of one batch as recorded in `requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Ok,
+    /// Answered, but some Tweets or metrics were refused (unavailable, unsupported).
+    Partial,
+    Failed,
+}
+
+impl BatchOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchOutcome::Ok => "ok",
+            BatchOutcome::Partial => "partial",
+            BatchOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One row of the `requests` ledger.
+#[derive(Debug, Clone)]
+pub struct BatchRecord {
+    pub run_id: i64,
+    pub seq: i64,
+    pub kind: &'static str,
+    pub endpoint: Endpoint,
+    /// `bearer` or the account handle; never a secret.
+    pub credential: String,
+    pub tweet_count: usize,
+    pub attempts: u32,
+    pub http_status: Option<u16>,
+    pub outcome: BatchOutcome,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub duration_ms: i64,
+}
+
+/// The data of one answered `/totals` batch.
+#[derive(Debug, Clone, Default)]
+pub struct TotalsWrite {
+    pub observed_at: i64,
+    pub values: Vec<(TweetId, Metric, i64)>,
+    /// Tweets the answer covered (their `totals_checked_at` is set).
+    pub checked: Vec<TweetId>,
+    /// Tweets whose status changed, with the API's words.
+    pub status_changes: Vec<(TweetId, TweetStatus, Option<String>)>,
+    /// The account whose token was used, counted in `handle_usage`.
+    pub handle: Option<Handle>,
+}
+
+/// Summary of a finished run, as stored in `runs`.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub finished_at: i64,
+    pub status: &'static str,
+    pub requests: usize,
+    pub failed_batches: usize,
+    pub rows_written: usize,
+    pub error: Option<String>,
+}
+
+/// The one writer connection (or a read-only one).
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.configure().map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only, refusing one whose schema is not this binary's.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let store = Store { conn, path: path.to_path_buf() };
+        let found = store.schema_version()?;
+        store.check_version(found)?;
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::TooOld {
+                path: store.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        // journal_mode answers with a row, so it is read rather than executed.
+        let _mode: String = self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        self.conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        Ok(())
+    }
+
+    /// The database's `PRAGMA user_version`.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    fn check_version(&self, found: i64) -> Result<(), StoreError> {
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies every migration above the current version, each in its own transaction.
+    /// Returns the versions before and after.
+    pub fn migrate(&mut self) -> Result<(i64, i64), StoreError> {
+        let before = self.schema_version()?;
+        self.check_version(before)?;
+        for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if version <= before {
+                continue;
+            }
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql).map_err(|source| StoreError::Migration { name, source })?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            tracing::info!(migration = name, version, "applied migration");
+        }
+        Ok((before, SCHEMA_VERSION))
+    }
+
+    /// The path the store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Direct read access for queries and tests.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Mirrors the inventory into `tweets`: new Tweets are added, changed owners updated, Tweets
+    /// no longer listed get `removed_at` (their data stays), listed-again ones lose it.
+    pub fn sync_inventory<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (TweetId, Option<&'a Handle>)>,
+        now: i64,
+    ) -> Result<SyncReport, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut known: HashMap<i64, (Option<String>, bool)> = HashMap::new();
+        {
+            let mut stmt = tx.prepare("SELECT tweet_id, owner, removed_at IS NOT NULL FROM tweets")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?))))?;
+            for row in rows {
+                let (id, v) = row?;
+                known.insert(id, v);
+            }
+        }
+        let mut report = SyncReport::default();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO tweets (tweet_id, owner, created_at, first_seen_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut set_owner = tx.prepare(
+                "UPDATE tweets SET owner = ?2, status = 'active', status_detail = NULL, \
+                 status_changed_at = ?3 WHERE tweet_id = ?1",
+            )?;
+            let mut restore = tx.prepare("UPDATE tweets SET removed_at = NULL WHERE tweet_id = ?1")?;
+            for (id, owner) in entries {
+                let key = id.get() as i64;
+                let owner = owner.map(Handle::as_str);
+                match known.remove(&key) {
+                    None => {
+                        insert.execute(params![key, owner, id.created_at(), now])?;
+                        report.added += 1;
+                    }
+                    Some((old_owner, removed)) => {
+                        if old_owner.as_deref() != owner {
+                            set_owner.execute(params![key, owner, now])?;
+                            report.owner_changed += 1;
+                        }
+                        if removed {
+                            restore.execute([key])?;
+                            report.restored += 1;
+                        }
+                    }
+                }
+            }
+            let mut remove = tx.prepare("UPDATE tweets SET removed_at = ?2 WHERE tweet_id = ?1")?;
+            for (id, (_, removed)) in known {
+                if !removed {
+                    remove.execute(params![id, now])?;
+                    report.removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Status of every Tweet whose status is not `active`.
+    pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tweet_id, status, status_changed_at FROM tweets WHERE status <> 'active'",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, status, changed) = row?;
+            if let Some(id) = TweetId::new(id as u64) {
+                out.insert(
+                    id,
+                    TweetState { status: TweetStatus::parse(&status), status_changed_at: changed },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a run and returns its id.
+    pub fn begin_run(&mut self, kinds: &[&str], started_at: i64) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO runs (kinds, started_at) VALUES (?1, ?2)",
+            params![kinds.join(","), started_at],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes a run with its outcome.
+    pub fn finish_run(&mut self, run_id: i64, summary: &RunSummary) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
+             rows_written = ?6, error = ?7 WHERE run_id = ?1",
+            params![
+                run_id,
+                summary.finished_at,
+                summary.status,
+                summary.requests as i64,
+                summary.failed_batches as i64,
+                summary.rows_written as i64,
+                summary.error
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a batch that produced no data (it failed, or was refused as a whole).
+    pub fn record_batch(
+        &mut self,
+        record: &BatchRecord,
+        status_changes: &[(TweetId, TweetStatus, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        apply_status_changes(&tx, status_changes, record.started_at)?;
+        insert_request(&tx, record, 0)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes one answered `/totals` batch, its ledger row and its handle usage in one
+    /// transaction. Values equal to the latest stored snapshot are skipped (change-only).
+    /// Returns the number of snapshot rows written.
+    pub fn write_totals_batch(
+        &mut self,
+        record: &BatchRecord,
+        data: &TotalsWrite,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut latest = tx.prepare_cached(
+                "SELECT value FROM totals WHERE tweet_id = ?1 AND metric_id = ?2 \
+                 ORDER BY observed_at DESC LIMIT 1",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (tweet_id, metric_id, observed_at) DO UPDATE SET value = excluded.value",
+            )?;
+            for &(id, metric, value) in &data.values {
+                let key = id.get() as i64;
+                let prev: Option<i64> =
+                    latest.query_row(params![key, metric.id()], |r| r.get(0)).optional()?;
+                if prev != Some(value) {
+                    insert.execute(params![key, metric.id(), data.observed_at, value])?;
+                    written += 1;
+                }
+            }
+            let mut checked =
+                tx.prepare_cached("UPDATE tweets SET totals_checked_at = ?2 WHERE tweet_id = ?1")?;
+            for id in &data.checked {
+                checked.execute(params![id.get() as i64, data.observed_at])?;
+            }
+        }
+        apply_status_changes(&tx, &data.status_changes, data.observed_at)?;
+        if let Some(handle) = &data.handle {
+            note_handle_usage(&tx, handle, data.observed_at)?;
+        }
+        insert_request(&tx, record, written)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// The Tweets with the highest latest value of `metric`: (id, owner, value).
+    pub fn top_by_latest(
+        &self,
+        metric: Metric,
+        limit: usize,
+    ) -> Result<Vec<(TweetId, Option<String>, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tweet_id, owner, value FROM latest_totals WHERE metric = ?1 \
+             ORDER BY value DESC, tweet_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![metric.as_str(), limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, owner, value) = row?;
+            if let Some(id) = TweetId::new(id as u64) {
+                out.push((id, owner, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of rows in `table` (one of the schema's tables or views).
+    pub fn count(&self, table: &str) -> Result<i64, StoreError> {
+        const TABLES: &[&str] = &[
+            "tweets", "totals", "series", "coverage", "runs", "requests", "handle_usage",
+            "latest_totals", "hourly", "daily",
+        ];
+        assert!(TABLES.contains(&table), "count() is only for schema tables, not {table:?}");
+        Ok(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+}
+
+fn apply_status_changes(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[(TweetId, TweetStatus, Option<String>)],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE tweets SET status = ?2, status_detail = ?3, status_changed_at = ?4 \
+         WHERE tweet_id = ?1 AND (status <> ?2 OR status_detail IS NOT ?3)",
+    )?;
+    for (id, status, detail) in changes {
+        stmt.execute(params![id.get() as i64, status.as_str(), detail, now])?;
+    }
+    Ok(())
+}
+
+fn note_handle_usage(tx: &rusqlite::Transaction<'_>, handle: &Handle, now: i64) -> rusqlite::Result<()> {
+    let month = crate::domain::iso_utc(now)[..7].to_string();
+    tx.prepare_cached(
+        "INSERT INTO handle_usage (month, handle, requests, first_used_at, last_used_at) \
+         VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT (month, handle) \
+         DO UPDATE SET requests = requests + 1, last_used_at = excluded.last_used_at",
+    )?
+    .execute(params![month, handle.as_str(), now])?;
+    Ok(())
+}
+
+fn insert_request(tx: &rusqlite::Transaction<'_>, r: &BatchRecord, rows: usize) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO requests (run_id, seq, kind, endpoint, credential, tweet_count, attempts, \
+         http_status, outcome, error, rows, started_at, duration_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        r.run_id,
+        r.seq,
+        r.kind,
+        r.endpoint.name(),
+        r.credential,
+        r.tweet_count as i64,
+        r.attempts,
+        r.http_status,
+        r.outcome.as_str(),
+        r.error,
+        rows as i64,
+        r.started_at,
+        r.duration_ms
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> TweetId {
+        TweetId::from_snowflake(1_700_000_000_000 + n as i64 * 1000, 1)
+    }
+
+    fn record(run_id: i64, seq: i64) -> BatchRecord {
+        BatchRecord {
+            run_id,
+            seq,
+            kind: "totals",
+            endpoint: Endpoint::Totals,
+            credential: "bearer".into(),
+            tweet_count: 2,
+            attempts: 1,
+            http_status: Some(200),
+            outcome: BatchOutcome::Ok,
+            error: None,
+            started_at: 1_800_000_000,
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn migrations_set_user_version_and_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 1);
+        // metric ids in the schema match the domain's.
+        for m in Metric::ALL {
+            let name: String = store
+                .conn()
+                .query_row("SELECT name FROM metrics WHERE metric_id = ?1", [m.id()], |r| r.get(0))
+                .unwrap();
+            assert_eq!(name, m.as_str());
+        }
+        // Re-opening applies nothing and keeps the version.
+        drop(store);
+        let mut again = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        assert_eq!(again.migrate().unwrap(), (SCHEMA_VERSION, SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        {
+            let store = Store::open(&path).unwrap();
+            store.conn().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        }
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer than this binary"));
+        assert!(matches!(Store::open_read_only(&path), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn inventory_mirror_adds_removes_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        let acme: Handle = "acme".parse().unwrap();
+        let r = store.sync_inventory([(id(1), Some(&acme)), (id(2), None)], 100).unwrap();
+        assert_eq!(r, SyncReport { added: 2, ..Default::default() });
+        let r = store.sync_inventory([(id(2), None)], 200).unwrap();
+        assert_eq!(r, SyncReport { removed: 1, ..Default::default() });
+        let removed_at: Option<i64> = store
+            .conn()
+            .query_row("SELECT removed_at FROM tweets WHERE tweet_id = ?1", [id(1).get() as i64], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(removed_at, Some(200));
+        let r = store.sync_inventory([(id(1), None), (id(2), None)], 300).unwrap();
+        assert_eq!(r, SyncReport { restored: 1, owner_changed: 1, ..Default::default() });
+        assert_eq!(store.count("tweets").unwrap(), 2);
+    }
+
+    #[test]
+    fn totals_are_change_only_and_the_view_shows_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        store.sync_inventory([(id(1), None)], 1).unwrap();
+        let run = store.begin_run(&["totals"], 1).unwrap();
+        let write = |observed_at, value| TotalsWrite {
+            observed_at,
+            values: vec![(id(1), Metric::Favorites, value), (id(1), Metric::Replies, 3)],
+            checked: vec![id(1)],
+            ..Default::default()
+        };
+        assert_eq!(store.write_totals_batch(&record(run, 1), &write(10, 5)).unwrap(), 2);
+        assert_eq!(store.write_totals_batch(&record(run, 2), &write(20, 5)).unwrap(), 0);
+        assert_eq!(store.write_totals_batch(&record(run, 3), &write(30, 7)).unwrap(), 1);
+        assert_eq!(store.count("totals").unwrap(), 3);
+        let (value, observed, checked): (i64, i64, i64) = store
+            .conn()
+            .query_row(
+                "SELECT value, observed_at, checked_at FROM latest_totals WHERE metric = 'favorites'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((value, observed, checked), (7, 30, 30));
+        assert_eq!(store.count("requests").unwrap(), 3);
+    }
+}
