@@ -46,8 +46,8 @@ pub struct Config {
     pub totals: TotalsConfig,
     pub hourly: SeriesConfig,
     pub historical: SeriesConfig,
-    /// Things that work but should change (inline secrets); never contain a secret value.
-    pub warnings: Vec<String>,
+    /// Things that work but should change (inline secrets); see [`Config::warnings`].
+    warnings: Vec<String>,
 }
 
 /// `[api]`: where and how requests are sent.
@@ -199,7 +199,10 @@ impl FromStr for Cron {
         let parsed = parser.parse(s).map_err(|e| {
             format!("{s:?} is not a cron schedule ({e}); write 6 or 7 fields, seconds first, e.g. \"0 */15 * * * *\"")
         })?;
-        Ok(Cron { source: s.trim().to_string(), parsed })
+        Ok(Cron {
+            source: s.trim().to_string(),
+            parsed,
+        })
     }
 }
 
@@ -229,7 +232,9 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(problem: impl Into<String>) -> ConfigError {
-        ConfigError { problems: vec![problem.into()] }
+        ConfigError {
+            problems: vec![problem.into()],
+        }
     }
 }
 
@@ -263,7 +268,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => DAY_SECS as u64 * 1000,
         _ => return Err(format!("{s:?} is not a duration; {hint}")),
     };
-    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration; {hint}"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; {hint}"))?;
     if n == 0 {
         return Err(format!("{s:?}: the duration must be greater than zero"));
     }
@@ -292,7 +299,10 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let path = match path {
             Some(p) => p.to_path_buf(),
-            None => match env.iter().find(|(k, v)| k == CONFIG_PATH_ENV && !v.is_empty()) {
+            None => match env
+                .iter()
+                .find(|(k, v)| k == CONFIG_PATH_ENV && !v.is_empty())
+            {
                 Some((_, v)) => PathBuf::from(v),
                 None => {
                     return Err(ConfigError::one(
@@ -321,7 +331,10 @@ impl Config {
                 let (line, col) = line_col(text, s.start);
                 format!(":{line}:{col}")
             });
-            ConfigError::one(format!("{source_name}{at}: invalid TOML: {}", e.message().trim()))
+            ConfigError::one(format!(
+                "{source_name}{at}: invalid TOML: {}",
+                e.message().trim()
+            ))
         })?;
 
         let mut overrides = HashMap::new();
@@ -359,10 +372,23 @@ impl Config {
         };
         let config = loader.config(root, account_env);
         if loader.problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems: loader.problems })
+            return Ok(config);
         }
+        // File order first (by line), then what has no line (environment, missing sections).
+        let mut problems = loader.problems;
+        let prefix = format!("{source_name}:");
+        problems.sort_by_key(|p| {
+            p.strip_prefix(&prefix)
+                .and_then(|rest| rest.split(':').next()?.parse::<usize>().ok())
+                .unwrap_or(usize::MAX)
+        });
+        Err(ConfigError { problems })
+    }
+
+    /// Things that work but should change (inline secrets), for the caller to log at startup.
+    /// They name keys and files, never a secret value.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The rate limit of endpoint `e`.
@@ -376,7 +402,9 @@ impl Config {
 
     /// The account with handle `h` (case-insensitive).
     pub fn account(&self, h: &Handle) -> Option<&AccountConfig> {
-        self.accounts.iter().find(|a| a.handle.as_str().eq_ignore_ascii_case(h.as_str()))
+        self.accounts
+            .iter()
+            .find(|a| a.handle.as_str().eq_ignore_ascii_case(h.as_str()))
     }
 
     /// Every configured account handle, as spelled in the config (for the inventory).
@@ -412,7 +440,13 @@ const ROOT_KEYS: &[&str] = &[
     "hourly",
     "historical",
 ];
-const API_KEYS: &[&str] = &["base_url", "token_url", "timeout", "max_in_flight", "user_agent"];
+const API_KEYS: &[&str] = &[
+    "base_url",
+    "token_url",
+    "timeout",
+    "max_in_flight",
+    "user_agent",
+];
 const APP_KEYS: &[&str] = &[
     "consumer_key",
     "consumer_key_file",
@@ -493,9 +527,11 @@ impl KeyPath {
             }
             match seg {
                 Seg::Key(k) => out.push_str(&k.to_ascii_uppercase()),
-                Seg::Entry(i, h) => {
-                    out.push_str(&h.clone().unwrap_or_else(|| format!("<HANDLE OF #{}>", i + 1)).to_ascii_uppercase())
-                }
+                Seg::Entry(i, h) => out.push_str(
+                    &h.clone()
+                        .unwrap_or_else(|| format!("<HANDLE OF #{}>", i + 1))
+                        .to_ascii_uppercase(),
+                ),
             }
         }
         out
@@ -503,7 +539,9 @@ impl KeyPath {
 }
 
 fn entry_header(parents: &[Seg], entry: &Seg) -> String {
-    let Seg::Entry(i, label) = entry else { return dotted(parents) };
+    let Seg::Entry(i, label) = entry else {
+        return dotted(parents);
+    };
     match label {
         Some(h) => format!("[[{}]] #{} ({h})", dotted(parents), i + 1),
         None => format!("[[{}]] #{}", dotted(parents), i + 1),
@@ -531,10 +569,10 @@ struct Item {
 }
 
 impl Item {
-    fn from_env(&self) -> bool {
-        self.origin.as_deref().is_some_and(|o| {
-            o == CONFIG_CRATE_ENV_ORIGIN || o.starts_with(ENV_ORIGIN_PREFIX)
-        })
+    fn is_from_env(&self) -> bool {
+        self.origin
+            .as_deref()
+            .is_some_and(|o| o == CONFIG_CRATE_ENV_ORIGIN || o.starts_with(ENV_ORIGIN_PREFIX))
     }
 }
 
@@ -572,7 +610,10 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn config(&mut self, root: Table, account_env: Vec<(String, String)>) -> Config {
-        let mut root = Section { path: KeyPath::default(), table: root };
+        let mut root = Section {
+            path: KeyPath::default(),
+            table: root,
+        };
 
         let mut sec = self.section(&mut root, "api");
         let api = self.api(&mut sec);
@@ -586,11 +627,15 @@ impl Loader<'_> {
         let accounts = self.accounts(&mut root, account_env);
 
         let mut sec = self.section(&mut root, "inventory");
-        let inventory = InventoryConfig { path: self.path(&mut sec, "path", "tweets.csv") };
+        let inventory = InventoryConfig {
+            path: self.path(&mut sec, "path", "tweets.csv"),
+        };
         self.finish(sec, PATH_KEYS);
 
         let mut sec = self.section(&mut root, "database");
-        let database = DatabaseConfig { path: self.path(&mut sec, "path", "engagement.sqlite") };
+        let database = DatabaseConfig {
+            path: self.path(&mut sec, "path", "engagement.sqlite"),
+        };
         self.finish(sec, PATH_KEYS);
 
         let mut sec = self.section(&mut root, "schedule");
@@ -610,7 +655,9 @@ impl Loader<'_> {
         self.finish(sec, KIND_KEYS);
 
         let mut sec = self.section(&mut root, "totals");
-        let totals = TotalsConfig { max_requests_per_run: self.budget(&mut sec) };
+        let totals = TotalsConfig {
+            max_requests_per_run: self.budget(&mut sec),
+        };
         self.finish(sec, TOTALS_KEYS);
 
         let hourly = self.series(&mut root, "hourly", "3d");
@@ -637,7 +684,9 @@ impl Loader<'_> {
         let base_url = self.url(sec, "base_url", DEFAULT_BASE_URL, true);
         // The simulator serves the token endpoint too: never send its credentials to X.
         let token_default = if is_loopback_url(&base_url) {
-            base_url.join("/oauth2/token").map_or_else(|_| DEFAULT_TOKEN_URL.to_string(), String::from)
+            base_url
+                .join("/oauth2/token")
+                .map_or_else(|_| DEFAULT_TOKEN_URL.to_string(), String::from)
         } else {
             DEFAULT_TOKEN_URL.to_string()
         };
@@ -648,19 +697,42 @@ impl Loader<'_> {
             None => format!("engagement-ingest/{}", env!("CARGO_PKG_VERSION")),
             Some(item) => self.non_empty_string(item).unwrap_or_default(),
         };
-        ApiConfig { base_url, token_url, timeout, max_in_flight, user_agent }
+        ApiConfig {
+            base_url,
+            token_url,
+            timeout,
+            max_in_flight,
+            user_agent,
+        }
     }
 
     fn app(&mut self, sec: &mut Section) -> AppConfig {
         let env = |field: &str| format!("{ENV_PREFIX}APP__{}", field.to_ascii_uppercase());
         let consumer_key = self
-            .credential(sec, "consumer_key", Sensitivity::Identifier, true, &env("consumer_key"))
+            .credential(
+                sec,
+                "consumer_key",
+                Sensitivity::Identifier,
+                true,
+                &env("consumer_key"),
+            )
             .unwrap_or_default();
         let consumer_secret = self
-            .credential(sec, "consumer_secret", Sensitivity::Secret, true, &env("consumer_secret"))
+            .credential(
+                sec,
+                "consumer_secret",
+                Sensitivity::Secret,
+                true,
+                &env("consumer_secret"),
+            )
             .unwrap_or_default();
-        let bearer_token =
-            self.credential(sec, "bearer_token", Sensitivity::Secret, false, &env("bearer_token"));
+        let bearer_token = self.credential(
+            sec,
+            "bearer_token",
+            Sensitivity::Secret,
+            false,
+            &env("bearer_token"),
+        );
         AppConfig {
             consumer_key,
             consumer_secret: Secret::new(consumer_secret),
@@ -676,7 +748,10 @@ impl Loader<'_> {
         let path = root.path.child("accounts");
         let entries = match root.take("accounts") {
             None => Vec::new(),
-            Some(Item { kind: ValueKind::Array(a), .. }) => a,
+            Some(Item {
+                kind: ValueKind::Array(a),
+                ..
+            }) => a,
             Some(item) => {
                 self.problem(&item, "must be a list of [[accounts]] tables");
                 Vec::new()
@@ -686,7 +761,10 @@ impl Loader<'_> {
         let mut accounts = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, value) in entries.into_iter().enumerate() {
-            let mut sec = Section { path: path.entry(i), table: Table::new() };
+            let mut sec = Section {
+                path: path.entry(i),
+                table: Table::new(),
+            };
             match value.kind {
                 ValueKind::Table(t) => sec.table = t,
                 _ => {
@@ -716,7 +794,7 @@ impl Loader<'_> {
                         &sec.path.child("handle"),
                         None,
                         &format!(
-                            "handle {:?} is already used by [[accounts]] #{} (handles are case-insensitive)",
+                            "{:?} is already used by [[accounts]] #{} (handles are case-insensitive)",
                             h.as_str(),
                             first + 1
                         ),
@@ -729,7 +807,9 @@ impl Loader<'_> {
                 }
             }
             let env_name = |field: &str| {
-                let h = handle.as_ref().map_or("<HANDLE>".to_string(), |h| h.as_str().to_ascii_uppercase());
+                let h = handle
+                    .as_ref()
+                    .map_or("<HANDLE>".to_string(), |h| h.as_str().to_ascii_uppercase());
                 format!("{ACCOUNTS_ENV_PREFIX}{h}__{}", field.to_ascii_uppercase())
             };
             let access_token = self.credential(
@@ -778,7 +858,12 @@ impl Loader<'_> {
         vars: Vec<(String, String)>,
     ) -> HashMap<String, Vec<(String, String, String)>> {
         let mut out: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
-        let fields = ["access_token_secret_file", "access_token_secret", "access_token_file", "access_token"];
+        let fields = [
+            "access_token_secret_file",
+            "access_token_secret",
+            "access_token_file",
+            "access_token",
+        ];
         for (var, value) in vars {
             if value.is_empty() {
                 continue;
@@ -787,8 +872,15 @@ impl Loader<'_> {
             let found = fields.iter().find_map(|f| {
                 let cut = rest.len().checked_sub(f.len() + 2)?;
                 let (handle, suffix) = (rest.get(..cut)?, rest.get(cut..)?);
-                (!handle.is_empty() && suffix.starts_with("__") && suffix[2..].eq_ignore_ascii_case(f))
-                    .then(|| (handle.trim_start_matches('@').to_ascii_lowercase(), f.to_string()))
+                (!handle.is_empty()
+                    && suffix.starts_with("__")
+                    && suffix[2..].eq_ignore_ascii_case(f))
+                .then(|| {
+                    (
+                        handle.trim_start_matches('@').to_ascii_lowercase(),
+                        f.to_string(),
+                    )
+                })
             });
             match found {
                 Some((handle, field)) => out.entry(handle).or_default().push((field, var, value)),
@@ -816,12 +908,15 @@ impl Loader<'_> {
         let inline = sec.take(field);
         let file = sec.take(&file_key);
         let chosen = match (inline, file) {
-            (Some(i), Some(f)) if i.from_env() == f.from_env() => {
-                self.problem(&i, &format!("both {field} and {file_key} are set; keep one"));
+            (Some(i), Some(f)) if i.is_from_env() == f.is_from_env() => {
+                self.problem(
+                    &i,
+                    &format!("both {field} and {file_key} are set; keep one"),
+                );
                 return None;
             }
             (Some(i), Some(f)) => {
-                if i.from_env() {
+                if i.is_from_env() {
                     Ok(i)
                 } else {
                     Err(f)
@@ -850,7 +945,7 @@ impl Loader<'_> {
                     self.problem(&inline, "is empty");
                     return None;
                 }
-                if sensitivity == Sensitivity::Secret && !inline.from_env() && !self.loopback {
+                if sensitivity == Sensitivity::Secret && !inline.is_from_env() && !self.loopback {
                     let at = self.locate(&inline.path, None);
                     self.warnings.push(format!(
                         "{at}: {}: secret written inline in the config file; move it to {file_key} \
@@ -889,7 +984,11 @@ impl Loader<'_> {
         };
         let max_requests_per_run = self.budget(&mut sec);
         self.finish(sec, SERIES_KEYS);
-        SeriesConfig { max_age, metrics, max_requests_per_run }
+        SeriesConfig {
+            max_age,
+            metrics,
+            max_requests_per_run,
+        }
     }
 
     fn metrics(&mut self, item: Item) -> Vec<Metric> {
@@ -911,7 +1010,10 @@ impl Loader<'_> {
                 names
             }
             _ => {
-                self.problem(&item, "must be a list of strings such as [\"impressions\", \"favorites\"]");
+                self.problem(
+                    &item,
+                    "must be a list of strings such as [\"impressions\", \"favorites\"]",
+                );
                 return Endpoint::Hour28.metrics();
             }
         };
@@ -928,13 +1030,16 @@ impl Loader<'_> {
                     }
                 }
                 Err(_) => {
-                    let known: Vec<&str> = Endpoint::Hour28.metrics().iter().map(|m| m.as_str()).collect();
-                    let hint = suggest(&name, &known)
-                        .map_or(String::new(), |s| format!(" (did you mean {s:?}?)"));
-                    self.problem(
-                        &item,
-                        &format!("unknown engagement type {name:?}{hint}; known: {}", known.join(", ")),
+                    let known: Vec<&str> = Endpoint::Hour28
+                        .metrics()
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect();
+                    let hint = suggest(&name, &known).map_or_else(
+                        || format!("; known: {}", known.join(", ")),
+                        |s| format!(" (did you mean {s:?}?)"),
                     );
+                    self.problem(&item, &format!("unknown engagement type {name:?}{hint}"));
                 }
             }
         }
@@ -948,26 +1053,37 @@ impl Loader<'_> {
         let mut sec = self.section(limits, name);
         let mut per_minute = NonZeroU32::new(60);
         if let Some(item) = sec.take("per_minute") {
-            per_minute = self.int(&item).and_then(|n| self.u32_or(&item, n)).and_then(NonZeroU32::new);
+            per_minute = self
+                .int(&item)
+                .and_then(|n| self.u32_or(&item, n))
+                .and_then(NonZeroU32::new);
         }
         let per_second = sec
             .take("per_second")
             .and_then(|item| self.int(&item).and_then(|n| self.u32_or(&item, n)))
             .and_then(NonZeroU32::new);
         self.finish(sec, LIMIT_KEYS);
-        Limit { per_minute, per_second }
+        Limit {
+            per_minute,
+            per_second,
+        }
     }
 
     fn budget(&mut self, sec: &mut Section) -> Option<NonZeroU32> {
         let item = sec.take("max_requests_per_run")?;
-        self.int(&item).and_then(|n| self.u32_or(&item, n)).and_then(NonZeroU32::new)
+        self.int(&item)
+            .and_then(|n| self.u32_or(&item, n))
+            .and_then(NonZeroU32::new)
     }
 
     fn u32_or(&mut self, item: &Item, n: i64) -> Option<u32> {
         match u32::try_from(n) {
             Ok(n) => Some(n),
             Err(_) => {
-                self.problem(item, &format!("{n} is out of range (0 = unlimited, up to {})", u32::MAX));
+                self.problem(
+                    item,
+                    &format!("{n} is out of range (0 = unlimited, up to {})", u32::MAX),
+                );
                 None
             }
         }
@@ -975,9 +1091,17 @@ impl Loader<'_> {
 
     fn url(&mut self, sec: &mut Section, key: &str, default: &str, is_base: bool) -> Url {
         let fallback = || Url::parse(default).expect("default URLs parse");
-        let Some(item) = sec.take(key) else { return fallback() };
-        let Some(text) = self.string(&item) else { return fallback() };
-        let shown = if text.contains('@') { "the URL".to_string() } else { format!("{text:?}") };
+        let Some(item) = sec.take(key) else {
+            return fallback();
+        };
+        let Some(text) = self.string(&item) else {
+            return fallback();
+        };
+        let shown = if text.contains('@') {
+            "the URL".to_string()
+        } else {
+            format!("{text:?}")
+        };
         let url = match Url::parse(&text) {
             Ok(u) => u,
             Err(e) => {
@@ -996,7 +1120,9 @@ impl Loader<'_> {
             other => bad.push(format!("scheme {other}:// is not supported; use https://")),
         }
         if !url.username().is_empty() || url.password().is_some() {
-            bad.push("must not contain credentials; put them in [app] and [[accounts]]".to_string());
+            bad.push(
+                "must not contain credentials; put them in [app] and [[accounts]]".to_string(),
+            );
         }
         if is_base && url.path() != "/" {
             bad.push(format!(
@@ -1022,11 +1148,16 @@ impl Loader<'_> {
 
     fn duration(&mut self, sec: &mut Section, key: &str, default: &str) -> Duration {
         let fallback = parse_duration(default).expect("default durations parse");
-        let Some(item) = sec.take(key) else { return fallback };
+        let Some(item) = sec.take(key) else {
+            return fallback;
+        };
         let text = match &item.kind {
             ValueKind::String(s) => s.clone(),
             _ => {
-                self.problem(&item, &format!("must be a string with a unit, e.g. {default:?}"));
+                self.problem(
+                    &item,
+                    &format!("must be a string with a unit, e.g. {default:?}"),
+                );
                 return fallback;
             }
         };
@@ -1037,7 +1168,9 @@ impl Loader<'_> {
     }
 
     fn count(&mut self, sec: &mut Section, key: &str, default: u32, min: u32, max: u32) -> u32 {
-        let Some(item) = sec.take(key) else { return default };
+        let Some(item) = sec.take(key) else {
+            return default;
+        };
         match self.int(&item) {
             Some(n) if (i64::from(min)..=i64::from(max)).contains(&n) => n as u32,
             Some(n) => {
@@ -1050,8 +1183,12 @@ impl Loader<'_> {
 
     fn cron(&mut self, sec: &mut Section, key: &str, default: &str) -> Cron {
         let fallback = || default.parse::<Cron>().expect("default schedules parse");
-        let Some(item) = sec.take(key) else { return fallback() };
-        let Some(text) = self.string(&item) else { return fallback() };
+        let Some(item) = sec.take(key) else {
+            return fallback();
+        };
+        let Some(text) = self.string(&item) else {
+            return fallback();
+        };
         text.parse().unwrap_or_else(|e: String| {
             self.problem(&item, &e);
             fallback()
@@ -1061,7 +1198,9 @@ impl Loader<'_> {
     fn path(&mut self, sec: &mut Section, key: &str, default: &str) -> PathBuf {
         match sec.take(key) {
             None => PathBuf::from(default),
-            Some(item) => self.non_empty_string(item).map_or_else(|| PathBuf::from(default), PathBuf::from),
+            Some(item) => self
+                .non_empty_string(item)
+                .map_or_else(|| PathBuf::from(default), PathBuf::from),
         }
     }
 
@@ -1107,7 +1246,10 @@ impl Loader<'_> {
         let path = parent.path.child(name);
         let table = match parent.take(name) {
             None => Table::new(),
-            Some(Item { kind: ValueKind::Table(t), .. }) => t,
+            Some(Item {
+                kind: ValueKind::Table(t),
+                ..
+            }) => t,
             Some(item) => {
                 self.problem(&item, "must be a table ([section] or { key = value })");
                 Table::new()
@@ -1123,13 +1265,19 @@ impl Loader<'_> {
         for (key, value) in left {
             let path = sec.path.child(&key);
             let at = self.locate(&path, value.origin());
-            let hint = suggest(&key, known).map_or(String::new(), |s| format!(" (did you mean {:?}?)", qualify(&sec.path, s)));
+            let guess = suggest(&key, known);
             let problem = match sec.path.0.last() {
                 Some(entry @ Seg::Entry(..)) => {
                     let header = entry_header(&sec.path.0[..sec.path.0.len() - 1], entry);
+                    let hint = guess.map_or(String::new(), |s| format!(" (did you mean {s:?}?)"));
                     format!("{at}: unknown key {key:?} in {header}{hint}")
                 }
-                _ => format!("{at}: unknown key {:?}{hint}", qualify(&sec.path, &key)),
+                _ => {
+                    let hint = guess.map_or(String::new(), |s| {
+                        format!(" (did you mean {:?}?)", qualify(&sec.path, s))
+                    });
+                    format!("{at}: unknown key {:?}{hint}", qualify(&sec.path, &key))
+                }
             };
             self.problems.push(problem);
         }
@@ -1141,7 +1289,8 @@ impl Loader<'_> {
 
     fn problem_at(&mut self, path: &KeyPath, origin: Option<&str>, message: &str) {
         let at = self.locate(path, origin);
-        self.problems.push(format!("{at}: {}: {message}", path.section_form()));
+        self.problems
+            .push(format!("{at}: {}: {message}", path.section_form()));
     }
 
     /// `config.toml:12`, `config.toml` or `config.toml (env ENGAGEMENT__API__TIMEOUT)`.
@@ -1169,7 +1318,8 @@ impl Loader<'_> {
                         Some(DeValue::Table(t)) => t,
                         Some(_) => break,
                     };
-                    let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
+                    let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k)
+                    else {
                         break;
                     };
                     found = Some(key.span().start);
@@ -1177,7 +1327,9 @@ impl Loader<'_> {
                     value = Some(v.get_ref());
                 }
                 Seg::Entry(i, _) => {
-                    let Some(DeValue::Array(a)) = value else { break };
+                    let Some(DeValue::Array(a)) = value else {
+                        break;
+                    };
                     let Some(v) = a.get(*i) else { break };
                     if let DeValue::Table(t) = v.get_ref() {
                         // The first key of the entry is on (or right after) its header.
@@ -1195,7 +1347,11 @@ impl Loader<'_> {
 
 fn qualify(section: &KeyPath, key: &str) -> String {
     let prefix = dotted(&section.0);
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -1207,7 +1363,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    s.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// The known key closest to `word`, if it is close enough to be a typo.
@@ -1235,4 +1392,414 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[app]
+consumer_key = "ck"
+consumer_secret = "app-secret-value"
+
+[[accounts]]
+handle = "Acme"
+access_token = "1001-acme"
+access_token_secret = "acme-secret-value"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse("config.toml", text, env(vars))
+    }
+
+    fn problems(text: &str, vars: &[(&str, &str)]) -> String {
+        parse(text, vars)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_every_default() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.api.base_url.as_str(), "https://data-api.twitter.com/");
+        assert_eq!(
+            c.api.token_url.as_str(),
+            "https://api.twitter.com/oauth2/token"
+        );
+        assert_eq!(c.api.timeout, Duration::from_secs(30));
+        assert_eq!(c.api.max_in_flight, 4);
+        assert!(c.api.user_agent.starts_with("engagement-ingest/"));
+        assert_eq!(c.app.consumer_secret.expose(), "app-secret-value");
+        assert!(c.app.bearer_token.is_none());
+        assert_eq!(c.accounts[0].handle.as_str(), "Acme");
+        assert_eq!(c.inventory.path, PathBuf::from("tweets.csv"));
+        assert_eq!(c.database.path, PathBuf::from("engagement.sqlite"));
+        assert_eq!(c.schedule.totals.as_str(), "0 */15 * * * *");
+        assert_eq!(c.limit(Endpoint::Hour28).per_minute, NonZeroU32::new(60));
+        assert_eq!(c.limit(Endpoint::Totals).per_second, None);
+        assert_eq!(c.totals.max_requests_per_run, None);
+        assert_eq!(c.hourly.max_age, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.historical.max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.hourly.metrics, Endpoint::Hour28.metrics());
+        assert!(c.account(&"acme".parse().unwrap()).is_some());
+        assert!(!c.is_loopback());
+        assert_eq!(
+            c.secret_values(),
+            vec!["app-secret-value", "acme-secret-value"]
+        );
+        // Two inline secrets against the real API: two warnings, neither holding the value.
+        assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
+        assert!(c.warnings()[0].contains("consumer_secret_file"));
+        assert!(c.warnings().iter().all(|w| !w.contains("secret-value")));
+    }
+
+    #[test]
+    fn environment_overrides_file_keys() {
+        let c = parse(
+            &format!("{MINIMAL}\n[api]\ntimeout = \"5s\"\n"),
+            &[
+                ("ENGAGEMENT__API__TIMEOUT", "10s"),
+                ("ENGAGEMENT__LIMITS__TOTALS__PER_MINUTE", "30"),
+                ("ENGAGEMENT__HOURLY__METRICS", "impressions, favorites"),
+                ("ENGAGEMENT_CONFIG", "ignored.toml"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.api.timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.totals.per_minute, NonZeroU32::new(30));
+        assert_eq!(
+            c.hourly.metrics,
+            vec![Metric::Impressions, Metric::Favorites]
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_without_warnings() {
+        let text = r#"
+[app]
+consumer_key = "ck"
+[[accounts]]
+handle = "acme"
+access_token = "file-token"
+"#;
+        let c = parse(
+            text,
+            &[
+                ("ENGAGEMENT__APP__CONSUMER_SECRET", "env-app-secret"),
+                ("ENGAGEMENT__APP__BEARER_TOKEN", "env-bearer"),
+                (
+                    "ENGAGEMENT__ACCOUNTS__ACME__ACCESS_TOKEN_SECRET",
+                    "env-acme-secret",
+                ),
+                ("ENGAGEMENT__ACCOUNTS__ACME__ACCESS_TOKEN", "env-token"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.app.consumer_secret.expose(), "env-app-secret");
+        assert_eq!(c.app.bearer_token.as_ref().unwrap().expose(), "env-bearer");
+        assert_eq!(
+            c.accounts[0].access_token_secret.expose(),
+            "env-acme-secret"
+        );
+        assert_eq!(c.accounts[0].access_token, "env-token");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn file_secrets_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("consumer_secret");
+        std::fs::write(&secret, "from-a-file\r\n").unwrap();
+        let text = format!(
+            "[app]\nconsumer_key = \"ck\"\nconsumer_secret_file = {:?}\n",
+            secret.display().to_string()
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.app.consumer_secret.expose(), "from-a-file");
+        assert!(c.warnings().is_empty());
+        assert!(c.accounts.is_empty(), "zero accounts is allowed");
+    }
+
+    #[test]
+    fn unreadable_secret_file_names_key_path_and_os_error() {
+        let text = "[app]\nconsumer_key = \"ck\"\nconsumer_secret_file = \"/nonexistent/cs\"\n";
+        let e = problems(text, &[]);
+        assert!(
+            e.starts_with(
+                "config.toml:3: [app] consumer_secret_file: cannot read \"/nonexistent/cs\""
+            ),
+            "{e}"
+        );
+        assert!(e.contains("os error 2"), "{e}");
+    }
+
+    #[test]
+    fn inline_and_file_secret_together_is_an_error() {
+        let text = "[app]\nconsumer_key = \"ck\"\nconsumer_secret = \"s3cr3t\"\nconsumer_secret_file = \"x\"\n";
+        let e = problems(text, &[]);
+        assert!(
+            e.contains(
+                "[app] consumer_secret: both consumer_secret and consumer_secret_file are set"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn missing_secret_names_the_three_ways_to_give_it() {
+        let e = problems("[app]\nconsumer_key = \"ck\"\n", &[]);
+        assert!(e.contains("consumer_secret_file"), "{e}");
+        assert!(e.contains("ENGAGEMENT__APP__CONSUMER_SECRET"), "{e}");
+        assert!(e.contains("consumer_secret = \"...\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let e = problems(&format!("{MINIMAL}\n[api]\ntimout = \"3s\"\n"), &[]);
+        assert_eq!(
+            e,
+            "config.toml:12: unknown key \"api.timout\" (did you mean \"api.timeout\"?)"
+        );
+
+        let text = MINIMAL.replace("access_token = ", "acess_token = ");
+        let e = problems(&text, &[]);
+        assert!(
+            e.contains("config.toml:8: unknown key \"acess_token\" in [[accounts]] #1 (Acme) (did you mean \"access_token\"?)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_keys_name_the_variable() {
+        let e = problems(MINIMAL, &[("ENGAGEMENT__API__TIMOUT", "3s")]);
+        assert!(
+            e.contains("(env ENGAGEMENT__API__TIMOUT): unknown key \"api.timout\""),
+            "{e}"
+        );
+        let e = problems(
+            MINIMAL,
+            &[("ENGAGEMENT__ACCOUNTS__NOBODY__ACCESS_TOKEN_SECRET", "x")],
+        );
+        assert!(
+            e.contains("no [[accounts]] entry has handle \"nobody\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        let e = problems(
+            &format!("{MINIMAL}\n[api]\nbase_url = \"http://example.com\"\n"),
+            &[],
+        );
+        assert_eq!(
+            e,
+            "config.toml:12: [api] base_url: http:// is only allowed for loopback addresses \
+             (127.0.0.0/8, ::1, localhost); use https://"
+        );
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:9",
+            "http://localhost",
+        ] {
+            let c = parse(&format!("{MINIMAL}\n[api]\nbase_url = {ok:?}\n"), &[]).unwrap();
+            assert!(c.is_loopback());
+            assert!(
+                c.warnings().is_empty(),
+                "simulator credentials are not secrets"
+            );
+            assert_eq!(c.api.token_url.path(), "/oauth2/token");
+            assert_eq!(c.api.token_url.host(), c.api.base_url.host());
+        }
+        let e = problems(
+            &format!("{MINIMAL}\n[api]\nbase_url = \"https://x.test/v1?a=b\"\n"),
+            &[],
+        );
+        assert!(
+            e.contains("must have no path") && e.contains("no query"),
+            "{e}"
+        );
+        assert!(
+            problems(
+                &format!("{MINIMAL}\n[api]\nbase_url = \"ftp://x.test\"\n"),
+                &[]
+            )
+            .contains("ftp://")
+        );
+    }
+
+    #[test]
+    fn five_field_cron_is_rejected_saying_seconds_come_first() {
+        let e = problems(
+            &format!("{MINIMAL}\n[schedule]\nhourly = \"5 * * * *\"\n"),
+            &[],
+        );
+        assert!(
+            e.contains("[schedule] hourly: \"5 * * * *\" has 5 fields, but seconds come first"),
+            "{e}"
+        );
+        assert!(e.contains("\"0 */15 * * * *\""));
+        assert!(
+            problems(
+                &format!("{MINIMAL}\n[schedule]\ntotals = \"0 61 * * * *\"\n"),
+                &[]
+            )
+            .contains("[schedule] totals")
+        );
+    }
+
+    #[test]
+    fn cron_next_after_follows_the_schedule() {
+        let cron: Cron = "0 */15 * * * *".parse().unwrap();
+        let t = DateTime::parse_from_rfc3339("2024-05-01T10:07:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            cron.next_after(t).unwrap().to_rfc3339(),
+            "2024-05-01T10:15:00+00:00"
+        );
+        let on = DateTime::parse_from_rfc3339("2024-05-01T10:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            cron.next_after(on).unwrap().to_rfc3339(),
+            "2024-05-01T10:30:00+00:00"
+        );
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_name_the_key() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        for bad in ["", "30", "s", "1.5h", "3w", "-1s", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let e = problems(
+            &format!("{MINIMAL}\n[hourly]\nmax_age = \"3 weeks\"\n"),
+            &[],
+        );
+        assert!(
+            e.starts_with("config.toml:12: [hourly] max_age: \"3 weeks\" is not a duration"),
+            "{e}"
+        );
+        let e = problems(&format!("{MINIMAL}\n[api]\ntimeout = 30\n"), &[]);
+        assert!(
+            e.contains("[api] timeout: must be a string with a unit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let text = format!(
+            "{MINIMAL}\n[api]\ntimout = \"3s\"\nmax_in_flight = 0\n[limits]\ntotals = {{ per_minut = 5 }}\n\
+             [hourly]\nmetrics = [\"impressions\", \"quote_tweets\", \"favourites\"]\n\
+             [[accounts]]\nhandle = \"ACME\"\naccess_token = \"\"\naccess_token_secret = \"x\"\n"
+        );
+        let e = parse(&text, &[]).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("unknown key \"api.timout\""), "{all}");
+        assert!(
+            all.contains("[api] max_in_flight: 0 is out of range (1 to 64)"),
+            "{all}"
+        );
+        assert!(all.contains("unknown key \"limits.totals.per_minut\" (did you mean \"limits.totals.per_minute\"?)"), "{all}");
+        assert!(
+            all.contains("\"quote_tweets\" is not served by /28hr"),
+            "{all}"
+        );
+        assert!(
+            all.contains("unknown engagement type \"favourites\" (did you mean \"favorites\"?)"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "[[accounts]] #2 (ACME) handle: \"ACME\" is already used by [[accounts]] #1"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("[[accounts]] #2 (ACME) access_token: is empty"),
+            "{all}"
+        );
+        assert!(all.ends_with(&format!(
+            "{} problems in the configuration",
+            e.problems.len()
+        )));
+        assert_eq!(e.problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn invalid_toml_is_located_without_echoing_the_line() {
+        let e = problems("[app]\nconsumer_secret = \"unterminated-secret\n", &[]);
+        assert!(e.starts_with("config.toml:2:"), "{e}");
+        assert!(!e.contains("unterminated-secret"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let c = parse(
+            MINIMAL,
+            &[("ENGAGEMENT__APP__BEARER_TOKEN", "bearer-secret-value")],
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        for s in c.secret_values() {
+            assert!(!debug.contains(s), "{s} leaked into {debug}");
+        }
+        assert!(debug.contains("[redacted]"));
+        assert_eq!(c.app.consumer_secret.to_string(), "[redacted]");
+    }
+
+    #[test]
+    fn example_config_loads_with_secrets_from_the_environment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let c = Config::load(
+            None,
+            env(&[
+                ("ENGAGEMENT_CONFIG", path.to_str().unwrap()),
+                ("ENGAGEMENT__APP__CONSUMER_SECRET", "cs"),
+                ("ENGAGEMENT__ACCOUNTS__ACME__ACCESS_TOKEN_SECRET", "ats"),
+                ("ENGAGEMENT__INVENTORY__PATH", "/nonexistent/tweets.csv"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.source.as_deref(), Some(path.as_path()));
+        assert_eq!(c.inventory.path, PathBuf::from("/nonexistent/tweets.csv"));
+        assert_eq!(c.hourly.metrics.len(), 17);
+        assert_eq!(
+            c.limits.totals,
+            Limit {
+                per_minute: NonZeroU32::new(60),
+                per_second: None
+            }
+        );
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn no_config_path_is_a_clear_error() {
+        let e = Config::load(None, env(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no config: pass --config PATH or set ENGAGEMENT_CONFIG"
+        );
+        let e = Config::load(Some(Path::new("/nonexistent/c.toml")), env(&[])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read config file /nonexistent/c.toml:")
+        );
+    }
 }
