@@ -36,15 +36,25 @@ const ENV_ORIGIN_PREFIX: &str = "env ";
 pub struct Config {
     /// The file it was loaded from (`None` when parsed from a string).
     pub source: Option<PathBuf>,
+    /// `[api]`.
     pub api: ApiConfig,
+    /// `[app]`.
     pub app: AppConfig,
+    /// `[[accounts]]`, in file order; may be empty (public Tweets only).
     pub accounts: Vec<AccountConfig>,
+    /// `[inventory]`.
     pub inventory: InventoryConfig,
+    /// `[database]`.
     pub database: DatabaseConfig,
+    /// `[schedule]`.
     pub schedule: ScheduleConfig,
+    /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[totals]`.
     pub totals: TotalsConfig,
+    /// `[hourly]` (the `/28hr` job kind).
     pub hourly: SeriesConfig,
+    /// `[historical]`.
     pub historical: SeriesConfig,
     /// Things that work but should change (inline secrets); see [`Config::warnings`].
     warnings: Vec<String>,
@@ -68,7 +78,9 @@ pub struct ApiConfig {
 /// `[app]`: the approved app's credentials.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// The app's API key (an identifier, not a secret).
     pub consumer_key: String,
+    /// The app's API secret.
     pub consumer_secret: Secret,
     /// App-only token; `None` means "obtain one from `api.token_url`".
     pub bearer_token: Option<Secret>,
@@ -77,8 +89,11 @@ pub struct AppConfig {
 /// One `[[accounts]]` entry: a Tweet owner who authorized the app.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {
+    /// The owner's handle, as spelled in the config.
     pub handle: Handle,
+    /// The owner's OAuth 1.0a access token (an identifier, not a secret).
     pub access_token: String,
+    /// The owner's OAuth 1.0a access token secret.
     pub access_token_secret: Secret,
 }
 
@@ -99,23 +114,31 @@ pub struct DatabaseConfig {
 /// `[schedule]`: when the daemon runs each job kind (UTC, seconds first).
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
+    /// Default `0 */15 * * * *`.
     pub totals: Cron,
+    /// Default `0 5 * * * *`.
     pub hourly: Cron,
+    /// Default `0 30 3 * * *`.
     pub historical: Cron,
 }
 
 /// `[limits]`: the contract's request limits per endpoint, app-wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
+    /// `/totals`.
     pub totals: Limit,
+    /// `/28hr`.
     pub hourly: Limit,
+    /// `/historical`.
     pub historical: Limit,
 }
 
 /// Request rate limit of one endpoint; `None` = unlimited (written as `0` or left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
+    /// Requests per minute; default 60.
     pub per_minute: Option<NonZeroU32>,
+    /// Requests per second; default unlimited.
     pub per_second: Option<NonZeroU32>,
 }
 
@@ -227,6 +250,7 @@ impl PartialEq for Cron {
 /// Everything wrong with a configuration, one problem per entry, none containing a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Each problem, naming the file (and line when known) and the full key.
     pub problems: Vec<String>,
 }
 

@@ -25,6 +25,7 @@ pub struct Inventory {
 /// One tracked Tweet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The Tweet.
     pub id: TweetId,
     /// The owning account, spelled as in the config; `None` for a public Tweet.
     pub owner: Option<Handle>,
@@ -59,6 +60,7 @@ impl Inventory {
 pub struct Problem {
     /// 1-based line number.
     pub line: usize,
+    /// What is wrong with it and what to do.
     pub message: String,
 }
 
