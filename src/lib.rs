@@ -1,3 +1,4 @@
 //! engagement-ingest: collects X Enterprise Engagement API metrics into SQLite time series.
 
 pub mod domain;
+pub mod sim;
