@@ -2,15 +2,14 @@
 //! §3.2, §6.1, §8.3, §12.4), the partial-success lists, and the groupings nested in `group_by`
 //! order with string leaves (§4).
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value, json};
 
 use crate::domain::{
-    Endpoint, Hour, IMPRESSIONS_MAX_AGE_SECS, Metric, TweetId, VIDEO_VIEWS_MAX_AGE_SECS, iso_utc,
+    Endpoint, IMPRESSIONS_MAX_AGE_SECS, Metric, TweetId, VIDEO_VIEWS_MAX_AGE_SECS, iso_utc,
 };
 
 use super::auth::Credential;
+use super::data::Series;
 use super::population::TweetState;
 use super::query::{GroupKey, Query};
 use super::service::{Reply, Sim};
@@ -18,7 +17,8 @@ use super::window::Window;
 
 /// One number the answer is made of: a (Tweet, type) total, or one hourly bucket of it.
 struct Fact {
-    tweet: TweetId,
+    /// Index into the answered Tweets.
+    tweet: usize,
     metric: Metric,
     /// Index into the window's hours, for series endpoints.
     hour: Option<usize>,
@@ -91,7 +91,7 @@ impl Sim {
         };
 
         let mut facts = Vec::new();
-        for &tweet in &available {
+        for (index, &tweet) in available.iter().enumerate() {
             for &metric in &query.metrics {
                 let omitted = matches!(metric, Metric::Impressions | Metric::Engagements)
                     && too_old_for_impressions.contains(&tweet);
@@ -100,27 +100,20 @@ impl Sim {
                 }
                 // Too old for video views: kept in the answer with "0" (interpreting-metrics [D]).
                 let zeroed = metric == Metric::VideoViews && too_old_for_video.contains(&tweet);
-                self.push_facts(&mut facts, tweet, metric, window, now, zeroed);
+                self.push_facts(&mut facts, (index, tweet), metric, window, now, zeroed);
             }
         }
 
-        let hour_keys: Vec<(String, String)> = window
-            .map(|w| w.hours().map(Hour::keys).collect())
-            .unwrap_or_default();
-        let mut body = Map::new();
-        for g in &query.groupings {
-            let refs: Vec<&Fact> = facts.iter().collect();
-            body.insert(g.name.clone(), nest(&g.keys, &refs, &hour_keys));
-        }
+        let mut meta = Map::new();
         if let Some(w) = window {
-            body.insert("start".into(), w.echo_start.clone().into());
-            body.insert("end".into(), w.echo_end.clone().into());
+            meta.insert("start".into(), w.echo_start.clone().into());
+            meta.insert("end".into(), w.echo_end.clone().into());
         }
         let mut errors = Vec::new();
         if !unavailable.is_empty() {
             // Q13: REF's message table pairs the list with this error; the simulator sends both.
             errors.push(unavailable_text(unavailable.len()));
-            body.insert(
+            meta.insert(
                 "unavailable_tweet_ids".into(),
                 id_strings(&unavailable).into(),
             );
@@ -131,21 +124,36 @@ impl Sim {
             errors.push(format!(
                 "Impressions & engagements for tweets older than 90 days (created before {cutoff}) are not supported"
             ));
-            body.insert(
+            meta.insert(
                 "unsupported_for_impressions_engagements_tweet_ids".into(),
                 id_strings(&too_old_for_impressions).into(),
             );
         }
         if !too_old_for_video.is_empty() {
-            body.insert(
+            meta.insert(
                 "unsupported_for_video_views_tweet_ids".into(),
                 id_strings(&too_old_for_video).into(),
             );
         }
         if !errors.is_empty() {
-            body.insert("errors".into(), errors.into());
+            meta.insert("errors".into(), errors.into());
         }
-        Ok(Reply::json(200, Value::Object(body)))
+        // Written as text, not built as a `Value`: a full /historical batch has ~300k leaves.
+        let keys = Keys::new(&available, window);
+        let mut out = String::from("{");
+        for (name, value) in &meta {
+            out += &format!("{}:{value},", Value::from(name.as_str()));
+        }
+        for g in &query.groupings {
+            out += &Value::from(g.name.as_str()).to_string();
+            out.push(':');
+            let refs: Vec<&Fact> = facts.iter().collect();
+            write_nested(&mut out, &g.keys, &refs, &keys);
+            out.push(',');
+        }
+        out.pop();
+        out.push('}');
+        Ok(Reply::raw(200, out))
     }
 
     /// Bearer: public types on `/totals` only. User context: only the token owner's Tweets;
@@ -209,68 +217,134 @@ impl Sim {
     fn push_facts(
         &self,
         facts: &mut Vec<Fact>,
-        tweet: TweetId,
+        (index, tweet): (usize, TweetId),
         metric: Metric,
         window: Option<&Window>,
         now: i64,
         zeroed: bool,
     ) {
-        let Some(w) = window else {
-            let value = if zeroed {
-                0
-            } else {
-                self.total(tweet, metric, now)
-            };
+        let series = Series::new(self.world().seed, tweet, metric);
+        let mut push = |hour, value| {
             facts.push(Fact {
-                tweet,
+                tweet: index,
                 metric,
-                hour: None,
+                hour,
                 value,
-            });
+            })
+        };
+        let Some(w) = window else {
+            push(None, if zeroed { 0 } else { series.at(now) });
             return;
         };
-        // Consecutive boundaries share one cumulative value each, so a bucket costs one call.
-        let mut before = self.total(tweet, metric, w.start.secs());
+        // Consecutive buckets share a boundary, so each bucket costs one evaluation.
+        let mut before = series.at(w.start.secs());
         for (i, hour) in w.hours().enumerate() {
             let end = hour.plus_hours(1).secs();
-            let after = self.total(tweet, metric, end);
-            let value = if zeroed || end > now {
-                0
-            } else {
-                after - before
-            };
-            facts.push(Fact {
-                tweet,
-                metric,
-                hour: Some(i),
-                value,
-            });
+            let after = series.at(end);
+            push(
+                Some(i),
+                if zeroed || end > now {
+                    0
+                } else {
+                    after - before
+                },
+            );
             before = after;
         }
     }
 }
 
-/// Nests `facts` by `keys` in order; a leaf is the decimal string of the sum of its facts. Without
-/// `engagement.day`, `engagement.hour` buckets are hour-of-day sums (RUBY's real output, Q2).
-fn nest(keys: &[GroupKey], facts: &[&Fact], hour_keys: &[(String, String)]) -> Value {
-    let Some((first, rest)) = keys.split_first() else {
-        return Value::String(facts.iter().map(|f| f.value).sum::<i64>().to_string());
-    };
-    let mut groups: BTreeMap<String, Vec<&Fact>> = BTreeMap::new();
-    for f in facts {
-        let key = match first {
-            GroupKey::TweetId => f.tweet.to_string(),
-            GroupKey::Type => f.metric.as_str().to_string(),
-            // Validation keeps time keys off /totals, so series facts always have an hour.
-            GroupKey::Day => f.hour.map(|h| hour_keys[h].0.clone()).unwrap_or_default(),
-            GroupKey::Hour => f.hour.map(|h| hour_keys[h].1.clone()).unwrap_or_default(),
+/// The keys of a response, made once per answer; facts are grouped by dense key indices.
+struct Keys {
+    /// Decimal IDs of the answered Tweets, by `Fact::tweet`.
+    tweets: Vec<String>,
+    /// The window's distinct `YYYY-MM-DD` days, oldest first.
+    days: Vec<String>,
+    /// Per window hour: its index in `days` and its hour of day.
+    day_of: Vec<usize>,
+    hour_of: Vec<usize>,
+}
+
+impl Keys {
+    fn new(tweets: &[TweetId], window: Option<&Window>) -> Keys {
+        let mut keys = Keys {
+            tweets: id_strings(tweets),
+            days: Vec::new(),
+            day_of: Vec::new(),
+            hour_of: Vec::new(),
         };
-        groups.entry(key).or_default().push(f);
+        for hour in window.iter().flat_map(|w| w.hours()) {
+            let (day, hh) = hour.keys();
+            if keys.days.last() != Some(&day) {
+                keys.days.push(day);
+            }
+            keys.day_of.push(keys.days.len() - 1);
+            keys.hour_of.push(hh.parse().unwrap_or_default());
+        }
+        keys
     }
-    Value::Object(
-        groups
-            .into_iter()
-            .map(|(k, fs)| (k, nest(rest, &fs, hour_keys)))
-            .collect(),
-    )
+
+    /// How many distinct values `key` can take.
+    fn len(&self, key: GroupKey) -> usize {
+        match key {
+            GroupKey::TweetId => self.tweets.len(),
+            GroupKey::Type => Metric::ALL.len() + 1,
+            GroupKey::Day => self.days.len(),
+            GroupKey::Hour => 24,
+        }
+    }
+
+    /// The index of `f`'s value of `key`. Validation keeps time keys off /totals, so facts
+    /// grouped by time always have an hour.
+    fn index(&self, key: GroupKey, f: &Fact) -> usize {
+        let hour = f.hour.unwrap_or_default();
+        match key {
+            GroupKey::TweetId => f.tweet,
+            GroupKey::Type => f.metric.id() as usize,
+            GroupKey::Day => self.day_of[hour],
+            GroupKey::Hour => self.hour_of[hour],
+        }
+    }
+
+    /// Writes the JSON key for index `i` of `key` (none of them needs escaping).
+    fn write(&self, out: &mut String, key: GroupKey, i: usize) {
+        let text = match key {
+            GroupKey::TweetId => self.tweets[i].clone(),
+            GroupKey::Type => Metric::from_id(i as i64)
+                .map_or("", Metric::as_str)
+                .to_string(),
+            GroupKey::Day => self.days[i].clone(),
+            GroupKey::Hour => format!("{i:02}"),
+        };
+        out.push('"');
+        out.push_str(&text);
+        out.push_str("\":");
+    }
+}
+
+/// Writes `facts` nested by `group_by` in order; a leaf is the decimal string of the sum of its
+/// facts. Tweets come in request order, types in `Metric::ALL` order, time oldest first. Without
+/// `engagement.day`, `engagement.hour` buckets are hour-of-day sums (RUBY's real output, Q2).
+fn write_nested(out: &mut String, group_by: &[GroupKey], facts: &[&Fact], keys: &Keys) {
+    let Some((&first, rest)) = group_by.split_first() else {
+        let sum: i64 = facts.iter().map(|f| f.value).sum();
+        out.push_str(&format!("\"{sum}\""));
+        return;
+    };
+    let mut groups: Vec<Vec<&Fact>> = vec![Vec::new(); keys.len(first)];
+    for f in facts {
+        groups[keys.index(first, f)].push(f);
+    }
+    out.push('{');
+    let mut any = false;
+    for (i, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+        keys.write(out, first, i);
+        write_nested(out, rest, group, keys);
+        out.push(',');
+        any = true;
+    }
+    if any {
+        out.pop();
+    }
+    out.push('}');
 }

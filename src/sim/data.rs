@@ -96,21 +96,50 @@ impl Curve {
     }
 }
 
+/// The running count of one (Tweet, metric) over time; build it once to read many boundaries.
+pub(crate) struct Series {
+    seed: u64,
+    tweet: TweetId,
+    born: i64,
+    curve: Curve,
+    unlikes: bool,
+}
+
+impl Series {
+    pub(crate) fn new(seed: u64, tweet: TweetId, metric: Metric) -> Series {
+        Series {
+            seed,
+            tweet,
+            born: Hour::floor(tweet.created_at()).secs(),
+            curve: Curve::of(seed, tweet, metric),
+            unlikes: metric == Metric::Favorites,
+        }
+    }
+
+    /// The running count at the hour boundary at or before `boundary_secs`.
+    pub(crate) fn at(&self, boundary_secs: i64) -> i64 {
+        let hours = (Hour::floor(boundary_secs).secs() - self.born) / HOUR_SECS;
+        if hours <= 0 {
+            return 0;
+        }
+        let unlike = self.unlikes
+            && unit(mix(&[
+                TAG_UNLIKE,
+                self.seed,
+                self.tweet.get(),
+                hours as u64,
+            ])) < UNLIKE_RATE;
+        (self.curve.at(hours) - i64::from(unlike)).max(0)
+    }
+}
+
 /// The running count of `metric` for `tweet` at the hour boundary at or before `boundary_secs`.
 ///
 /// Zero at and before the boundary that starts the Tweet's creation hour. Every metric follows a
 /// saturating curve, so late hours add nothing (zero buckets); `favorites` also dips by one in a
 /// few hours (un-likes), so some of its buckets are negative, but the count never goes below 0.
 pub fn cumulative(seed: u64, tweet: TweetId, metric: Metric, boundary_secs: i64) -> i64 {
-    let born = Hour::floor(tweet.created_at()).secs();
-    let hours = (Hour::floor(boundary_secs).secs() - born) / HOUR_SECS;
-    if hours <= 0 {
-        return 0;
-    }
-    let base = Curve::of(seed, tweet, metric).at(hours);
-    let unlike = metric == Metric::Favorites
-        && unit(mix(&[TAG_UNLIKE, seed, tweet.get(), hours as u64])) < UNLIKE_RATE;
-    (base - i64::from(unlike)).max(0)
+    Series::new(seed, tweet, metric).at(boundary_secs)
 }
 
 /// The count of `metric` for `tweet` during `hour`: the running count's change over that hour.

@@ -64,9 +64,10 @@ pub const INTERNAL_ERROR: &str = "internal server error";
 
 /// An answer before it becomes HTTP.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
-    pub body: Value,
+    /// JSON text.
+    body: String,
     /// Rate-limit headers (insights endpoints only).
     pub rate: Option<RateHeaders>,
     /// Cut the serialized body short (the `malformed` fault).
@@ -76,6 +77,11 @@ pub struct Reply {
 impl Reply {
     /// A JSON answer.
     pub fn json(status: u16, body: Value) -> Reply {
+        Reply::raw(status, body.to_string())
+    }
+
+    /// An answer already written as JSON text.
+    pub fn raw(status: u16, body: String) -> Reply {
         Reply {
             status,
             body,
@@ -92,7 +98,7 @@ impl Reply {
 
     /// The body bytes as sent.
     pub fn body_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec(&self.body).expect("JSON values serialize");
+        let mut bytes = self.body.clone().into_bytes();
         if self.truncate {
             bytes.truncate(bytes.len() / 2);
         }

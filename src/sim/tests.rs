@@ -908,3 +908,62 @@ async fn serve_cli_reports_a_bad_world() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_full_historical_batch_is_dense_and_zero_filled() {
+    let t = TestSim::default().await;
+    let ids: Vec<TweetId> = t
+        .ids(Some("acme"), |s| s.state == TweetState::Active)
+        .into_iter()
+        .take(25)
+        .collect();
+    let types: Vec<&str> = Endpoint::Historical
+        .metrics()
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    let body = json!({
+        "tweet_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "engagement_types": types,
+        "groupings": {"s": {"group_by": ["engagement.type", "tweet.id", "engagement.day", "engagement.hour"]}},
+    });
+    let auth = t.oauth(Endpoint::Historical, "acme", None, None);
+    let (status, resp) = t.post(Endpoint::Historical, &auth, &body).await;
+    assert_eq!(status, 200, "{resp}");
+    let leaves: usize = resp["s"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|by_id| by_id.as_object().unwrap().values())
+        .flat_map(|by_day| by_day.as_object().unwrap().values())
+        .map(|hours| hours.as_object().unwrap().len())
+        .sum();
+    assert_eq!(leaves, 17 * 25 * 28 * 24);
+}
+
+#[tokio::test]
+async fn tweets_older_than_1800_days_report_zero_video_views() {
+    let mut world = World::from_toml_str(WORLD).unwrap();
+    let old: TweetId = "1067094924124872705".parse().unwrap(); // 2018-11-26
+    world.public.tweets = TweetSpec::List(vec![old]);
+    world.tweets.deleted = TweetSpec::Count(0);
+    world.tweets.protected = TweetSpec::Count(0);
+    let t = TestSim::start(world).await;
+    let (status, body) = t
+        .post(Endpoint::Totals, BEARER, &per_tweet(&[old], &PUBLIC))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["unsupported_for_video_views_tweet_ids"],
+        json!([old.to_string()])
+    );
+    assert_eq!(body["per tweet"][old.to_string()]["video_views"], "0");
+    let favorites = t
+        .sim()
+        .total(old, Metric::Favorites, t.sim().now())
+        .to_string();
+    assert_eq!(
+        body["per tweet"][old.to_string()]["favorites"],
+        favorites.as_str()
+    );
+}
