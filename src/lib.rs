@@ -7,4 +7,5 @@ pub mod domain;
 pub mod inventory;
 pub mod parse;
 pub mod planner;
+pub mod sim;
 pub mod store;

@@ -1,0 +1,350 @@
+//! What a valid, authenticated request gets: the credential and ownership rules (engagement-api
+//! §3.2, §6.1, §8.3, §12.4), the partial-success lists, and the groupings nested in `group_by`
+//! order with string leaves (§4).
+
+use serde_json::{Map, Value, json};
+
+use crate::domain::{
+    Endpoint, IMPRESSIONS_MAX_AGE_SECS, Metric, TweetId, VIDEO_VIEWS_MAX_AGE_SECS, iso_utc,
+};
+
+use super::auth::Credential;
+use super::data::Series;
+use super::population::TweetState;
+use super::query::{GroupKey, Query};
+use super::service::{Reply, Sim};
+use super::window::Window;
+
+/// One number the answer is made of: a (Tweet, type) total, or one hourly bucket of it.
+struct Fact {
+    /// Index into the answered Tweets.
+    tweet: usize,
+    metric: Metric,
+    /// Index into the window's hours, for series endpoints.
+    hour: Option<usize>,
+    value: i64,
+}
+
+/// `N Tweet ID(s) are unavailable` [D].
+fn unavailable_text(n: usize) -> String {
+    format!("{n} Tweet ID(s) are unavailable")
+}
+
+fn id_strings(ids: &[TweetId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+impl Sim {
+    /// The answer to `query` from `credential` at `now`, or a whole-request refusal.
+    pub(crate) fn answer(
+        &self,
+        endpoint: Endpoint,
+        credential: Credential,
+        query: &Query,
+        window: Option<&Window>,
+        now: i64,
+    ) -> Result<Reply, Reply> {
+        self.check_credential(endpoint, credential, query)?;
+
+        // Protected Tweets refuse the whole request with 400 (AUTHGUIDE [D]); listing them in
+        // `unavailable_tweet_ids` there too is a simulator choice (Q13).
+        let state = |id: &TweetId| self.tweet(*id).map(|t| t.state);
+        let protected: Vec<TweetId> = query
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| state(id) == Some(TweetState::Protected))
+            .collect();
+        if !protected.is_empty() {
+            return Err(Reply::json(
+                400,
+                json!({ "errors": [unavailable_text(protected.len())], "unavailable_tweet_ids": id_strings(&protected) }),
+            ));
+        }
+        // IDs the world does not know are answered like deleted ones (simulator choice).
+        let (available, unavailable): (Vec<TweetId>, Vec<TweetId>) = query
+            .ids
+            .iter()
+            .partition(|id| state(id) == Some(TweetState::Active));
+
+        let wants = |m: Metric| query.metrics.contains(&m);
+        // Q8: the 90-day rule is documented for /totals only, so only /totals applies it.
+        let too_old_for_impressions: Vec<TweetId> = if endpoint == Endpoint::Totals
+            && (wants(Metric::Impressions) || wants(Metric::Engagements))
+        {
+            available
+                .iter()
+                .copied()
+                .filter(|t| t.age_at(now) > IMPRESSIONS_MAX_AGE_SECS)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let too_old_for_video: Vec<TweetId> = if wants(Metric::VideoViews) {
+            available
+                .iter()
+                .copied()
+                .filter(|t| t.age_at(now) > VIDEO_VIEWS_MAX_AGE_SECS)
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        let mut facts = Vec::new();
+        for (index, &tweet) in available.iter().enumerate() {
+            for &metric in &query.metrics {
+                let omitted = matches!(metric, Metric::Impressions | Metric::Engagements)
+                    && too_old_for_impressions.contains(&tweet);
+                if omitted {
+                    continue;
+                }
+                // Too old for video views: kept in the answer with "0" (interpreting-metrics [D]).
+                let zeroed = metric == Metric::VideoViews && too_old_for_video.contains(&tweet);
+                self.push_facts(&mut facts, (index, tweet), metric, window, now, zeroed);
+            }
+        }
+
+        let mut meta = Map::new();
+        if let Some(w) = window {
+            meta.insert("start".into(), w.echo_start.clone().into());
+            meta.insert("end".into(), w.echo_end.clone().into());
+        }
+        let mut errors = Vec::new();
+        if !unavailable.is_empty() {
+            // Q13: REF's message table pairs the list with this error; the simulator sends both.
+            errors.push(unavailable_text(unavailable.len()));
+            meta.insert(
+                "unavailable_tweet_ids".into(),
+                id_strings(&unavailable).into(),
+            );
+        }
+        if !too_old_for_impressions.is_empty() {
+            // Q9: the TIME_PERIOD placeholder is filled with the cut-off (simulator choice).
+            let cutoff = iso_utc(now - IMPRESSIONS_MAX_AGE_SECS);
+            errors.push(format!(
+                "Impressions & engagements for tweets older than 90 days (created before {cutoff}) are not supported"
+            ));
+            meta.insert(
+                "unsupported_for_impressions_engagements_tweet_ids".into(),
+                id_strings(&too_old_for_impressions).into(),
+            );
+        }
+        if !too_old_for_video.is_empty() {
+            meta.insert(
+                "unsupported_for_video_views_tweet_ids".into(),
+                id_strings(&too_old_for_video).into(),
+            );
+        }
+        if !errors.is_empty() {
+            meta.insert("errors".into(), errors.into());
+        }
+        // Written as text, not built as a `Value`: a full /historical batch has ~300k leaves.
+        let keys = Keys::new(&available, window);
+        let mut out = String::from("{");
+        for (name, value) in &meta {
+            out += &format!("{}:{value},", Value::from(name.as_str()));
+        }
+        for g in &query.groupings {
+            out += &Value::from(g.name.as_str()).to_string();
+            out.push(':');
+            let refs: Vec<&Fact> = facts.iter().collect();
+            write_nested(&mut out, &g.keys, &refs, &keys);
+            out.push(',');
+        }
+        out.pop();
+        out.push('}');
+        Ok(Reply::raw(200, out))
+    }
+
+    /// Bearer: public types on `/totals` only. User context: only the token owner's Tweets;
+    /// deleted and unknown IDs are not ownership-checked. Either failure refuses the whole request.
+    fn check_credential(
+        &self,
+        endpoint: Endpoint,
+        credential: Credential,
+        query: &Query,
+    ) -> Result<(), Reply> {
+        match credential {
+            Credential::Bearer => {
+                let refused: Vec<&str> = query
+                    .metrics
+                    .iter()
+                    .filter(|m| !endpoint.bearer_may_read(**m))
+                    .map(|m| m.as_str())
+                    .collect();
+                if refused.is_empty() {
+                    Ok(())
+                } else {
+                    // Text seen by RUBY [C]; used for every bearer refusal (Q10, simulator choice).
+                    Err(Reply::errors(
+                        403,
+                        [format!(
+                            "Forbidden to access metrics: {}",
+                            refused.join(", ")
+                        )],
+                    ))
+                }
+            }
+            Credential::User(i) => {
+                let handle = &self.world().accounts[i].handle;
+                let foreign: Vec<String> = query
+                    .ids
+                    .iter()
+                    .filter(|id| {
+                        self.tweet(**id).is_some_and(|t| {
+                            t.state != TweetState::Deleted && t.owner.as_ref() != Some(handle)
+                        })
+                    })
+                    .map(ToString::to_string)
+                    .collect();
+                if foreign.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Reply::errors(
+                        403,
+                        [format!(
+                            "Forbidden to access tweets: {}",
+                            foreign.join(", ")
+                        )],
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The facts of one (Tweet, type): its total at `now`, or one per window hour. Hours that have
+    /// not ended yet read zero: data is revealed hour by hour.
+    fn push_facts(
+        &self,
+        facts: &mut Vec<Fact>,
+        (index, tweet): (usize, TweetId),
+        metric: Metric,
+        window: Option<&Window>,
+        now: i64,
+        zeroed: bool,
+    ) {
+        let series = Series::new(self.world().seed, tweet, metric);
+        let mut push = |hour, value| {
+            facts.push(Fact {
+                tweet: index,
+                metric,
+                hour,
+                value,
+            })
+        };
+        let Some(w) = window else {
+            push(None, if zeroed { 0 } else { series.at(now) });
+            return;
+        };
+        // Consecutive buckets share a boundary, so each bucket costs one evaluation.
+        let mut before = series.at(w.start.secs());
+        for (i, hour) in w.hours().enumerate() {
+            let end = hour.plus_hours(1).secs();
+            let after = series.at(end);
+            push(
+                Some(i),
+                if zeroed || end > now {
+                    0
+                } else {
+                    after - before
+                },
+            );
+            before = after;
+        }
+    }
+}
+
+/// The keys of a response, made once per answer; facts are grouped by dense key indices.
+struct Keys {
+    /// Decimal IDs of the answered Tweets, by `Fact::tweet`.
+    tweets: Vec<String>,
+    /// The window's distinct `YYYY-MM-DD` days, oldest first.
+    days: Vec<String>,
+    /// Per window hour: its index in `days` and its hour of day.
+    day_of: Vec<usize>,
+    hour_of: Vec<usize>,
+}
+
+impl Keys {
+    fn new(tweets: &[TweetId], window: Option<&Window>) -> Keys {
+        let mut keys = Keys {
+            tweets: id_strings(tweets),
+            days: Vec::new(),
+            day_of: Vec::new(),
+            hour_of: Vec::new(),
+        };
+        for hour in window.iter().flat_map(|w| w.hours()) {
+            let (day, hh) = hour.keys();
+            if keys.days.last() != Some(&day) {
+                keys.days.push(day);
+            }
+            keys.day_of.push(keys.days.len() - 1);
+            keys.hour_of.push(hh.parse().unwrap_or_default());
+        }
+        keys
+    }
+
+    /// How many distinct values `key` can take.
+    fn len(&self, key: GroupKey) -> usize {
+        match key {
+            GroupKey::TweetId => self.tweets.len(),
+            GroupKey::Type => Metric::ALL.len() + 1,
+            GroupKey::Day => self.days.len(),
+            GroupKey::Hour => 24,
+        }
+    }
+
+    /// The index of `f`'s value of `key`. Validation keeps time keys off /totals, so facts
+    /// grouped by time always have an hour.
+    fn index(&self, key: GroupKey, f: &Fact) -> usize {
+        let hour = f.hour.unwrap_or_default();
+        match key {
+            GroupKey::TweetId => f.tweet,
+            GroupKey::Type => f.metric.id() as usize,
+            GroupKey::Day => self.day_of[hour],
+            GroupKey::Hour => self.hour_of[hour],
+        }
+    }
+
+    /// Writes the JSON key for index `i` of `key` (none of them needs escaping).
+    fn write(&self, out: &mut String, key: GroupKey, i: usize) {
+        let text = match key {
+            GroupKey::TweetId => self.tweets[i].clone(),
+            GroupKey::Type => Metric::from_id(i as i64)
+                .map_or("", Metric::as_str)
+                .to_string(),
+            GroupKey::Day => self.days[i].clone(),
+            GroupKey::Hour => format!("{i:02}"),
+        };
+        out.push('"');
+        out.push_str(&text);
+        out.push_str("\":");
+    }
+}
+
+/// Writes `facts` nested by `group_by` in order; a leaf is the decimal string of the sum of its
+/// facts. Tweets come in request order, types in `Metric::ALL` order, time oldest first. Without
+/// `engagement.day`, `engagement.hour` buckets are hour-of-day sums (RUBY's real output, Q2).
+fn write_nested(out: &mut String, group_by: &[GroupKey], facts: &[&Fact], keys: &Keys) {
+    let Some((&first, rest)) = group_by.split_first() else {
+        let sum: i64 = facts.iter().map(|f| f.value).sum();
+        out.push_str(&format!("\"{sum}\""));
+        return;
+    };
+    let mut groups: Vec<Vec<&Fact>> = vec![Vec::new(); keys.len(first)];
+    for f in facts {
+        groups[keys.index(first, f)].push(f);
+    }
+    out.push('{');
+    let mut any = false;
+    for (i, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+        keys.write(out, first, i);
+        write_nested(out, rest, group, keys);
+        out.push(',');
+        any = true;
+    }
+    if any {
+        out.pop();
+    }
+    out.push('}');
+}

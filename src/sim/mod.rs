@@ -1,0 +1,39 @@
+//! A local stand-in for the X Enterprise Engagement API (design.md §6, engagement-api.md §12),
+//! driven by a world file. It shares only `domain` types with the worker: its OAuth verifier,
+//! data model and rules are its own, so tests of the worker against it prove something.
+//!
+//! Where the real API is undocumented, the simulator makes the choice engagement-api §12 suggests
+//! and the code says so at that spot.
+
+mod answer;
+mod auth;
+mod cli;
+mod data;
+mod faults;
+mod limits;
+mod oauth;
+mod population;
+mod query;
+mod server;
+mod service;
+mod stats;
+mod window;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+pub use auth::TIMESTAMP_SKEW_SECS;
+pub use cli::serve_cli;
+pub use data::{bucket, cumulative};
+pub use limits::UNLIMITED;
+pub use population::{PUBLIC_AUTHOR_BASE, SimTweet, TweetState};
+pub use server::{SimHandle, spawn, spawn_sim};
+pub use service::{
+    Clock, GZIP_REQUIRED, INTERNAL_ERROR, ManualClock, RATE_LIMITED, Sim, system_clock,
+};
+pub use stats::{RequestCount, Stats};
+pub use world::{
+    Account, App, EndpointLimit, Faults, Limits, Public, TweetSpec, TweetsConfig, World,
+    WorldError, demo_world,
+};

@@ -1,0 +1,212 @@
+//! The Tweets of a world: listed ones plus generated ones, a pure function of the world and the
+//! UTC day the simulator starts, so two simulators started the same day agree on every ID.
+
+use std::collections::HashSet;
+
+use crate::domain::{DAY_SECS, Handle, TweetId};
+
+use super::data::{mix, unit};
+use super::world::{TweetSpec, World};
+
+/// Author user IDs of public Tweets are `PUBLIC_AUTHOR_BASE + k`, outside any configured account.
+pub const PUBLIC_AUTHOR_BASE: u64 = 9_000_000;
+
+const TAG_OWNED: u64 = 0x20;
+const TAG_PUBLIC: u64 = 0x21;
+const TAG_DELETED: u64 = 0x22;
+const TAG_PROTECTED: u64 = 0x23;
+
+/// What the API does with a Tweet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TweetState {
+    /// Served normally.
+    Active,
+    /// Answered in `unavailable_tweet_ids`.
+    Deleted,
+    /// Refuses the whole request (400 "Tweet ID(s) are unavailable").
+    Protected,
+}
+
+/// One Tweet of the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTweet {
+    pub id: TweetId,
+    /// The configured account that wrote it; `None` for a public Tweet.
+    pub owner: Option<Handle>,
+    pub author_id: u64,
+    pub state: TweetState,
+}
+
+/// Midnight UTC of the day containing `now` (Unix seconds).
+pub fn start_day(now: i64) -> i64 {
+    now.div_euclid(DAY_SECS) * DAY_SECS
+}
+
+/// Every Tweet of `world` for a simulator started on the day beginning at `start_day`: accounts'
+/// Tweets in account order, then public ones.
+pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
+    let mut taken: HashSet<TweetId> = world
+        .accounts
+        .iter()
+        .flat_map(|a| a.tweets.listed())
+        .chain(world.public.tweets.listed())
+        .copied()
+        .collect();
+    let spread_ms = i64::from(world.tweets.spread_days) * DAY_SECS * 1000;
+    let first_ms = start_day * 1000 - spread_ms;
+    let mut ids = |spec: &TweetSpec, tag: u64, group: u64| -> Vec<TweetId> {
+        match spec {
+            TweetSpec::List(ids) => ids.clone(),
+            TweetSpec::Count(n) => (0..u64::from(*n))
+                .map(|k| {
+                    let h = mix(&[tag, world.seed, group, k]);
+                    let created_ms = first_ms + (unit(h) * spread_ms as f64) as i64;
+                    let mut low = (h & 0x3f_ffff) as u32;
+                    // Two Tweets in one millisecond differ in their low (sequence) bits.
+                    loop {
+                        let id = TweetId::from_snowflake(created_ms, low);
+                        if taken.insert(id) {
+                            break id;
+                        }
+                        low = low.wrapping_add(1);
+                    }
+                })
+                .collect(),
+        }
+    };
+
+    let mut tweets = Vec::new();
+    for (i, a) in world.accounts.iter().enumerate() {
+        for id in ids(&a.tweets, TAG_OWNED, i as u64) {
+            tweets.push(SimTweet {
+                id,
+                owner: Some(a.handle.clone()),
+                author_id: a.user_id,
+                state: TweetState::Active,
+            });
+        }
+    }
+    for (k, id) in ids(&world.public.tweets, TAG_PUBLIC, 0)
+        .into_iter()
+        .enumerate()
+    {
+        let author_id = PUBLIC_AUTHOR_BASE + k as u64;
+        tweets.push(SimTweet {
+            id,
+            owner: None,
+            author_id,
+            state: TweetState::Active,
+        });
+    }
+    mark(
+        &mut tweets,
+        &world.tweets.deleted,
+        TweetState::Deleted,
+        world.seed,
+        TAG_DELETED,
+    );
+    mark(
+        &mut tweets,
+        &world.tweets.protected,
+        TweetState::Protected,
+        world.seed,
+        TAG_PROTECTED,
+    );
+    tweets
+}
+
+/// Puts the Tweets `spec` names (by ID, or a seed-chosen count of still-active ones) in `state`.
+fn mark(tweets: &mut [SimTweet], spec: &TweetSpec, state: TweetState, seed: u64, tag: u64) {
+    match spec {
+        TweetSpec::List(ids) => {
+            for t in tweets.iter_mut().filter(|t| ids.contains(&t.id)) {
+                t.state = state;
+            }
+        }
+        TweetSpec::Count(n) => {
+            let mut candidates: Vec<usize> = (0..tweets.len())
+                .filter(|i| tweets[*i].state == TweetState::Active)
+                .collect();
+            candidates.sort_by_key(|i| mix(&[tag, seed, tweets[*i].id.get()]));
+            for i in candidates.into_iter().take(*n as usize) {
+                tweets[i].state = state;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IMPRESSIONS_MAX_AGE_SECS;
+
+    const DAY: i64 = 1_750_000_000 / DAY_SECS * DAY_SECS;
+
+    #[test]
+    fn same_world_same_day_same_tweets() {
+        let w = World::demo(7);
+        assert_eq!(generate(&w, DAY), generate(&World::demo(7), DAY));
+        assert_ne!(generate(&w, DAY), generate(&World::demo(8), DAY));
+    }
+
+    #[test]
+    fn generated_ids_are_unique_snowflakes_inside_the_spread() {
+        let w = World::demo(3);
+        let tweets = generate(&w, DAY);
+        assert_eq!(tweets.len(), 380);
+        let ids: HashSet<_> = tweets.iter().map(|t| t.id).collect();
+        assert_eq!(ids.len(), tweets.len());
+        for t in &tweets {
+            assert!(
+                t.id.created_at() >= DAY - 120 * DAY_SECS && t.id.created_at() < DAY,
+                "{}",
+                t.id
+            );
+        }
+        // The 90-day rule must have something to bite on.
+        assert!(
+            tweets
+                .iter()
+                .any(|t| t.owner.is_some() && t.id.age_at(DAY) > IMPRESSIONS_MAX_AGE_SECS)
+        );
+    }
+
+    #[test]
+    fn owners_authors_and_states() {
+        let w = World::demo(3);
+        let tweets = generate(&w, DAY);
+        let acme = tweets
+            .iter()
+            .filter(|t| t.owner.as_ref().is_some_and(|h| h.as_str() == "acme_news"));
+        assert!(acme.clone().count() == 80 && acme.clone().all(|t| t.author_id == 1001));
+        let public: Vec<_> = tweets.iter().filter(|t| t.owner.is_none()).collect();
+        assert_eq!(public.len(), 200);
+        assert!(public.iter().all(|t| t.author_id >= PUBLIC_AUTHOR_BASE));
+        assert_eq!(
+            tweets
+                .iter()
+                .filter(|t| t.state == TweetState::Deleted)
+                .count(),
+            3
+        );
+        assert_eq!(
+            tweets
+                .iter()
+                .filter(|t| t.state == TweetState::Protected)
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn listed_tweets_keep_their_ids_and_marks() {
+        let mut w = World::demo(3);
+        let id: TweetId = "1067094924124872705".parse().unwrap();
+        w.public.tweets = TweetSpec::List(vec![id]);
+        w.tweets.deleted = TweetSpec::Count(0);
+        w.tweets.protected = TweetSpec::List(vec![id]);
+        let tweets = generate(&w, DAY);
+        let t = tweets.iter().find(|t| t.id == id).unwrap();
+        assert_eq!((t.owner.clone(), t.state), (None, TweetState::Protected));
+    }
+}

@@ -1,0 +1,281 @@
+//! The simulator itself: a world, its Tweets and numbers, an injectable clock, and the state a
+//! running service keeps (nonces, budgets, stats, faults). Runs the insights check order; HTTP
+//! plumbing lives in `server`, the answer body in `answer`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::domain::{Endpoint, Hour, Metric, TweetId};
+
+use super::auth::{Authenticator, Credential, SignedRequest};
+use super::data;
+use super::faults::{self, Fault};
+use super::limits::{RateHeaders, RateLimiter};
+use super::population::{self, SimTweet};
+use super::query;
+use super::stats::{Recorder, Stats};
+use super::window;
+use super::world::{Faults, World};
+
+/// The simulator's notion of "now", in Unix seconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The machine's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp())
+}
+
+/// A clock a test sets by hand.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock reading `now`.
+    pub fn new(now: i64) -> ManualClock {
+        ManualClock(Arc::new(AtomicI64::new(now)))
+    }
+
+    /// Moves the clock to `now`.
+    pub fn set(&self, now: i64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// The [`Clock`] that reads this.
+    pub fn clock(&self) -> Clock {
+        let cell = self.0.clone();
+        Arc::new(move || cell.load(Ordering::SeqCst))
+    }
+}
+
+/// The exact 406 body X sends without `Accept-Encoding: gzip` (TWEETINVI-584).
+pub const GZIP_REQUIRED: &str = "This request requires gzip compression. Retry the request after setting 'Accept-Encoding' header in the request to 'gzip'.";
+/// The 429 text (RUBY matches "rate limit"; the exact text is a simulator choice).
+pub const RATE_LIMITED: &str = "Exceeded rate limit";
+/// The 5xx text RUBY saw.
+pub const INTERNAL_ERROR: &str = "internal server error";
+
+/// An answer before it becomes HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub status: u16,
+    /// JSON text.
+    body: String,
+    /// Rate-limit headers (insights endpoints only).
+    pub rate: Option<RateHeaders>,
+    /// Cut the serialized body short (the `malformed` fault).
+    pub truncate: bool,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: Value) -> Reply {
+        Reply::raw(status, body.to_string())
+    }
+
+    /// An answer already written as JSON text.
+    pub fn raw(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            body,
+            rate: None,
+            truncate: false,
+        }
+    }
+
+    /// `{"errors":[…]}` in this API's plain-string style.
+    pub fn errors(status: u16, messages: impl IntoIterator<Item = impl Into<String>>) -> Reply {
+        let list: Vec<String> = messages.into_iter().map(Into::into).collect();
+        Reply::json(status, json!({ "errors": list }))
+    }
+
+    /// The body bytes as sent.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.body.clone().into_bytes();
+        if self.truncate {
+            bytes.truncate(bytes.len() / 2);
+        }
+        bytes
+    }
+}
+
+/// A simulated Engagement API.
+pub struct Sim {
+    world: World,
+    tweets: Vec<SimTweet>,
+    by_id: HashMap<TweetId, usize>,
+    start_day: i64,
+    clock: Clock,
+    auth: Authenticator,
+    limiter: RateLimiter,
+    pub(crate) stats: Recorder,
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.world.seed)
+            .field("tweets", &self.tweets.len())
+            .finish()
+    }
+}
+
+impl Sim {
+    /// A simulator on the system clock; Tweets are generated for today (UTC).
+    pub fn new(world: World) -> Sim {
+        Sim::with_clock(world, system_clock())
+    }
+
+    /// A simulator on `clock`; Tweets are generated for the UTC day `clock` reads now.
+    pub fn with_clock(world: World, clock: Clock) -> Sim {
+        let start_day = population::start_day(clock());
+        let tweets = population::generate(&world, start_day);
+        let by_id = tweets.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        Sim {
+            limiter: RateLimiter::new(world.limits),
+            faults: Mutex::new(world.faults),
+            world,
+            tweets,
+            by_id,
+            start_day,
+            clock,
+            auth: Authenticator::default(),
+            stats: Recorder::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The world this simulator serves.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// Every Tweet of the world, deleted and protected ones included.
+    pub fn tweets(&self) -> &[SimTweet] {
+        &self.tweets
+    }
+
+    /// The world's Tweet with this ID.
+    pub fn tweet(&self, id: TweetId) -> Option<&SimTweet> {
+        self.by_id.get(&id).map(|i| &self.tweets[*i])
+    }
+
+    /// Midnight UTC of the day the Tweets were generated for.
+    pub fn start_day(&self) -> i64 {
+        self.start_day
+    }
+
+    /// The simulator's clock now.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// What `/totals` reports for `tweet` at `at_secs`: the sum of the buckets of every hour that
+    /// ended by then.
+    pub fn total(&self, tweet: TweetId, metric: Metric, at_secs: i64) -> i64 {
+        data::cumulative(self.world.seed, tweet, metric, at_secs)
+    }
+
+    /// The count of `metric` for `tweet` during `hour` (once that hour has ended).
+    pub fn bucket(&self, tweet: TweetId, metric: Metric, hour: Hour) -> i64 {
+        data::bucket(self.world.seed, tweet, metric, hour)
+    }
+
+    /// A snapshot of the request counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+
+    /// The fault settings in force.
+    pub fn faults(&self) -> Faults {
+        *self.faults.lock().expect("faults lock")
+    }
+
+    /// Replaces the fault settings (what `POST /_sim/faults` does).
+    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+        faults.validate()?;
+        *self.faults.lock().expect("faults lock") = faults;
+        Ok(())
+    }
+
+    /// The inventory CSV of every Tweet: `tweet_id,owner`, public ones with an empty owner.
+    pub fn inventory_csv(&self) -> String {
+        let mut out = String::from("tweet_id,owner\n");
+        for t in &self.tweets {
+            out += &format!("{},{}\n", t.id, t.owner.as_ref().map_or("", |h| h.as_str()));
+        }
+        out
+    }
+
+    /// A worker config pointing at this simulator (see [`World::worker_config_toml`]).
+    pub fn worker_config_toml(&self, base_url: &str, inventory_path: &str) -> String {
+        self.world.worker_config_toml(base_url, inventory_path)
+    }
+
+    /// Answers one insights request, in the check order of engagement-api §12: faults, gzip,
+    /// auth, budget, body, credential rules, answer. Every reply carries the rate-limit headers.
+    pub(crate) fn insights(
+        &self,
+        endpoint: Endpoint,
+        req: &SignedRequest,
+        accepts_gzip: bool,
+    ) -> Reply {
+        let now = self.now();
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        let fault = faults::draw(self.world.seed, n, &self.faults());
+        let mut rate = self.limiter.peek(endpoint, now);
+        let mut reply = self
+            .insights_checked(endpoint, req, accepts_gzip, now, fault, &mut rate)
+            .unwrap_or_else(|refusal| refusal);
+        reply.rate = Some(rate);
+        reply.truncate = fault == Fault::Malformed && reply.status == 200;
+        reply
+    }
+
+    fn insights_checked(
+        &self,
+        endpoint: Endpoint,
+        req: &SignedRequest,
+        accepts_gzip: bool,
+        now: i64,
+        fault: Fault,
+        rate: &mut RateHeaders,
+    ) -> Result<Reply, Reply> {
+        match fault {
+            Fault::ServerError(status) => return Err(Reply::errors(status, [INTERNAL_ERROR])),
+            Fault::RateLimited => return Err(Reply::errors(429, [RATE_LIMITED])),
+            Fault::None | Fault::Malformed => {}
+        }
+        if !accepts_gzip {
+            return Err(Reply::errors(406, [GZIP_REQUIRED]));
+        }
+        let credential = self
+            .auth
+            .authenticate(&self.world, req, now)
+            .map_err(|e| Reply::errors(401, [e.message()]))?;
+        if let Credential::User(i) = credential {
+            self.stats.handle(&self.world.accounts[i].handle);
+        }
+        *rate = match self.limiter.take(endpoint, now) {
+            Ok(headers) => headers,
+            Err(headers) => {
+                *rate = headers;
+                return Err(Reply::errors(429, [RATE_LIMITED]));
+            }
+        };
+        let bad_request = |e: &dyn std::fmt::Display| Reply::errors(400, [e.to_string()]);
+        let query = query::parse(endpoint, req.body).map_err(|e| bad_request(&e))?;
+        let window = window::window(endpoint, query.start.as_deref(), query.end.as_deref(), now)
+            .map_err(|e| bad_request(&e))?;
+        self.answer(endpoint, credential, &query, window.as_ref(), now)
+    }
+}
