@@ -6,8 +6,8 @@ use std::fmt;
 
 use oauth1_request as oauth;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::Secret;
 use crate::domain::Handle;
 
 /// Which credential signs a request.
@@ -43,46 +43,18 @@ impl fmt::Display for Credential {
     }
 }
 
-/// A secret string that never shows itself in `Debug` or `Display`.
-#[derive(Clone)]
-pub struct SecretValue(SecretString);
-
-impl SecretValue {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> SecretValue {
-        SecretValue(SecretString::from(s.into()))
-    }
-
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 /// The app's consumer credentials.
 #[derive(Debug, Clone)]
 pub struct AppKeys {
     pub consumer_key: String,
-    pub consumer_secret: SecretValue,
+    pub consumer_secret: Secret,
 }
 
 /// One account's access token.
 #[derive(Debug, Clone)]
 pub struct UserToken {
     pub access_token: String,
-    pub access_token_secret: SecretValue,
+    pub access_token_secret: Secret,
 }
 
 /// Fixed nonce and timestamp, for known-answer tests only.
@@ -122,12 +94,16 @@ pub fn oauth1_header(
 }
 
 /// The `Authorization` header value for a bearer token.
-pub fn bearer_header(token: &SecretValue) -> String {
+pub fn bearer_header(token: &Secret) -> String {
     format!("Bearer {}", token.expose())
 }
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-const RFC3986: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The `Authorization: Basic …` value for `POST /oauth2/token` (key and secret percent-encoded
 /// first, as X documents).
@@ -138,7 +114,10 @@ pub fn basic_header(app: &AppKeys) -> String {
         utf8_percent_encode(&app.consumer_key, RFC3986),
         utf8_percent_encode(app.consumer_secret.expose(), RFC3986)
     );
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 #[cfg(test)]
@@ -149,11 +128,11 @@ mod tests {
         (
             AppKeys {
                 consumer_key: "xvz1evFS4wEEPTGEFPHBog".into(),
-                consumer_secret: SecretValue::new("kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw"),
+                consumer_secret: Secret::new("kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw"),
             },
             UserToken {
                 access_token: "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb".into(),
-                access_token_secret: SecretValue::new("LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE"),
+                access_token_secret: Secret::new("LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE"),
             },
         )
     }
@@ -161,7 +140,10 @@ mod tests {
     fn signature_of(header: &str) -> String {
         let start = header.find("oauth_signature=\"").unwrap() + "oauth_signature=\"".len();
         let enc = &header[start..start + header[start..].find('"').unwrap()];
-        percent_encoding::percent_decode_str(enc).decode_utf8().unwrap().into_owned()
+        percent_encoding::percent_decode_str(enc)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
     }
 
     /// X's "Creating a signature" example (engagement-api.md §6.3), reproduced exactly for both hosts.
@@ -174,7 +156,10 @@ mod tests {
         };
         let params = [
             ("include_entities", "true"),
-            ("status", "Hello Ladies + Gentlemen, a signed OAuth request!"),
+            (
+                "status",
+                "Hello Ladies + Gentlemen, a signed OAuth request!",
+            ),
         ];
         for (host, expected) in [
             ("api.twitter.com", "hCtSmYh+iHYCEqBWrE7C7hYmtUk="),
@@ -202,17 +187,11 @@ mod tests {
     fn basic_header_matches_the_documented_vector() {
         let app = AppKeys {
             consumer_key: "xvz1evFS4wEEPTGEFPHBog".into(),
-            consumer_secret: SecretValue::new("L8qq9PZyRg6ieKGEKhZolGC0vJWLw8iEJ88DRdyOg"),
+            consumer_secret: Secret::new("L8qq9PZyRg6ieKGEKhZolGC0vJWLw8iEJ88DRdyOg"),
         };
         assert_eq!(
             basic_header(&app),
             "Basic eHZ6MWV2RlM0d0VFUFRHRUZQSEJvZzpMOHFxOVBaeVJnNmllS0dFS2hab2xHQzB2SldMdzhpRUo4OERSZHlPZw=="
         );
-    }
-
-    #[test]
-    fn secrets_redact_themselves() {
-        let s = SecretValue::new("hunter2");
-        assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
     }
 }

@@ -13,8 +13,9 @@ use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HeaderMap, U
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::auth::{self, AppKeys, Credential, Pinned, SecretValue, UserToken};
-use crate::domain::{Endpoint, Handle};
+use crate::auth::{self, AppKeys, Credential, Pinned, UserToken};
+use crate::config::Secret;
+use crate::domain::{Clock, Endpoint, Handle, TweetId};
 use crate::parse::ParseError;
 
 /// Per-endpoint pacing, from the config's `[limits]`.
@@ -33,7 +34,7 @@ pub struct ClientSettings {
     pub user_agent: String,
     pub max_in_flight: usize,
     pub app: AppKeys,
-    pub bearer_token: Option<SecretValue>,
+    pub bearer_token: Option<Secret>,
     pub accounts: HashMap<Handle, UserToken>,
     pub limits: HashMap<Endpoint, EndpointLimit>,
     pub retry: RetryPolicy,
@@ -84,7 +85,12 @@ pub enum ApiError {
     #[error("transport error: {0}")]
     Transport(String),
     #[error("HTTP {status}: {}", if errors.is_empty() { "(no error text)".to_string() } else { errors.join("; ") })]
-    Status { status: u16, errors: Vec<String> },
+    Status {
+        status: u16,
+        errors: Vec<String>,
+        /// `unavailable_tweet_ids` of the error body (protected Tweets refuse the whole request).
+        unavailable: Vec<TweetId>,
+    },
     #[error("HTTP 200 with an unreadable body: {0}")]
     Body(#[from] ParseError),
     #[error("no access token configured for account {0}")]
@@ -111,6 +117,14 @@ impl ApiError {
         }
     }
 
+    /// Tweets the error body lists as unavailable.
+    pub fn unavailable_ids(&self) -> &[TweetId] {
+        match self {
+            ApiError::Status { unavailable, .. } => unavailable,
+            _ => &[],
+        }
+    }
+
     /// The API's `errors` strings, when it sent any.
     pub fn api_errors(&self) -> &[String] {
         match self {
@@ -132,14 +146,17 @@ pub struct Outcome<T> {
 pub struct ApiClient {
     http: reqwest::Client,
     settings: ClientSettings,
-    bearer: Mutex<Option<SecretValue>>,
+    clock: Clock,
+    bearer: Mutex<Option<Secret>>,
     limiters: HashMap<Endpoint, Vec<DefaultDirectRateLimiter>>,
     in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("base_url", &self.settings.base_url).finish()
+        f.debug_struct("ApiClient")
+            .field("base_url", &self.settings.base_url)
+            .finish()
     }
 }
 
@@ -147,6 +164,8 @@ impl std::fmt::Debug for ApiClient {
 struct ErrorBody {
     #[serde(default)]
     errors: Vec<serde_json::Value>,
+    #[serde(default)]
+    unavailable_tweet_ids: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -157,7 +176,7 @@ struct TokenBody {
 
 impl ApiClient {
     /// Builds the client (reqwest with rustls, gzip and a timeout; one limiter set per endpoint).
-    pub fn new(settings: ClientSettings) -> Result<ApiClient, ApiError> {
+    pub fn new(settings: ClientSettings, clock: Clock) -> Result<ApiClient, ApiError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .gzip(true)
@@ -165,10 +184,16 @@ impl ApiClient {
             .map_err(|e| ApiError::Transport(format!("cannot build the HTTP client: {e}")))?;
         let limiters = Endpoint::ALL
             .into_iter()
-            .map(|e| (e, limiters_for(settings.limits.get(&e).copied().unwrap_or_default())))
+            .map(|e| {
+                (
+                    e,
+                    limiters_for(settings.limits.get(&e).copied().unwrap_or_default()),
+                )
+            })
             .collect();
         Ok(ApiClient {
             http,
+            clock,
             bearer: Mutex::new(settings.bearer_token.clone()),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             limiters,
@@ -178,7 +203,11 @@ impl ApiClient {
 
     /// The full URL of an endpoint.
     pub fn url(&self, endpoint: Endpoint) -> String {
-        format!("{}{}", self.settings.base_url.trim_end_matches('/'), endpoint.path())
+        format!(
+            "{}{}",
+            self.settings.base_url.trim_end_matches('/'),
+            endpoint.path()
+        )
     }
 
     /// Sends `body` to `endpoint` under `credential`, retrying transient failures, and returns
@@ -190,7 +219,11 @@ impl ApiClient {
         body: &serde_json::Value,
         check: impl Fn(&[u8]) -> Result<T, ParseError>,
     ) -> Outcome<T> {
-        let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let attempts = AtomicU32::new(0);
         let last_status = std::sync::Mutex::new(None);
         let payload = serde_json::to_vec(body).expect("a JSON value serializes");
@@ -218,7 +251,11 @@ impl ApiClient {
             })
             .await;
         let status = *last_status.lock().expect("not poisoned");
-        Outcome { result, attempts: attempts.load(Ordering::Relaxed), status }
+        Outcome {
+            result,
+            attempts: attempts.load(Ordering::Relaxed),
+            status,
+        }
     }
 
     async fn attempt<T>(
@@ -229,7 +266,9 @@ impl ApiClient {
         check: &impl Fn(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T, ApiError> {
         for limiter in &self.limiters[&endpoint] {
-            limiter.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50))).await;
+            limiter
+                .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50)))
+                .await;
         }
         let url = self.url(endpoint);
         // Signed per attempt: a retried request needs a fresh nonce and timestamp.
@@ -241,7 +280,12 @@ impl ApiClient {
                     .accounts
                     .get(account)
                     .ok_or_else(|| ApiError::NoToken(account.clone()))?;
-                auth::oauth1_header("POST", &url, &self.settings.app, user, &[], Pinned::default())
+                // The timestamp comes from the injected clock, so tests can move time on both sides.
+                let pinned = Pinned {
+                    nonce: None,
+                    timestamp: u64::try_from((self.clock)()).ok(),
+                };
+                auth::oauth1_header("POST", &url, &self.settings.app, user, &[], pinned)
             }
         };
         let response = self
@@ -257,15 +301,22 @@ impl ApiClient {
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let status = response.status().as_u16();
         log_rate_headers(endpoint, response.headers());
-        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         if classify(Some(status)) != Decision::Done {
-            return Err(ApiError::Status { status, errors: error_strings(&bytes) });
+            return Err(ApiError::Status {
+                status,
+                errors: error_strings(&bytes),
+                unavailable: unavailable_ids(&bytes),
+            });
         }
         Ok(check(&bytes)?)
     }
 
     /// The bearer token: from the config, or obtained once from the token endpoint.
-    pub async fn bearer(&self) -> Result<SecretValue, ApiError> {
+    pub async fn bearer(&self) -> Result<Secret, ApiError> {
         let mut slot = self.bearer.lock().await;
         if let Some(token) = slot.as_ref() {
             return Ok(token.clone());
@@ -274,14 +325,20 @@ impl ApiClient {
             .http
             .post(&self.settings.token_url)
             .header(AUTHORIZATION, auth::basic_header(&self.settings.app))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded;charset=UTF-8")
+            .header(
+                CONTENT_TYPE,
+                "application/x-www-form-urlencoded;charset=UTF-8",
+            )
             .header(USER_AGENT, &self.settings.user_agent)
             .body("grant_type=client_credentials")
             .send()
             .await
             .map_err(|e| ApiError::Token(error_chain(&e)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ApiError::Token(error_chain(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Token(error_chain(&e)))?;
         if !status.is_success() {
             return Err(ApiError::Token(format!(
                 "HTTP {}: {}; check app.consumer_key and app.consumer_secret",
@@ -292,10 +349,13 @@ impl ApiClient {
         let body: TokenBody = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Token(format!("unexpected answer: {e}")))?;
         if !body.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::Token(format!("unexpected token_type {:?}", body.token_type)));
+            return Err(ApiError::Token(format!(
+                "unexpected token_type {:?}",
+                body.token_type
+            )));
         }
         tracing::debug!("obtained the app's bearer token from the token endpoint");
-        let token = SecretValue::new(body.access_token);
+        let token = Secret::new(body.access_token);
         *slot = Some(token.clone());
         Ok(token)
     }
@@ -310,15 +370,27 @@ fn limiters_for(limit: EndpointLimit) -> Vec<DefaultDirectRateLimiter> {
         out.push(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)));
     }
     if let Some(n) = limit.per_second {
-        out.push(RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN)));
+        out.push(RateLimiter::direct(
+            Quota::per_second(n).allow_burst(NonZeroU32::MIN),
+        ));
     }
     out
 }
 
 fn log_rate_headers(endpoint: Endpoint, headers: &HeaderMap) {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     if let Some(remaining) = get("x-per-minute-remaining") {
-        tracing::trace!(endpoint = endpoint.name(), remaining, reset = get("x-per-minute-reset"), "rate budget");
+        tracing::trace!(
+            endpoint = endpoint.name(),
+            remaining,
+            reset = get("x-per-minute-reset"),
+            "rate budget"
+        );
     }
 }
 
@@ -330,19 +402,41 @@ fn error_strings(body: &[u8]) -> Vec<String> {
             .into_iter()
             .map(|v| match v {
                 serde_json::Value::String(s) => s,
-                serde_json::Value::Object(o) => o
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .map_or_else(|| serde_json::Value::Object(o.clone()).to_string(), str::to_string),
+                serde_json::Value::Object(o) => {
+                    o.get("message").and_then(|m| m.as_str()).map_or_else(
+                        || serde_json::Value::Object(o.clone()).to_string(),
+                        str::to_string,
+                    )
+                }
                 other => other.to_string(),
             })
             .collect(),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
-            if text.is_empty() { Vec::new() } else { vec![text.chars().take(200).collect()] }
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![text.chars().take(200).collect()]
+            }
         }
     }
+}
+
+/// The `unavailable_tweet_ids` of an error body.
+fn unavailable_ids(body: &[u8]) -> Vec<TweetId> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| {
+            b.unavailable_tweet_ids
+                .iter()
+                .filter_map(|v| match v {
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    serde_json::Value::Number(n) => n.as_u64().and_then(TweetId::new),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -379,12 +473,18 @@ mod tests {
         for (status, expected) in table {
             assert_eq!(classify(status), expected, "{status:?}");
         }
-        assert_eq!(ApiError::Body(ParseError::NotAnObject).decision(), Decision::Retry);
+        assert_eq!(
+            ApiError::Body(ParseError::NotAnObject).decision(),
+            Decision::Retry
+        );
     }
 
     #[test]
     fn error_bodies_of_both_shapes_are_read() {
-        assert_eq!(error_strings(br#"{"errors":["internal server error"]}"#), vec!["internal server error"]);
+        assert_eq!(
+            error_strings(br#"{"errors":["internal server error"]}"#),
+            vec!["internal server error"]
+        );
         assert_eq!(
             error_strings(br#"{"errors":[{"code":99,"label":"x","message":"Unable to verify your credentials"}]}"#),
             vec!["Unable to verify your credentials"]

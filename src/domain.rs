@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -83,7 +85,9 @@ impl FromStr for TweetId {
         if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TweetIdError::NotANumber(s.to_string()));
         }
-        let raw: u64 = t.parse().map_err(|_| TweetIdError::NotANumber(s.to_string()))?;
+        let raw: u64 = t
+            .parse()
+            .map_err(|_| TweetIdError::NotANumber(s.to_string()))?;
         TweetId::new(raw).ok_or(TweetIdError::Zero)
     }
 }
@@ -131,7 +135,11 @@ impl FromStr for Handle {
         let ok = !t.is_empty()
             && t.len() <= 15
             && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if ok { Ok(Handle(t.to_string())) } else { Err(HandleError(s.to_string())) }
+        if ok {
+            Ok(Handle(t.to_string()))
+        } else {
+            Err(HandleError(s.to_string()))
+        }
     }
 }
 
@@ -235,12 +243,17 @@ impl Metric {
 
     /// The stable database key of this metric (1-based, matches `schema/0001_init.sql`).
     pub fn id(self) -> i64 {
-        Metric::ALL.iter().position(|m| *m == self).map_or(0, |i| i as i64 + 1)
+        Metric::ALL
+            .iter()
+            .position(|m| *m == self)
+            .map_or(0, |i| i as i64 + 1)
     }
 
     /// The metric with database key `id`.
     pub fn from_id(id: i64) -> Option<Metric> {
-        usize::try_from(id - 1).ok().and_then(|i| Metric::ALL.get(i).copied())
+        usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| Metric::ALL.get(i).copied())
     }
 
     /// Whether a bearer (app-only) token may read this metric (on `/totals` only).
@@ -312,8 +325,13 @@ impl Endpoint {
         match self {
             Endpoint::Totals => matches!(
                 metric,
-                Metric::Impressions | Metric::Engagements | Metric::Favorites | Metric::Retweets
-                    | Metric::QuoteTweets | Metric::Replies | Metric::VideoViews
+                Metric::Impressions
+                    | Metric::Engagements
+                    | Metric::Favorites
+                    | Metric::Retweets
+                    | Metric::QuoteTweets
+                    | Metric::Replies
+                    | Metric::VideoViews
             ),
             Endpoint::Hour28 | Endpoint::Historical => metric != Metric::QuoteTweets,
         }
@@ -321,7 +339,10 @@ impl Endpoint {
 
     /// The metrics this endpoint accepts, in `Metric::ALL` order.
     pub fn metrics(self) -> Vec<Metric> {
-        Metric::ALL.into_iter().filter(|m| self.accepts(*m)).collect()
+        Metric::ALL
+            .into_iter()
+            .filter(|m| self.accepts(*m))
+            .collect()
     }
 
     /// Whether a bearer token may read `metric` here (only public metrics, only on `/totals`).
@@ -393,7 +414,9 @@ impl FromStr for JobKind {
         JobKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown job kind {s:?} (expected totals, hourly or historical)"))
+            .ok_or_else(|| {
+                format!("unknown job kind {s:?} (expected totals, hourly or historical)")
+            })
     }
 }
 
@@ -441,7 +464,10 @@ impl Hour {
     /// The `YYYY-MM-DD` and `HH` keys the API uses for this bucket.
     pub fn keys(self) -> (String, String) {
         let dt = self.datetime();
-        (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string())
+        (
+            dt.format("%Y-%m-%d").to_string(),
+            dt.format("%H").to_string(),
+        )
     }
 
     /// As a chrono UTC time.
@@ -453,6 +479,42 @@ impl Hour {
 impl fmt::Display for Hour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.datetime().format("%Y-%m-%dT%H:%M:%SZ"))
+    }
+}
+
+/// "Now" in Unix seconds. Injected wherever a test needs to control time: the worker's clock
+/// stamps observations and OAuth timestamps, the simulator's decides what data exists.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The machine's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp())
+}
+
+/// A clock a test sets by hand.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock reading `now`.
+    pub fn new(now: i64) -> ManualClock {
+        ManualClock(Arc::new(AtomicI64::new(now)))
+    }
+
+    /// Moves the clock to `now`.
+    pub fn set(&self, now: i64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// The [`Clock`] that reads this.
+    pub fn clock(&self) -> Clock {
+        let cell = self.0.clone();
+        Arc::new(move || cell.load(Ordering::SeqCst))
     }
 }
 
@@ -486,9 +548,18 @@ mod tests {
     #[test]
     fn tweet_id_rejects_zero_signs_and_text() {
         assert_eq!("0".parse::<TweetId>(), Err(TweetIdError::Zero));
-        assert!(matches!("-5".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
-        assert!(matches!("12a".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
-        assert!(matches!("99999999999999999999".parse::<TweetId>(), Err(TweetIdError::NotANumber(_))));
+        assert!(matches!(
+            "-5".parse::<TweetId>(),
+            Err(TweetIdError::NotANumber(_))
+        ));
+        assert!(matches!(
+            "12a".parse::<TweetId>(),
+            Err(TweetIdError::NotANumber(_))
+        ));
+        assert!(matches!(
+            "99999999999999999999".parse::<TweetId>(),
+            Err(TweetIdError::NotANumber(_))
+        ));
         assert_eq!(" 42 ".parse::<TweetId>().unwrap().get(), 42);
     }
 

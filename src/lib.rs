@@ -1,11 +1,24 @@
-//! engagement-ingest: collects X Enterprise Engagement API metrics into SQLite time series.
+//! engagement-ingest: collects X Enterprise Engagement API metrics for owned and public Tweets
+//! and keeps them as time series in SQLite.
+//!
+//! ```text
+//! config ─► inventory ─► planner ─► jobs ─► auth (sign) ─► client (limiter → send → classify → retry)
+//!                                                                   │
+//!                                     store ◄── parse ◄─────────────┘
+//! ```
+//!
+//! Layout: `domain` holds the shared types; each stage is one module; only `pipeline` knows their
+//! order; `cli` is the only module that prints; `sim` is a faithful simulator of the API that
+//! shares nothing with the worker but `domain`.
 
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
 pub mod inventory;
 pub mod parse;
+pub mod pipeline;
 pub mod planner;
 pub mod sim;
 pub mod store;

@@ -102,10 +102,27 @@ pub fn parse(body: &[u8], groupings: &[(&str, &[GroupBy])]) -> Result<Parsed, Pa
             None => return Err(ParseError::MissingGrouping(name.to_string())),
         };
         let mut rows = Vec::new();
-        let mut walker = Walker { levels, rows: &mut rows, unknown: &mut out.unknown_metrics };
+        let mut walker = Walker {
+            levels,
+            rows: &mut rows,
+            unknown: &mut out.unknown_metrics,
+        };
         walker
-            .walk(&tree, 0, Row { tweet: None, metric: None, day: None, hour: None, value: 0 })
-            .map_err(|detail| ParseError::Shape { grouping: name.to_string(), detail })?;
+            .walk(
+                &tree,
+                0,
+                Row {
+                    tweet: None,
+                    metric: None,
+                    day: None,
+                    hour: None,
+                    value: 0,
+                },
+            )
+            .map_err(|detail| ParseError::Shape {
+                grouping: name.to_string(),
+                detail,
+            })?;
         out.groupings.insert(name.to_string(), rows);
     }
     out.unknown_metrics.sort();
@@ -122,12 +139,16 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn walk(&mut self, node: &Value, depth: usize, row: Row) -> Result<(), String> {
         let Some(level) = self.levels.get(depth) else {
-            let value = leaf_value(node).ok_or_else(|| format!("expected a count, found {node}"))?;
+            let value =
+                leaf_value(node).ok_or_else(|| format!("expected a count, found {node}"))?;
             self.rows.push(Row { value, ..row });
             return Ok(());
         };
         let Value::Object(map) = node else {
-            return Err(format!("expected an object keyed by {}, found {node}", level.as_str()));
+            return Err(format!(
+                "expected an object keyed by {}, found {node}",
+                level.as_str()
+            ));
         };
         for (key, child) in map {
             let mut next = row.clone();
@@ -213,10 +234,15 @@ mod tests {
         assert_eq!(rows.len(), 15);
         let vv = rows
             .iter()
-            .find(|r| r.tweet == Some(id("1067094924124872705")) && r.metric == Some(Metric::VideoViews))
+            .find(|r| {
+                r.tweet == Some(id("1067094924124872705")) && r.metric == Some(Metric::VideoViews)
+            })
             .unwrap();
         assert_eq!(vv.value, 5_754_512);
-        assert_eq!(rows.iter().map(|r| r.value).sum::<i64>(), 530 + 79 + 147 + 323 + 1360 + 29 + 56 + 178 + 5_754_512 + 69 + 5 + 7 + 26);
+        assert_eq!(
+            rows.iter().map(|r| r.value).sum::<i64>(),
+            530 + 79 + 147 + 323 + 1360 + 29 + 56 + 178 + 5_754_512 + 69 + 5 + 7 + 26
+        );
     }
 
     /// The documented "unavailable" example, whose `retweets` is a bare number (doc typo), and
@@ -229,7 +255,11 @@ mod tests {
         let p = parse(body, &[("group1", BY_TWEET)]).unwrap();
         assert_eq!(p.unavailable, vec![id("323456789")]);
         assert_eq!(p.groupings["group1"].len(), 4);
-        assert!(p.groupings["group1"].iter().any(|r| r.metric == Some(Metric::Retweets) && r.value == 26));
+        assert!(
+            p.groupings["group1"]
+                .iter()
+                .any(|r| r.metric == Some(Metric::Retweets) && r.value == 26)
+        );
         assert_eq!(p.start.as_deref(), Some("2015-11-17T22:00:00Z"));
 
         let body = br#"{"unsupported_for_video_views_tweet_ids": ["479311209565413376", "477139122520219648"],
@@ -246,7 +276,12 @@ mod tests {
             "2015-09-14": {"17": "551", "18": "412", "19": "371", "20": "280", "21": "100", "22": "19", "23": "6"},
             "2015-09-15": {"00": "5", "01": "2", "02": "7", "03": "3", "04": "1", "05": "0", "06": "0", "07": "0", "08": "0", "09": "0", "10": "0",
                            "11": "0", "12": "0", "13": "0", "14": "0", "15": "0", "16": "0", "17": "0", "18": "0", "19": "0", "20": "0", "21": "0"}}}}}"#;
-        let levels = [GroupBy::TweetId, GroupBy::EngagementType, GroupBy::Day, GroupBy::Hour];
+        let levels = [
+            GroupBy::TweetId,
+            GroupBy::EngagementType,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ];
         let p = parse(body, &[("hourly-time-series", &levels)]).unwrap();
         let rows = &p.groupings["hourly-time-series"];
         assert_eq!(rows.len(), 29);
@@ -261,21 +296,55 @@ mod tests {
         let body = br#"{"a":{"favorites":{"11":"3","12":"4"}},"b":{"favorites":"7"}}"#;
         let p = parse(
             body,
-            &[("a", &[GroupBy::EngagementType, GroupBy::TweetId]), ("b", &[GroupBy::EngagementType])],
+            &[
+                ("a", &[GroupBy::EngagementType, GroupBy::TweetId]),
+                ("b", &[GroupBy::EngagementType]),
+            ],
         )
         .unwrap();
         assert_eq!(p.groupings["a"].iter().map(|r| r.value).sum::<i64>(), 7);
-        assert_eq!(p.groupings["b"], vec![Row { tweet: None, metric: Some(Metric::Favorites), day: None, hour: None, value: 7 }]);
+        assert_eq!(
+            p.groupings["b"],
+            vec![Row {
+                tweet: None,
+                metric: Some(Metric::Favorites),
+                day: None,
+                hour: None,
+                value: 7
+            }]
+        );
     }
 
     #[test]
     fn malformed_bodies_are_errors_not_panics() {
-        assert!(matches!(parse(br#"{"g": {"1": {"favorites": "1"#, &[("g", BY_TWEET)]), Err(ParseError::Json(_))));
-        assert_eq!(parse(b"[]", &[("g", BY_TWEET)]), Err(ParseError::NotAnObject));
-        assert_eq!(parse(b"{}", &[("g", BY_TWEET)]), Err(ParseError::MissingGrouping("g".into())));
-        assert!(matches!(parse(br#"{"g": {"x": {}}}"#, &[("g", BY_TWEET)]), Err(ParseError::Shape { .. })));
-        assert!(matches!(parse(br#"{"g": {"1": {"favorites": "many"}}}"#, &[("g", BY_TWEET)]), Err(ParseError::Shape { .. })));
-        let p = parse(br#"{"g": {"1": {"media_clicks": "3", "favorites": "-2"}}}"#, &[("g", BY_TWEET)]).unwrap();
+        assert!(matches!(
+            parse(br#"{"g": {"1": {"favorites": "1"#, &[("g", BY_TWEET)]),
+            Err(ParseError::Json(_))
+        ));
+        assert_eq!(
+            parse(b"[]", &[("g", BY_TWEET)]),
+            Err(ParseError::NotAnObject)
+        );
+        assert_eq!(
+            parse(b"{}", &[("g", BY_TWEET)]),
+            Err(ParseError::MissingGrouping("g".into()))
+        );
+        assert!(matches!(
+            parse(br#"{"g": {"x": {}}}"#, &[("g", BY_TWEET)]),
+            Err(ParseError::Shape { .. })
+        ));
+        assert!(matches!(
+            parse(
+                br#"{"g": {"1": {"favorites": "many"}}}"#,
+                &[("g", BY_TWEET)]
+            ),
+            Err(ParseError::Shape { .. })
+        ));
+        let p = parse(
+            br#"{"g": {"1": {"media_clicks": "3", "favorites": "-2"}}}"#,
+            &[("g", BY_TWEET)],
+        )
+        .unwrap();
         assert_eq!(p.unknown_metrics, vec!["media_clicks".to_string()]);
         assert_eq!(p.groupings["g"][0].value, -2);
     }

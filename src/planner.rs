@@ -62,14 +62,17 @@ pub fn plan_totals<'a>(
         let state = states.get(&t.id);
         let status = state.map_or(TweetStatus::Active, |s| s.status);
         let resting = matches!(status, TweetStatus::Unavailable | TweetStatus::Protected)
-            && state.and_then(|s| s.status_changed_at).is_some_and(|at| now - at < RECHECK_AFTER_SECS);
+            && state
+                .and_then(|s| s.status_changed_at)
+                .is_some_and(|at| now - at < RECHECK_AFTER_SECS);
         if resting {
             skipped.resting += 1;
             continue;
         }
         match t.owner {
             Some(owner)
-                if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS && status != TweetStatus::Forbidden =>
+                if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS
+                    && status != TweetStatus::Forbidden =>
             {
                 owned.entry(owner).or_default().push(t.id)
             }
@@ -79,10 +82,18 @@ pub fn plan_totals<'a>(
     let user_metrics: Vec<Metric> = Endpoint::Totals.metrics();
     let mut jobs = Vec::new();
     for (owner, ids) in owned {
-        let credential = Credential::UserContext { account: owner.clone() };
+        let credential = Credential::UserContext {
+            account: owner.clone(),
+        };
         push_batches(&mut jobs, JobKind::Totals, credential, ids, &user_metrics);
     }
-    push_batches(&mut jobs, JobKind::Totals, Credential::Bearer, bearer, &Metric::PUBLIC);
+    push_batches(
+        &mut jobs,
+        JobKind::Totals,
+        Credential::Bearer,
+        bearer,
+        &Metric::PUBLIC,
+    );
     if let Some(max) = policy.max_requests {
         let max = max as usize;
         if jobs.len() > max {
@@ -139,7 +150,10 @@ mod tests {
     }
 
     fn plan(input: &[(TweetId, Option<&Handle>)]) -> Vec<Job> {
-        let tweets = input.iter().map(|(id, owner)| PlanTweet { id: *id, owner: *owner });
+        let tweets = input.iter().map(|(id, owner)| PlanTweet {
+            id: *id,
+            owner: *owner,
+        });
         plan_totals(tweets, &HashMap::new(), TotalsPolicy::default(), NOW).0
     }
 
@@ -163,7 +177,10 @@ mod tests {
 
             let lower = n.div_ceil(250) + (n / 2 + 1).div_ceil(250) + (n + n / 3 + 1).div_ceil(250);
             assert_eq!(jobs.len(), lower, "n = {n}");
-            assert!(jobs.iter().all(|j| !j.tweets.is_empty() && j.tweets.len() <= 250));
+            assert!(
+                jobs.iter()
+                    .all(|j| !j.tweets.is_empty() && j.tweets.len() <= 250)
+            );
             let mut all: Vec<TweetId> = jobs.iter().flat_map(|j| j.tweets.clone()).collect();
             all.sort();
             let before = all.len();
@@ -187,15 +204,34 @@ mod tests {
         input.extend(public.iter().map(|t| (*t, None)));
         let jobs = plan(&input);
         assert_eq!(jobs.len(), 2);
-        let user = jobs.iter().find(|j| j.credential != Credential::Bearer).unwrap();
-        assert_eq!(user.credential, Credential::UserContext { account: acme.clone() });
+        let user = jobs
+            .iter()
+            .find(|j| j.credential != Credential::Bearer)
+            .unwrap();
+        assert_eq!(
+            user.credential,
+            Credential::UserContext {
+                account: acme.clone()
+            }
+        );
         let mut expected = young.clone();
         expected.sort();
         assert_eq!(user.tweets, expected);
-        assert!(user.metrics.contains(&Metric::Impressions) && user.metrics.contains(&Metric::QuoteTweets));
-        let bearer = jobs.iter().find(|j| j.credential == Credential::Bearer).unwrap();
+        assert!(
+            user.metrics.contains(&Metric::Impressions)
+                && user.metrics.contains(&Metric::QuoteTweets)
+        );
+        let bearer = jobs
+            .iter()
+            .find(|j| j.credential == Credential::Bearer)
+            .unwrap();
         assert_eq!(bearer.tweets.len(), 6);
-        assert!(bearer.metrics.iter().all(|m| Endpoint::Totals.bearer_may_read(*m)));
+        assert!(
+            bearer
+                .metrics
+                .iter()
+                .all(|m| Endpoint::Totals.bearer_may_read(*m))
+        );
     }
 
     #[test]
@@ -203,26 +239,49 @@ mod tests {
         let acme: Handle = "acme".parse().unwrap();
         let ids = tweets(3, 2, 1);
         let mut states = HashMap::new();
-        let resting = TweetState { status: TweetStatus::Unavailable, status_changed_at: Some(NOW - 3600) };
-        let stale = TweetState { status: TweetStatus::Unavailable, status_changed_at: Some(NOW - 2 * DAY_SECS) };
-        let forbidden = TweetState { status: TweetStatus::Forbidden, status_changed_at: Some(NOW) };
+        let resting = TweetState {
+            status: TweetStatus::Unavailable,
+            status_changed_at: Some(NOW - 3600),
+        };
+        let stale = TweetState {
+            status: TweetStatus::Unavailable,
+            status_changed_at: Some(NOW - 2 * DAY_SECS),
+        };
+        let forbidden = TweetState {
+            status: TweetStatus::Forbidden,
+            status_changed_at: Some(NOW),
+        };
         states.insert(ids[0], resting);
         states.insert(ids[1], stale);
         states.insert(ids[2], forbidden);
-        let input = ids.iter().map(|id| PlanTweet { id: *id, owner: Some(&acme) });
+        let input = ids.iter().map(|id| PlanTweet {
+            id: *id,
+            owner: Some(&acme),
+        });
         let (jobs, skipped) = plan_totals(input, &states, TotalsPolicy::default(), NOW);
         assert_eq!(skipped.resting, 1);
-        let bearer = jobs.iter().find(|j| j.credential == Credential::Bearer).unwrap();
+        let bearer = jobs
+            .iter()
+            .find(|j| j.credential == Credential::Bearer)
+            .unwrap();
         assert_eq!(bearer.tweets, vec![ids[2]]);
-        let user = jobs.iter().find(|j| j.credential != Credential::Bearer).unwrap();
+        let user = jobs
+            .iter()
+            .find(|j| j.credential != Credential::Bearer)
+            .unwrap();
         assert_eq!(user.tweets, vec![ids[1]]);
     }
 
     #[test]
     fn the_request_budget_defers_the_rest() {
         let public = tweets(1000, 400, 1);
-        let input = public.iter().map(|id| PlanTweet { id: *id, owner: None });
-        let policy = TotalsPolicy { max_requests: Some(2) };
+        let input = public.iter().map(|id| PlanTweet {
+            id: *id,
+            owner: None,
+        });
+        let policy = TotalsPolicy {
+            max_requests: Some(2),
+        };
         let (jobs, skipped) = plan_totals(input, &HashMap::new(), policy, NOW);
         assert_eq!(jobs.len(), 2);
         assert_eq!(skipped.over_budget, 500);

@@ -19,19 +19,33 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
         "database {path} has schema version {found}, newer than this binary's {supported}; \
          upgrade engagement-ingest (or point database.path at another file)"
     )]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error(
         "database {path} has schema version {found}, older than this binary's {supported}; \
          run `engagement-ingest migrate` first"
     )]
-    TooOld { path: PathBuf, found: i64, supported: i64 },
+    TooOld {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("migration {name} failed: {source}")]
-    Migration { name: &'static str, source: rusqlite::Error },
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -161,21 +175,40 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        let mut store = Store { conn, path: path.to_path_buf() };
-        store.configure().map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let mut store = Store::connect(path)?;
         store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the database for writing, without migrating it.
+    pub fn connect(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure().map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(store)
     }
 
     /// Opens an existing database read-only, refusing one whose schema is not this binary's.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let store = Store { conn, path: path.to_path_buf() };
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
         let found = store.schema_version()?;
         store.check_version(found)?;
         if found < SCHEMA_VERSION {
@@ -191,14 +224,19 @@ impl Store {
     fn configure(&self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(Duration::from_secs(10))?;
         // journal_mode answers with a row, so it is read rather than executed.
-        let _mode: String = self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        self.conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        let _mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        self.conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
         Ok(())
     }
 
     /// The database's `PRAGMA user_version`.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     fn check_version(&self, found: i64) -> Result<(), StoreError> {
@@ -223,7 +261,8 @@ impl Store {
                 continue;
             }
             let tx = self.conn.transaction()?;
-            tx.execute_batch(sql).map_err(|source| StoreError::Migration { name, source })?;
+            tx.execute_batch(sql)
+                .map_err(|source| StoreError::Migration { name, source })?;
             tx.pragma_update(None, "user_version", version)?;
             tx.commit()?;
             tracing::info!(migration = name, version, "applied migration");
@@ -251,7 +290,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut known: HashMap<i64, (Option<String>, bool)> = HashMap::new();
         {
-            let mut stmt = tx.prepare("SELECT tweet_id, owner, removed_at IS NOT NULL FROM tweets")?;
+            let mut stmt =
+                tx.prepare("SELECT tweet_id, owner, removed_at IS NOT NULL FROM tweets")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?))))?;
             for row in rows {
                 let (id, v) = row?;
@@ -267,7 +307,8 @@ impl Store {
                 "UPDATE tweets SET owner = ?2, status = 'active', status_detail = NULL, \
                  status_changed_at = ?3 WHERE tweet_id = ?1",
             )?;
-            let mut restore = tx.prepare("UPDATE tweets SET removed_at = NULL WHERE tweet_id = ?1")?;
+            let mut restore =
+                tx.prepare("UPDATE tweets SET removed_at = NULL WHERE tweet_id = ?1")?;
             for (id, owner) in entries {
                 let key = id.get() as i64;
                 let owner = owner.map(Handle::as_str);
@@ -306,7 +347,11 @@ impl Store {
             "SELECT tweet_id, status, status_changed_at FROM tweets WHERE status <> 'active'",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
@@ -314,7 +359,10 @@ impl Store {
             if let Some(id) = TweetId::new(id as u64) {
                 out.insert(
                     id,
-                    TweetState { status: TweetStatus::parse(&status), status_changed_at: changed },
+                    TweetState {
+                        status: TweetStatus::parse(&status),
+                        status_changed_at: changed,
+                    },
                 );
             }
         }
@@ -382,8 +430,9 @@ impl Store {
             )?;
             for &(id, metric, value) in &data.values {
                 let key = id.get() as i64;
-                let prev: Option<i64> =
-                    latest.query_row(params![key, metric.id()], |r| r.get(0)).optional()?;
+                let prev: Option<i64> = latest
+                    .query_row(params![key, metric.id()], |r| r.get(0))
+                    .optional()?;
                 if prev != Some(value) {
                     insert.execute(params![key, metric.id(), data.observed_at, value])?;
                     written += 1;
@@ -415,7 +464,11 @@ impl Store {
              ORDER BY value DESC, tweet_id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![metric.as_str(), limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -430,11 +483,24 @@ impl Store {
     /// Number of rows in `table` (one of the schema's tables or views).
     pub fn count(&self, table: &str) -> Result<i64, StoreError> {
         const TABLES: &[&str] = &[
-            "tweets", "totals", "series", "coverage", "runs", "requests", "handle_usage",
-            "latest_totals", "hourly", "daily",
+            "tweets",
+            "totals",
+            "series",
+            "coverage",
+            "runs",
+            "requests",
+            "handle_usage",
+            "latest_totals",
+            "hourly",
+            "daily",
         ];
-        assert!(TABLES.contains(&table), "count() is only for schema tables, not {table:?}");
-        Ok(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        assert!(
+            TABLES.contains(&table),
+            "count() is only for schema tables, not {table:?}"
+        );
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     }
 }
 
@@ -453,7 +519,11 @@ fn apply_status_changes(
     Ok(())
 }
 
-fn note_handle_usage(tx: &rusqlite::Transaction<'_>, handle: &Handle, now: i64) -> rusqlite::Result<()> {
+fn note_handle_usage(
+    tx: &rusqlite::Transaction<'_>,
+    handle: &Handle,
+    now: i64,
+) -> rusqlite::Result<()> {
     let month = crate::domain::iso_utc(now)[..7].to_string();
     tx.prepare_cached(
         "INSERT INTO handle_usage (month, handle, requests, first_used_at, last_used_at) \
@@ -464,7 +534,11 @@ fn note_handle_usage(tx: &rusqlite::Transaction<'_>, handle: &Handle, now: i64) 
     Ok(())
 }
 
-fn insert_request(tx: &rusqlite::Transaction<'_>, r: &BatchRecord, rows: usize) -> rusqlite::Result<()> {
+fn insert_request(
+    tx: &rusqlite::Transaction<'_>,
+    r: &BatchRecord,
+    rows: usize,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO requests (run_id, seq, kind, endpoint, credential, tweet_count, attempts, \
          http_status, outcome, error, rows, started_at, duration_ms) \
@@ -518,15 +592,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("e.sqlite")).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = store
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let fk: i64 = store
+            .conn()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(fk, 1);
         // metric ids in the schema match the domain's.
         for m in Metric::ALL {
             let name: String = store
                 .conn()
-                .query_row("SELECT name FROM metrics WHERE metric_id = ?1", [m.id()], |r| r.get(0))
+                .query_row(
+                    "SELECT name FROM metrics WHERE metric_id = ?1",
+                    [m.id()],
+                    |r| r.get(0),
+                )
                 .unwrap();
             assert_eq!(name, m.as_str());
         }
@@ -542,12 +626,18 @@ mod tests {
         let path = dir.path().join("e.sqlite");
         {
             let store = Store::open(&path).unwrap();
-            store.conn().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+            store
+                .conn()
+                .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
         }
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer than this binary"));
-        assert!(matches!(Store::open_read_only(&path), Err(StoreError::TooNew { .. })));
+        assert!(matches!(
+            Store::open_read_only(&path),
+            Err(StoreError::TooNew { .. })
+        ));
     }
 
     #[test]
@@ -555,19 +645,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
         let acme: Handle = "acme".parse().unwrap();
-        let r = store.sync_inventory([(id(1), Some(&acme)), (id(2), None)], 100).unwrap();
-        assert_eq!(r, SyncReport { added: 2, ..Default::default() });
+        let r = store
+            .sync_inventory([(id(1), Some(&acme)), (id(2), None)], 100)
+            .unwrap();
+        assert_eq!(
+            r,
+            SyncReport {
+                added: 2,
+                ..Default::default()
+            }
+        );
         let r = store.sync_inventory([(id(2), None)], 200).unwrap();
-        assert_eq!(r, SyncReport { removed: 1, ..Default::default() });
+        assert_eq!(
+            r,
+            SyncReport {
+                removed: 1,
+                ..Default::default()
+            }
+        );
         let removed_at: Option<i64> = store
             .conn()
-            .query_row("SELECT removed_at FROM tweets WHERE tweet_id = ?1", [id(1).get() as i64], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT removed_at FROM tweets WHERE tweet_id = ?1",
+                [id(1).get() as i64],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(removed_at, Some(200));
-        let r = store.sync_inventory([(id(1), None), (id(2), None)], 300).unwrap();
-        assert_eq!(r, SyncReport { restored: 1, owner_changed: 1, ..Default::default() });
+        let r = store
+            .sync_inventory([(id(1), None), (id(2), None)], 300)
+            .unwrap();
+        assert_eq!(
+            r,
+            SyncReport {
+                restored: 1,
+                owner_changed: 1,
+                ..Default::default()
+            }
+        );
         assert_eq!(store.count("tweets").unwrap(), 2);
     }
 
@@ -579,13 +694,31 @@ mod tests {
         let run = store.begin_run(&["totals"], 1).unwrap();
         let write = |observed_at, value| TotalsWrite {
             observed_at,
-            values: vec![(id(1), Metric::Favorites, value), (id(1), Metric::Replies, 3)],
+            values: vec![
+                (id(1), Metric::Favorites, value),
+                (id(1), Metric::Replies, 3),
+            ],
             checked: vec![id(1)],
             ..Default::default()
         };
-        assert_eq!(store.write_totals_batch(&record(run, 1), &write(10, 5)).unwrap(), 2);
-        assert_eq!(store.write_totals_batch(&record(run, 2), &write(20, 5)).unwrap(), 0);
-        assert_eq!(store.write_totals_batch(&record(run, 3), &write(30, 7)).unwrap(), 1);
+        assert_eq!(
+            store
+                .write_totals_batch(&record(run, 1), &write(10, 5))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .write_totals_batch(&record(run, 2), &write(20, 5))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .write_totals_batch(&record(run, 3), &write(30, 7))
+                .unwrap(),
+            1
+        );
         assert_eq!(store.count("totals").unwrap(), 3);
         let (value, observed, checked): (i64, i64, i64) = store
             .conn()

@@ -23,15 +23,14 @@ mod world;
 #[cfg(test)]
 mod tests;
 
+pub use crate::domain::{Clock, ManualClock, system_clock};
 pub use auth::TIMESTAMP_SKEW_SECS;
 pub use cli::serve_cli;
 pub use data::{bucket, cumulative};
 pub use limits::UNLIMITED;
 pub use population::{PUBLIC_AUTHOR_BASE, SimTweet, TweetState};
 pub use server::{SimHandle, spawn, spawn_sim};
-pub use service::{
-    Clock, GZIP_REQUIRED, INTERNAL_ERROR, ManualClock, RATE_LIMITED, Sim, system_clock,
-};
+pub use service::{GZIP_REQUIRED, INTERNAL_ERROR, RATE_LIMITED, Sim};
 pub use stats::{RequestCount, Stats};
 pub use world::{
     Account, App, EndpointLimit, Faults, Limits, Public, TweetSpec, TweetsConfig, World,

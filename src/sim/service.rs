@@ -3,12 +3,12 @@
 //! plumbing lives in `server`, the answer body in `answer`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::domain::{Endpoint, Hour, Metric, TweetId};
+use crate::domain::{Clock, Endpoint, Hour, Metric, TweetId, system_clock};
 
 use super::auth::{Authenticator, Credential, SignedRequest};
 use super::data;
@@ -19,41 +19,6 @@ use super::query;
 use super::stats::{Recorder, Stats};
 use super::window;
 use super::world::{Faults, World};
-
-/// The simulator's notion of "now", in Unix seconds.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The machine's clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp())
-}
-
-/// A clock a test sets by hand.
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    /// A clock reading `now`.
-    pub fn new(now: i64) -> ManualClock {
-        ManualClock(Arc::new(AtomicI64::new(now)))
-    }
-
-    /// Moves the clock to `now`.
-    pub fn set(&self, now: i64) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-
-    /// Moves the clock forward by `secs`.
-    pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-
-    /// The [`Clock`] that reads this.
-    pub fn clock(&self) -> Clock {
-        let cell = self.0.clone();
-        Arc::new(move || cell.load(Ordering::SeqCst))
-    }
-}
 
 /// The exact 406 body X sends without `Accept-Encoding: gzip` (TWEETINVI-584).
 pub const GZIP_REQUIRED: &str = "This request requires gzip compression. Retry the request after setting 'Accept-Encoding' header in the request to 'gzip'.";

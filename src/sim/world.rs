@@ -453,29 +453,20 @@ impl World {
         }
         out += &format!("[inventory]\npath = {}\n\n", s(inventory_path));
         out += "[database]\npath = \"engagement.sqlite\"\n";
+        // The worker paces itself by the simulator's budgets: copied where set, 0 (unlimited)
+        // where the simulator has none, so the worker's contract-sized defaults do not apply.
         // The worker calls the `/28hr` job kind "hourly".
-        let limits = [
+        out += "\n[limits]\n";
+        for (key, e) in [
             ("totals", Endpoint::Totals),
             ("hourly", Endpoint::Hour28),
             ("historical", Endpoint::Historical),
-        ];
-        let set: Vec<_> = limits
-            .iter()
-            .filter(|(_, e)| self.limits.of(*e).is_set())
-            .collect();
-        if !set.is_empty() {
-            out += "\n[limits]\n";
-            for (key, e) in set {
-                let l = self.limits.of(*e);
-                let mut parts = Vec::new();
-                if l.per_minute > 0 {
-                    parts.push(format!("per_minute = {}", l.per_minute));
-                }
-                if l.per_second > 0 {
-                    parts.push(format!("per_second = {}", l.per_second));
-                }
-                out += &format!("{key} = {{ {} }}\n", parts.join(", "));
-            }
+        ] {
+            let l = self.limits.of(e);
+            out += &format!(
+                "{key} = {{ per_minute = {}, per_second = {} }}\n",
+                l.per_minute, l.per_second
+            );
         }
         out
     }
@@ -618,12 +609,12 @@ latency_ms = 0
         assert_eq!(v["inventory"]["path"].as_str(), Some("tweets \"x\".csv"));
         assert_eq!(v["accounts"].as_array().unwrap().len(), 3);
         assert_eq!(v["limits"]["hourly"]["per_second"].as_integer(), Some(2));
-        assert!(v["limits"].get("totals").is_none());
+        assert_eq!(v["limits"]["totals"]["per_minute"].as_integer(), Some(0));
         assert!(v["app"].get("bearer_token").is_none());
-        assert!(
-            !World::demo(1)
-                .worker_config_toml("http://x", "i.csv")
-                .contains("[limits]")
-        );
+        // The worker reads it: unset simulator budgets become "unlimited", set ones are copied.
+        let config =
+            crate::config::Config::parse("exported.toml", &text, std::iter::empty()).unwrap();
+        assert_eq!(config.limits.totals.per_minute, None);
+        assert_eq!(config.limits.hourly.per_minute.map(|n| n.get()), Some(60));
     }
 }

@@ -1,1 +1,9 @@
+//! Integration tests: the simulator on 127.0.0.1:0, temporary databases, the real pipeline and
+//! the real binary.
 
+mod helpers;
+
+/// Command-line behaviour: exit codes, error messages, logs, demo.
+mod cli;
+/// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
+mod totals;

@@ -1,0 +1,128 @@
+//! `demo`: the simulator in-process on a loopback port, a generated world, one full cycle into
+//! `--db`, and a short report. Needs no credentials and no network.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::run::{pipeline_failure, print_report};
+use super::{DemoArgs, Failure};
+use crate::config::Config;
+use crate::domain::{JobKind, Metric};
+use crate::pipeline::{self, Context};
+use crate::sim;
+
+/// Seed of the demo world: the same Tweets and numbers on every run of the same day.
+const DEMO_SEED: u64 = 7;
+
+/// Runs the demo and prints what it did.
+pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
+    let dir = tempfile::tempdir()
+        .context("cannot create a temporary folder")
+        .map_err(Failure::fatal)?;
+    let handle = sim::spawn(sim::demo_world(DEMO_SEED), ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(Failure::fatal)?;
+    let inventory_path = dir.path().join("tweets.csv");
+    let config_path = dir.path().join("config.toml");
+    let written = std::fs::write(&inventory_path, handle.sim.inventory_csv()).and_then(|()| {
+        let toml = handle
+            .sim
+            .worker_config_toml(&handle.base_url(), &inventory_path.to_string_lossy());
+        std::fs::write(&config_path, toml)
+    });
+    written
+        .context("cannot write the demo config")
+        .map_err(Failure::fatal)?;
+    // The process environment is left out: ENGAGEMENT__* variables meant for a real config must
+    // not leak into the demo's.
+    let mut config =
+        Config::load(Some(&config_path), std::iter::empty()).map_err(Failure::fatal)?;
+    config.database.path = args.db.clone();
+
+    let accounts = config.accounts.len();
+    let tweets = handle.sim.tweets().len();
+    let owned = handle
+        .sim
+        .tweets()
+        .iter()
+        .filter(|t| t.owner.is_some())
+        .count();
+    println!(
+        "engagement-ingest demo: simulator on {}, {accounts} accounts, {tweets} Tweets ({owned} owned, {} public)",
+        handle.base_url(),
+        tweets - owned
+    );
+    let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let report = pipeline::run_once(&ctx, &JobKind::ALL, &CancellationToken::new())
+        .await
+        .map_err(pipeline_failure)?;
+    print_report(&report);
+
+    let stats = handle.sim.stats();
+    let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in &stats.requests {
+        let credential = if r.credential == "bearer" || r.endpoint == "oauth2/token" {
+            r.credential.clone()
+        } else {
+            "user".to_string()
+        };
+        *seen
+            .entry((r.endpoint.clone(), format!("{credential} {}", r.status)))
+            .or_default() += r.count;
+    }
+    println!("  the simulator saw:");
+    for ((endpoint, what), n) in seen {
+        println!("    /{endpoint:<13} {what:<12} {n:>4}");
+    }
+    println!(
+        "  unique handles queried: {}",
+        stats
+            .unique_handles
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    print_database(&ctx.store.lock().expect("store mutex poisoned"), args)?;
+    handle.shutdown().await.map_err(Failure::fatal)?;
+    Ok(report.exit_code())
+}
+
+fn print_database(store: &crate::store::Store, args: &DemoArgs) -> Result<(), Failure> {
+    print_top(store, Metric::Impressions, "owned Tweets by impressions")?;
+    print_top(store, Metric::Favorites, "all Tweets by favorites")?;
+    println!(
+        "\ndatabase: {} ({} snapshot rows, {} Tweets)",
+        args.db.display(),
+        store.count("totals").map_err(Failure::fatal)?,
+        store.count("tweets").map_err(Failure::fatal)?
+    );
+    println!(
+        "try: sqlite3 {} \"SELECT * FROM latest_totals WHERE metric = 'impressions' ORDER BY value DESC LIMIT 5\"",
+        args.db.display()
+    );
+    Ok(())
+}
+
+fn print_top(store: &crate::store::Store, metric: Metric, title: &str) -> Result<(), Failure> {
+    let rows = store.top_by_latest(metric, 5).map_err(Failure::fatal)?;
+    println!("\ntop {title}:");
+    println!(
+        "  {:<20} {:<12} {:>10}",
+        "tweet_id",
+        "owner",
+        metric.as_str()
+    );
+    for (id, owner, value) in rows {
+        println!(
+            "  {:<20} {:<12} {:>10}",
+            id.to_string(),
+            owner.as_deref().unwrap_or("(public)"),
+            value
+        );
+    }
+    Ok(())
+}

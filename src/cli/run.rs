@@ -1,0 +1,168 @@
+//! `run` (one cycle, or a dry-run plan) and `migrate`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, RunArgs};
+use crate::config::Config;
+use crate::domain::JobKind;
+use crate::pipeline::{self, Context, PipelineError, RunReport};
+use crate::store::Store;
+
+/// `run`: one cycle of the chosen kinds.
+pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
+    let kinds = if args.jobs.is_empty() {
+        JobKind::ALL.to_vec()
+    } else {
+        args.jobs.clone()
+    };
+    if args.dry_run {
+        return dry_run(&config, &kinds);
+    }
+    let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        tracing::warn!("Stopping: no new requests; in-flight batches finish and are stored");
+        token.cancel();
+    });
+    let report = pipeline::run_once(&ctx, &kinds, &shutdown)
+        .await
+        .map_err(pipeline_failure)?;
+    print_report(&report);
+    Ok(report.exit_code())
+}
+
+/// Maps a pipeline error to its exit code.
+pub fn pipeline_failure(e: PipelineError) -> Failure {
+    Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    }
+}
+
+/// Prints what a cycle did: requests per endpoint and credential kind, rows, failures.
+pub fn print_report(report: &RunReport) {
+    let kinds: Vec<&str> = report.kinds.iter().map(|k| k.name()).collect();
+    println!(
+        "run {} ({}): {} Tweets in the inventory (+{} new, {} removed), {} requests planned",
+        report.run_id,
+        kinds.join(", "),
+        report.inventory_len,
+        report.inventory.added,
+        report.inventory.removed,
+        report.planned
+    );
+    for ((endpoint, credential), n) in report.requests_by_endpoint() {
+        let failed = report
+            .failed()
+            .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
+            .count();
+        let retries: u32 = report
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
+            .map(|r| r.attempts.saturating_sub(1))
+            .sum();
+        println!(
+            "  /{endpoint:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries"
+        );
+    }
+    println!(
+        "  {} rows written in {:.2}s{}",
+        report.rows_written,
+        report.elapsed.as_secs_f64(),
+        if report.interrupted {
+            " (interrupted: the rest is planned again next run)"
+        } else {
+            ""
+        }
+    );
+    if report.skipped.resting + report.skipped.over_budget > 0 {
+        println!(
+            "  skipped: {} Tweets resting (unavailable or protected), {} left for the next run by the request budget",
+            report.skipped.resting, report.skipped.over_budget
+        );
+    }
+    let failed: Vec<_> = report.failed().collect();
+    if !failed.is_empty() {
+        println!(
+            "  {} batches failed after retries; they are in the `requests` table and will be planned again:",
+            failed.len()
+        );
+        for r in failed.iter().take(10) {
+            println!(
+                "    /{} {} ({} Tweets, {} attempts): {}",
+                r.endpoint,
+                r.credential,
+                r.tweets,
+                r.attempts,
+                r.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+    }
+}
+
+fn dry_run(config: &Config, kinds: &[JobKind]) -> Result<u8, Failure> {
+    let inventory = pipeline::load_inventory(config).map_err(Failure::usage)?;
+    let states = if config.database.path.exists() {
+        Store::open_read_only(&config.database.path)
+            .and_then(|s| s.tweet_states())
+            .map_err(Failure::fatal)?
+    } else {
+        HashMap::new()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let (jobs, skipped) = pipeline::plan(config, &inventory, &states, kinds, now);
+    let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for job in &jobs {
+        let entry = groups
+            .entry((
+                job.endpoint.name().to_string(),
+                job.credential.label().to_string(),
+            ))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += job.tweets.len();
+    }
+    println!(
+        "dry run: {} requests for {} Tweets (nothing sent)",
+        jobs.len(),
+        inventory.entries.len()
+    );
+    for ((endpoint, credential), (requests, tweets)) in groups {
+        println!("  /{endpoint:<10} {credential:<16} {requests:>5} requests  {tweets:>7} Tweets");
+    }
+    if skipped.resting + skipped.over_budget > 0 {
+        println!(
+            "  skipped: {} resting, {} over the request budget",
+            skipped.resting, skipped.over_budget
+        );
+    }
+    Ok(0)
+}
+
+/// `migrate`: create or upgrade the database.
+pub fn migrate(config: Config) -> Result<u8, Failure> {
+    let path = &config.database.path;
+    let existed = path.exists();
+    let mut store = Store::connect(path).map_err(Failure::fatal)?;
+    let (before, after) = store
+        .migrate()
+        .context("migrate failed")
+        .map_err(Failure::fatal)?;
+    if !existed {
+        println!("created {} at schema version {after}", path.display());
+    } else if before == after {
+        println!("{} is up to date (schema version {after})", path.display());
+    } else {
+        println!(
+            "upgraded {} from schema version {before} to {after}",
+            path.display()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,142 @@
+use engagement_ingest::store::SCHEMA_VERSION;
+
+use crate::helpers::{
+    ACME_SECRET, BEARER, BOB_SECRET, CONSUMER_SECRET, TestApp, run_binary, text, world,
+};
+
+/// Bad inventory lines fail with exit 2 before anything is sent, each named by file:line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inventory_lines_exit_2_and_name_each_line() {
+    let app = TestApp::spawn(world(3, 0, 3, 0)).await;
+    let mut csv = std::fs::read_to_string(&app.inventory_path).unwrap();
+    csv.push_str("12ab,\n0,acme\n555,nobody\n");
+    std::fs::write(&app.inventory_path, csv).unwrap();
+    let out = app.cli(&["run", "--job", "totals"]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let lines = 1 + 6; // header + 6 Tweets
+    for (n, what) in [
+        (lines + 1, "not a number"),
+        (lines + 2, "0"),
+        (lines + 3, "nobody"),
+    ] {
+        let needle = format!("tweets.csv:{n}:");
+        let line = all
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no {needle} in {all}"));
+        assert!(line.contains(what), "{line}");
+    }
+    assert_eq!(app.sim().stats().count("totals"), 0, "nothing may be sent");
+}
+
+/// An unknown config key fails with exit 2 and names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_config_keys_exit_2_and_name_the_key() {
+    let app = TestApp::spawn(world(1, 0, 1, 0)).await;
+    let toml = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(
+        &app.config_path,
+        toml.replace("[api]\n", "[api]\ntimout = \"10s\"\n"),
+    )
+    .unwrap();
+    for cmd in [&["run"][..], &["check"]] {
+        let out = app.cli(cmd).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(all.contains("api.timout"), "{all}");
+    }
+}
+
+/// A full run at debug level logs plenty, and never a secret: not the consumer secret, not the
+/// token secrets, not the bearer token obtained from the token endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_debug_logs() {
+    let app = TestApp::spawn(world(20, 5, 30, 2)).await;
+    for format in ["text", "json"] {
+        let out = app
+            .cli(&["-v", "--log-format", format, "run", "--job", "totals"])
+            .await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        assert!(all.contains("DEBUG"), "debug logging was on: {all}");
+        for secret in [CONSUMER_SECRET, BEARER, ACME_SECRET, BOB_SECRET] {
+            assert!(
+                !all.contains(secret),
+                "secret leaked in {format} logs: {all}"
+            );
+        }
+    }
+    let stats = app.sim().stats();
+    assert!(
+        stats
+            .requests
+            .iter()
+            .any(|r| r.endpoint == "oauth2/token" && r.status == 200)
+    );
+}
+
+/// `check` reports a good setup with exit 0; `migrate` creates the database and refuses one newer
+/// than the binary with exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_migrate() {
+    let app = TestApp::spawn(world(2, 1, 2, 0)).await;
+    let out = app.cli(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = app.cli(&["migrate"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("created"), "{}", text(&out));
+    app.db()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    for cmd in [&["migrate"][..], &["run"]] {
+        let out = app.cli(cmd).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{all}");
+        assert!(all.contains("newer than this binary"), "{all}");
+    }
+    let out = app.cli(&["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// `run --dry-run` plans and prints, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_sends_nothing() {
+    let app = TestApp::spawn(world(5, 5, 300, 0)).await;
+    let out = app.cli(&["run", "--dry-run", "--job", "totals"]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("bearer"), "{all}");
+    assert_eq!(app.sim().stats().count("totals"), 0);
+    assert!(!app.db_path.exists());
+}
+
+/// `demo` needs nothing but the binary: it exits 0 and leaves totals for public and owned Tweets
+/// in the database it names, readable through `latest_totals`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_fills_the_database_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.sqlite");
+    let out = run_binary(vec![
+        "demo".into(),
+        "--db".into(),
+        db.to_string_lossy().into_owned(),
+    ])
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("top owned Tweets by impressions"), "{all}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (public, owned): (i64, i64) = conn
+        .query_row(
+            "SELECT count(DISTINCT CASE WHEN owner IS NULL THEN tweet_id END), \
+                    count(DISTINCT CASE WHEN owner IS NOT NULL THEN tweet_id END) FROM latest_totals",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        public > 100 && owned > 100,
+        "public {public}, owned {owned}"
+    );
+}

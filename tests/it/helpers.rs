@@ -1,0 +1,152 @@
+//! `TestApp`: a simulator on a frozen clock, a worker config and inventory pointing at it, and a
+//! temporary database; runs cycles in-process or through the binary.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+
+use engagement_ingest::config::Config;
+use engagement_ingest::domain::JobKind;
+use engagement_ingest::pipeline::{self, Context, RunReport};
+use engagement_ingest::sim::{self, ManualClock, Sim, SimHandle, World};
+use tokio_util::sync::CancellationToken;
+
+/// Secrets distinctive enough that finding one in a log can only mean it leaked.
+pub const CONSUMER_SECRET: &str = "cs-7Qe9ZpLw2Xv4Rt8Ky6Nb";
+pub const BEARER: &str = "AAAA-bearer-3Hs8Jd2Lq9Wm5Zx";
+pub const ACME_SECRET: &str = "ts-acme-Vb6Nm1Qw8Er4Ty7U";
+pub const BOB_SECRET: &str = "ts-bob-Pl0Ok9Ij8Uh7Yg6Tf";
+
+/// A world with two accounts, public Tweets and a few deleted ones.
+pub fn world(acme: u32, bob: u32, public: u32, deleted: u32) -> World {
+    World::from_toml_str(&format!(
+        r#"
+seed = 11
+[app]
+consumer_key = "it-consumer"
+consumer_secret = "{CONSUMER_SECRET}"
+bearer_token = "{BEARER}"
+[[accounts]]
+handle = "acme"
+user_id = 1001
+access_token = "1001-acme"
+access_token_secret = "{ACME_SECRET}"
+tweets = {acme}
+[[accounts]]
+handle = "bob"
+user_id = 1002
+access_token = "1002-bob"
+access_token_secret = "{BOB_SECRET}"
+tweets = {bob}
+[public]
+tweets = {public}
+[tweets]
+spread_days = 150
+deleted = {deleted}
+"#
+    ))
+    .expect("the test world parses")
+}
+
+pub struct TestApp {
+    /// Keeps the temporary folder alive as long as the app.
+    pub _dir: tempfile::TempDir,
+    pub sim: SimHandle,
+    pub clock: ManualClock,
+    pub config_path: PathBuf,
+    pub inventory_path: PathBuf,
+    pub db_path: PathBuf,
+}
+
+impl TestApp {
+    /// Starts the simulator with its clock frozen at the current time, and writes the worker's
+    /// config (database in the temporary folder) and inventory.
+    pub async fn spawn(world: World) -> TestApp {
+        let clock = ManualClock::new(chrono::Utc::now().timestamp());
+        let sim = Arc::new(Sim::with_clock(world, clock.clock()));
+        let sim = sim::spawn_sim(sim, ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("simulator binds");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inventory_path = dir.path().join("tweets.csv");
+        let config_path = dir.path().join("config.toml");
+        let db_path = dir.path().join("engagement.sqlite");
+        std::fs::write(&inventory_path, sim.sim.inventory_csv()).unwrap();
+        let toml = sim
+            .sim
+            .worker_config_toml(&sim.base_url(), &inventory_path.to_string_lossy())
+            .replace(
+                "path = \"engagement.sqlite\"",
+                &format!("path = {:?}", db_path.to_string_lossy()),
+            );
+        std::fs::write(&config_path, toml).unwrap();
+        TestApp {
+            _dir: dir,
+            sim,
+            clock,
+            config_path,
+            inventory_path,
+            db_path,
+        }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim.sim
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(Some(&self.config_path), std::iter::empty())
+            .expect("the exported config loads")
+    }
+
+    /// A pipeline context on the simulator's clock (OAuth timestamps must agree with it).
+    pub fn context(&self) -> Context {
+        Context::new(self.config(), self.clock.clock()).expect("context builds")
+    }
+
+    /// One in-process cycle of `kinds`.
+    pub async fn run(&self, ctx: &Context, kinds: &[JobKind]) -> RunReport {
+        pipeline::run_once(ctx, kinds, &CancellationToken::new())
+            .await
+            .expect("the cycle runs")
+    }
+
+    /// Runs the binary with `--config` and `args`, off the async runtime so the simulator keeps serving.
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        let mut full = vec![
+            "--config".to_string(),
+            self.config_path.to_string_lossy().into_owned(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        run_binary(full).await
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db_path).expect("database opens")
+    }
+}
+
+/// Runs the binary with `args` and a clean ENGAGEMENT_* environment.
+pub async fn run_binary(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_engagement-ingest"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ENGAGEMENT") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(args).output().expect("the binary runs")
+    })
+    .await
+    .expect("blocking task")
+}
+
+/// stdout and stderr of a finished process, for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
