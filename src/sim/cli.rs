@@ -25,6 +25,12 @@ pub async fn serve_cli(
     export_inventory: Option<&Path>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A stand-in for a real API, with well-known credentials: never reachable from elsewhere.
+    if !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--listen {listen}: the simulator serves loopback addresses only (127.0.0.0/8 or ::1)"
+        );
+    }
     let world = World::load(world_path)?;
     let handle = spawn(world, listen).await?;
     let base_url = handle.base_url();

@@ -140,3 +140,85 @@ async fn demo_fills_the_database_it_names() {
         "public {public}, owned {owned}"
     );
 }
+
+/// The README's by-hand flow: `sim` as its own process exports a config and an inventory and
+/// announces its address on the first stdout line; `check` and `run` work against it; SIGTERM
+/// stops it with exit 0.
+#[test]
+fn sim_process_serves_a_worker_process() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.toml");
+    std::fs::write(
+        &world,
+        "seed = 3\n[app]\nconsumer_key = \"k\"\nconsumer_secret = \"s\"\nbearer_token = \"b\"\n\
+         [[accounts]]\nhandle = \"acme\"\nuser_id = 1001\naccess_token = \"1001-acme\"\n\
+         access_token_secret = \"t\"\ntweets = 30\n[public]\ntweets = 40\n",
+    )
+    .unwrap();
+    let mut sim = crate::helpers::binary()
+        .current_dir(dir.path())
+        .args(["sim", "--world", "world.toml", "--listen", "127.0.0.1:0"])
+        .args([
+            "--export-config",
+            "worker.toml",
+            "--export-inventory",
+            "tweets.csv",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first:?}"
+    );
+
+    let worker = |args: &[&str]| {
+        crate::helpers::binary()
+            .current_dir(dir.path())
+            .args(["--config", "worker.toml"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = worker(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = worker(&["run", "--job", "totals"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let conn = rusqlite::Connection::open(dir.path().join("engagement.sqlite")).unwrap();
+    let tweets: i64 = conn
+        .query_row(
+            "SELECT count(DISTINCT tweet_id) FROM latest_totals",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tweets, 70);
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(sim.wait().unwrap().code(), Some(0));
+}
+
+/// The simulator refuses to listen anywhere but loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_refuses_non_loopback_addresses() {
+    let out = run_binary(vec![
+        "sim".into(),
+        "--world".into(),
+        "w.toml".into(),
+        "--listen".into(),
+        "0.0.0.0:0".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("loopback"), "{}", text(&out));
+}

@@ -126,19 +126,22 @@ impl TestApp {
     }
 }
 
-/// Runs the binary with `args` and a clean ENGAGEMENT_* environment.
-pub async fn run_binary(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_engagement-ingest"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("ENGAGEMENT") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
+/// The binary, with a clean ENGAGEMENT_* environment.
+pub fn binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_engagement-ingest"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ENGAGEMENT") || k == "RUST_LOG" {
+            cmd.env_remove(k);
         }
-        cmd.args(args).output().expect("the binary runs")
-    })
-    .await
-    .expect("blocking task")
+    }
+    cmd
+}
+
+/// Runs the binary with `args`, off the async runtime.
+pub async fn run_binary(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || binary().args(args).output().expect("the binary runs"))
+        .await
+        .expect("blocking task")
 }
 
 /// stdout and stderr of a finished process, for assertions and failure messages.
