@@ -22,7 +22,8 @@ CREATE TABLE tweets (
     status            TEXT NOT NULL DEFAULT 'active'
                       CHECK (status IN ('active', 'unavailable', 'protected', 'forbidden')),
     status_detail     TEXT,                       -- why the status is not 'active' (API message)
-    status_changed_at INTEGER,
+    status_changed_at INTEGER,                    -- when the status last changed
+    status_checked_at INTEGER,                    -- when the API last reported this status
     first_seen_at     INTEGER NOT NULL,           -- first time the inventory listed it
     removed_at        INTEGER,                    -- NULL while listed in the inventory
     totals_checked_at INTEGER                     -- last successful /totals answer for it
@@ -84,7 +85,10 @@ CREATE TABLE requests (
     tweet_count INTEGER NOT NULL,
     attempts    INTEGER NOT NULL,
     http_status INTEGER,                          -- last status; NULL when no response was received
-    outcome     TEXT NOT NULL CHECK (outcome IN ('ok', 'partial', 'failed')),
+    -- ok; partial (some Tweets or metrics refused, the rest stored); refused (the API refused
+    -- the request because of Tweets it named: they were marked and the rest sent again at once);
+    -- failed (after retries; planned again next run)
+    outcome     TEXT NOT NULL CHECK (outcome IN ('ok', 'partial', 'refused', 'failed')),
     error       TEXT,
     rows        INTEGER NOT NULL DEFAULT 0,
     started_at  INTEGER NOT NULL,

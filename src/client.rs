@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
-use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HeaderMap, USER_AGENT};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, USER_AGENT};
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, AppKeys, Credential, Pinned, UserToken};
 use crate::config::Secret;
 use crate::domain::{Clock, Endpoint, Handle, TweetId};
-use crate::parse::ParseError;
+use crate::parse::{self, ParseError};
 
 /// Per-endpoint pacing, from the config's `[limits]`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,6 +98,8 @@ pub enum ApiError {
     NoToken(Handle),
     #[error("could not obtain a bearer token from the token endpoint: {0}")]
     Token(String),
+    #[error("not sent: shutting down")]
+    Cancelled,
 }
 
 impl ApiError {
@@ -104,7 +107,7 @@ impl ApiError {
         match self {
             ApiError::Transport(_) | ApiError::Body(_) => Decision::Retry,
             ApiError::Status { status, .. } => classify(Some(*status)),
-            ApiError::NoToken(_) | ApiError::Token(_) => Decision::GiveUp,
+            ApiError::NoToken(_) | ApiError::Token(_) | ApiError::Cancelled => Decision::GiveUp,
         }
     }
 
@@ -147,7 +150,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     settings: ClientSettings,
     clock: Clock,
-    bearer: Mutex<Option<Secret>>,
+    /// The bearer token, or why the token endpoint refused one (asked once per client).
+    bearer: Mutex<Option<Result<Secret, String>>>,
     limiters: HashMap<Endpoint, Vec<DefaultDirectRateLimiter>>,
     in_flight: Arc<Semaphore>,
 }
@@ -161,14 +165,6 @@ impl std::fmt::Debug for ApiClient {
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<serde_json::Value>,
-    #[serde(default)]
-    unavailable_tweet_ids: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
 struct TokenBody {
     token_type: String,
     access_token: String,
@@ -177,6 +173,7 @@ struct TokenBody {
 impl ApiClient {
     /// Builds the client (reqwest with rustls, gzip and a timeout; one limiter set per endpoint).
     pub fn new(settings: ClientSettings, clock: Clock) -> Result<ApiClient, ApiError> {
+        // gzip(true) sends `Accept-Encoding: gzip`, without which the API answers 406.
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .gzip(true)
@@ -194,7 +191,7 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             clock,
-            bearer: Mutex::new(settings.bearer_token.clone()),
+            bearer: Mutex::new(settings.bearer_token.clone().map(Ok)),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             limiters,
             settings,
@@ -218,12 +215,15 @@ impl ApiClient {
         credential: &Credential,
         body: &serde_json::Value,
         check: impl Fn(&[u8]) -> Result<T, ParseError>,
+        shutdown: &CancellationToken,
     ) -> Outcome<T> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let _permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                return Outcome { result: Err(ApiError::Cancelled), attempts: 0, status: None };
+            }
+            permit = self.in_flight.acquire() => permit.expect("the semaphore is never closed"),
+        };
         let attempts = AtomicU32::new(0);
         let last_status = std::sync::Mutex::new(None);
         let payload = serde_json::to_vec(body).expect("a JSON value serializes");
@@ -234,8 +234,9 @@ impl ApiClient {
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
             .with_jitter();
         let attempt = || async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            let result = self.attempt(endpoint, credential, &payload, &check).await;
+            let result = self
+                .attempt(endpoint, credential, &payload, &check, &attempts, shutdown)
+                .await;
             *last_status.lock().expect("not poisoned") = match &result {
                 Ok(_) => Some(200),
                 Err(e) => e.status(),
@@ -244,7 +245,7 @@ impl ApiClient {
         };
         let result = attempt
             .retry(backoff)
-            .when(|e: &ApiError| e.decision() == Decision::Retry)
+            .when(|e: &ApiError| e.decision() == Decision::Retry && !shutdown.is_cancelled())
             .notify(|e, delay| {
                 tracing::warn!(endpoint = endpoint.name(), credential = %credential, error = %e,
                     "Retrying in {:.1}s", delay.as_secs_f64());
@@ -264,12 +265,20 @@ impl ApiClient {
         credential: &Credential,
         payload: &[u8],
         check: &impl Fn(&[u8]) -> Result<T, ParseError>,
+        attempts: &AtomicU32,
+        shutdown: &CancellationToken,
     ) -> Result<T, ApiError> {
         for limiter in &self.limiters[&endpoint] {
-            limiter
-                .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50)))
-                .await;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(ApiError::Cancelled),
+                () = limiter.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50))) => {}
+            }
         }
+        if shutdown.is_cancelled() {
+            return Err(ApiError::Cancelled);
+        }
+        attempts.fetch_add(1, Ordering::Relaxed);
         let url = self.url(endpoint);
         // Signed per attempt: a retried request needs a fresh nonce and timestamp.
         let authorization = match credential {
@@ -293,7 +302,6 @@ impl ApiClient {
             .post(&url)
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT_ENCODING, "gzip")
             .header(USER_AGENT, &self.settings.user_agent)
             .body(payload.to_vec())
             .send()
@@ -309,7 +317,9 @@ impl ApiClient {
             return Err(ApiError::Status {
                 status,
                 errors: error_strings(&bytes),
-                unavailable: unavailable_ids(&bytes),
+                unavailable: parse::error_info(&bytes)
+                    .map(|(_, ids)| ids)
+                    .unwrap_or_default(),
             });
         }
         Ok(check(&bytes)?)
@@ -318,9 +328,21 @@ impl ApiClient {
     /// The bearer token: from the config, or obtained once from the token endpoint.
     pub async fn bearer(&self) -> Result<Secret, ApiError> {
         let mut slot = self.bearer.lock().await;
-        if let Some(token) = slot.as_ref() {
-            return Ok(token.clone());
+        if let Some(known) = slot.as_ref() {
+            return known.clone().map_err(ApiError::Token);
         }
+        // A refusal is remembered, so a bad consumer secret costs one token request, not one per
+        // batch; a transport error is not, and is retried with the batch that needed the token.
+        let fetched = self.fetch_bearer().await;
+        match &fetched {
+            Ok(token) => *slot = Some(Ok(token.clone())),
+            Err(ApiError::Token(msg)) => *slot = Some(Err(msg.clone())),
+            Err(_) => {}
+        }
+        fetched
+    }
+
+    async fn fetch_bearer(&self) -> Result<Secret, ApiError> {
         let response = self
             .http
             .post(&self.settings.token_url)
@@ -333,12 +355,12 @@ impl ApiClient {
             .body("grant_type=client_credentials")
             .send()
             .await
-            .map_err(|e| ApiError::Token(error_chain(&e)))?;
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ApiError::Token(error_chain(&e)))?;
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         if !status.is_success() {
             return Err(ApiError::Token(format!(
                 "HTTP {}: {}; check app.consumer_key and app.consumer_secret",
@@ -355,9 +377,7 @@ impl ApiClient {
             )));
         }
         tracing::debug!("obtained the app's bearer token from the token endpoint");
-        let token = Secret::new(body.access_token);
-        *slot = Some(token.clone());
-        Ok(token)
+        Ok(Secret::new(body.access_token))
     }
 }
 
@@ -394,24 +414,11 @@ fn log_rate_headers(endpoint: Endpoint, headers: &HeaderMap) {
     }
 }
 
-/// The `errors` strings of an error body (strings, or objects with a `message`).
+/// The `errors` strings of an error body, or the start of a body that is not JSON.
 fn error_strings(body: &[u8]) -> Vec<String> {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => b
-            .errors
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Object(o) => {
-                    o.get("message").and_then(|m| m.as_str()).map_or_else(
-                        || serde_json::Value::Object(o.clone()).to_string(),
-                        str::to_string,
-                    )
-                }
-                other => other.to_string(),
-            })
-            .collect(),
-        Err(_) => {
+    match parse::error_info(body) {
+        Some((errors, _)) => errors,
+        None => {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
             if text.is_empty() {
@@ -421,22 +428,6 @@ fn error_strings(body: &[u8]) -> Vec<String> {
             }
         }
     }
-}
-
-/// The `unavailable_tweet_ids` of an error body.
-fn unavailable_ids(body: &[u8]) -> Vec<TweetId> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| {
-            b.unavailable_tweet_ids
-                .iter()
-                .filter_map(|v| match v {
-                    serde_json::Value::String(s) => s.parse().ok(),
-                    serde_json::Value::Number(n) => n.as_u64().and_then(TweetId::new),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

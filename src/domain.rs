@@ -36,12 +36,15 @@ pub enum TweetIdError {
     NotANumber(String),
     #[error("Tweet ID 0 is not valid")]
     Zero,
+    #[error("Tweet ID {0} is too large (Tweet IDs are below 2^63)")]
+    TooLarge(u64),
 }
 
 impl TweetId {
-    /// Wraps a raw ID; `None` for zero.
+    /// Wraps a raw ID; `None` for zero and for IDs above `i64::MAX` (Snowflakes are 63-bit,
+    /// and SQLite stores them as signed integers).
     pub fn new(raw: u64) -> Option<TweetId> {
-        (raw != 0).then_some(TweetId(raw))
+        (raw != 0 && i64::try_from(raw).is_ok()).then_some(TweetId(raw))
     }
 
     /// Builds the Snowflake ID of a Tweet created at `created_ms` (Unix milliseconds), with
@@ -88,7 +91,10 @@ impl FromStr for TweetId {
         let raw: u64 = t
             .parse()
             .map_err(|_| TweetIdError::NotANumber(s.to_string()))?;
-        TweetId::new(raw).ok_or(TweetIdError::Zero)
+        match raw {
+            0 => Err(TweetIdError::Zero),
+            _ => TweetId::new(raw).ok_or(TweetIdError::TooLarge(raw)),
+        }
     }
 }
 
@@ -116,6 +122,11 @@ pub struct Handle(String);
 pub struct HandleError(String);
 
 impl Handle {
+    /// Whether `s` (without `@`) is a valid handle, without allocating.
+    pub fn is_valid(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    }
+
     /// The handle as written in the config.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -132,10 +143,7 @@ impl FromStr for Handle {
     type Err = HandleError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().trim_start_matches('@');
-        let ok = !t.is_empty()
-            && t.len() <= 15
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if ok {
+        if Handle::is_valid(t) {
             Ok(Handle(t.to_string()))
         } else {
             Err(HandleError(s.to_string()))
@@ -556,6 +564,10 @@ mod tests {
             "12a".parse::<TweetId>(),
             Err(TweetIdError::NotANumber(_))
         ));
+        assert_eq!(
+            "9223372036854775808".parse::<TweetId>(),
+            Err(TweetIdError::TooLarge(1 << 63))
+        );
         assert!(matches!(
             "99999999999999999999".parse::<TweetId>(),
             Err(TweetIdError::NotANumber(_))

@@ -168,7 +168,7 @@ pub fn parse(
                 });
                 None
             }
-            Err(e @ TweetIdError::NotANumber(_)) => {
+            Err(e @ (TweetIdError::NotANumber(_) | TweetIdError::TooLarge(_))) => {
                 problems.push(Problem {
                     line,
                     message: format!("tweet_id: {e}"),
@@ -267,10 +267,7 @@ fn resolve_owner(owner: &str, by_key: &HashMap<String, usize>) -> Result<Option<
         return Ok(None);
     }
     let bare = owner.strip_prefix('@').unwrap_or(owner);
-    let valid = !bare.is_empty()
-        && bare.len() <= 15
-        && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !valid {
+    if !Handle::is_valid(bare) {
         let reason = owner
             .parse::<Handle>()
             .err()

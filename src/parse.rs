@@ -198,11 +198,31 @@ fn id_list(top: &Map<String, Value>, key: &str) -> Vec<TweetId> {
     ids
 }
 
+/// The `errors` and `unavailable_tweet_ids` of an error answer; `None` when the body is not a
+/// JSON object (a proxy's HTML page, say).
+pub fn error_info(body: &[u8]) -> Option<(Vec<String>, Vec<TweetId>)> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(top)) => Some((
+            string_list(&top, "errors"),
+            id_list(&top, "unavailable_tweet_ids"),
+        )),
+        _ => None,
+    }
+}
+
+/// Error strings; the api host's `{"code":…,"message":…}` objects are read for their message.
 fn string_list(top: &Map<String, Value>, key: &str) -> Vec<String> {
     match top.get(key) {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => o
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| v.to_string(), str::to_string),
+                other => other.to_string(),
+            })
             .collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::{AppKeys, Credential, UserToken};
 use crate::client::{ApiClient, ApiError, ClientSettings, EndpointLimit, RetryPolicy};
 use crate::config::Config;
 pub use crate::domain::system_clock;
-use crate::domain::{Clock, Endpoint, Handle, JobKind, Metric, TweetId};
+use crate::domain::{Clock, Endpoint, JobKind, Metric, TweetId};
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::parse::{self, GroupBy, Parsed};
 use crate::planner::{self, Job, PlanTweet, Skipped, TotalsPolicy};
@@ -69,6 +70,8 @@ pub struct RequestReport {
     pub rows: usize,
     pub outcome: BatchOutcome,
     pub error: Option<String>,
+    /// The credential itself was refused (401, or no bearer token could be had).
+    pub auth_rejected: bool,
 }
 
 /// What one cycle did.
@@ -94,9 +97,17 @@ impl RunReport {
             .filter(|r| r.outcome == BatchOutcome::Failed)
     }
 
-    /// `0` when everything planned was stored, `1` when some batch failed (design §3).
+    /// `0` when everything planned was stored, `1` when some batch failed, `3` when every
+    /// request failed because its credential was refused (design §3).
     pub fn exit_code(&self) -> u8 {
-        if self.failed().next().is_some() { 1 } else { 0 }
+        let failed = self.failed().count();
+        if failed == 0 {
+            0
+        } else if failed == self.requests.len() && self.failed().all(|r| r.auth_rejected) {
+            3
+        } else {
+            1
+        }
     }
 
     /// Request counts by (endpoint, credential kind).
@@ -161,8 +172,7 @@ pub fn client_settings(config: &Config) -> ClientSettings {
 
 /// Loads the inventory named by the config, checking owners against `[[accounts]]`.
 pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
-    let handles: Vec<Handle> = config.accounts.iter().map(|a| a.handle.clone()).collect();
-    inventory::load(&config.inventory.path, &handles)
+    inventory::load(&config.inventory.path, &config.handles())
 }
 
 /// Plans the jobs of `kinds` for `inventory` (no I/O besides the state already read).
@@ -201,7 +211,8 @@ pub fn plan(
     (jobs, skipped)
 }
 
-/// Runs one cycle of `kinds`. Stops starting new requests when `shutdown` is cancelled.
+/// Runs one cycle of `kinds`. When `shutdown` is cancelled no new request is sent; requests in
+/// flight finish and are stored, and the run is marked interrupted.
 pub async fn run_once(
     ctx: &Context,
     kinds: &[JobKind],
@@ -213,187 +224,233 @@ pub async fn run_once(
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let (sync, states, run_id) = {
         let mut store = ctx.store.lock().expect("store mutex poisoned");
-        let sync = store.sync_inventory(
-            inventory.entries.iter().map(|e| (e.id, e.owner.as_ref())),
-            now,
-        )?;
+        let entries = inventory.entries.iter().map(|e| (e.id, e.owner.as_ref()));
+        let sync = store.sync_inventory(entries, now)?;
         let states = store.tweet_states()?;
         let run_id = store.begin_run(&kind_names, now)?;
         (sync, states, run_id)
     };
     let (jobs, skipped) = plan(&ctx.config, &inventory, &states, kinds, now);
-    let _run = tracing::info_span!("run", run_id, kinds = %kind_names.join(",")).entered();
-    tracing::info!(
-        tweets = inventory.entries.len(),
-        added = sync.added,
-        removed = sync.removed,
-        requests = jobs.len(),
-        "Planned"
-    );
-    drop(_run);
+    let span = tracing::info_span!("run", run_id, kinds = %kind_names.join(","));
+    span.in_scope(|| {
+        tracing::info!(
+            tweets = inventory.entries.len(),
+            added = sync.added,
+            removed = sync.removed,
+            requests = jobs.len(),
+            "Planned"
+        )
+    });
 
     let planned = jobs.len();
-    let states = Arc::new(states);
-    let seq = Arc::new(AtomicI64::new(0));
+    let batch = Arc::new(BatchContext {
+        run_id,
+        seq: AtomicI64::new(0),
+        client: Arc::clone(&ctx.client),
+        store: Arc::clone(&ctx.store),
+        states,
+        clock: Arc::clone(&ctx.clock),
+        shutdown: shutdown.clone(),
+    });
     let mut set = JoinSet::new();
-    let mut interrupted = false;
     for job in jobs {
-        if shutdown.is_cancelled() {
-            interrupted = true;
-            break;
-        }
-        let client = Arc::clone(&ctx.client);
-        let store = Arc::clone(&ctx.store);
-        let states = Arc::clone(&states);
-        let clock = Arc::clone(&ctx.clock);
-        let seq = Arc::clone(&seq);
-        set.spawn(
-            async move { run_job(job, run_id, &seq, &client, &store, &states, &clock).await },
-        );
+        let batch = Arc::clone(&batch);
+        let span = tracing::info_span!(parent: &span, "batch", kind = job.kind.name(),
+            endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
+        set.spawn(async move { batch.run_job(job).await }.instrument(span));
     }
     let mut requests = Vec::new();
-    let mut rows_written = 0;
+    let mut interrupted = false;
     let mut fatal = None;
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(report)) => {
-                rows_written += report.rows;
-                requests.push(report);
+            Ok(Ok(done)) => {
+                interrupted |= done.interrupted;
+                requests.extend(done.requests);
             }
             Ok(Err(e)) => fatal = Some(e),
             Err(e) => fatal = Some(PipelineError::Task(e.to_string())),
         }
     }
-    let failed = requests
-        .iter()
-        .filter(|r| r.outcome == BatchOutcome::Failed)
-        .count();
-    let status = match (&fatal, interrupted, failed) {
-        (Some(_), _, _) => "failed",
-        (None, true, _) => "interrupted",
-        (None, false, 0) => "ok",
-        (None, false, _) => "partial",
-    };
-    let summary = RunSummary {
-        finished_at: (ctx.clock)(),
-        status,
-        requests: requests.len(),
-        failed_batches: failed,
-        rows_written,
-        error: fatal.as_ref().map(|e| e.to_string()),
-    };
-    {
-        let store = Arc::clone(&ctx.store);
-        tokio::task::spawn_blocking(move || {
-            store
-                .lock()
-                .expect("store mutex poisoned")
-                .finish_run(run_id, &summary)
-        })
-        .await
-        .expect("finish_run does not panic")?;
-    }
-    if let Some(e) = fatal {
-        return Err(e);
-    }
     requests.sort_by(|a, b| {
         (a.kind, a.endpoint, &a.credential).cmp(&(b.kind, b.endpoint, &b.credential))
     });
-    Ok(RunReport {
+    let report = RunReport {
         run_id,
         kinds: kinds.to_vec(),
         inventory: sync,
         inventory_len: inventory.entries.len(),
         skipped,
         planned,
+        rows_written: requests.iter().map(|r| r.rows).sum(),
         requests,
-        rows_written,
         interrupted,
         elapsed: started.elapsed(),
-    })
-}
-
-/// Sends one job and stores what came back; a failed batch is recorded, never fatal.
-async fn run_job(
-    job: Job,
-    run_id: i64,
-    seq: &AtomicI64,
-    client: &ApiClient,
-    store: &Arc<Mutex<Store>>,
-    states: &HashMap<TweetId, TweetState>,
-    clock: &Clock,
-) -> Result<RequestReport, PipelineError> {
-    let span = tracing::info_span!("batch", kind = job.kind.name(), endpoint = job.endpoint.name(),
-        credential = %job.credential, tweets = job.tweets.len());
-    let _enter = span.enter();
-    let started_at = clock();
-    let timer = Instant::now();
-    let body = totals_body(&job);
-    let outcome = client
-        .send(job.endpoint, &job.credential, &body, |bytes| {
-            parse::parse(bytes, &[(TOTALS_GROUPING, TOTALS_GROUP_BY)])
-        })
-        .await;
-    let observed_at = clock();
-    let seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut record = BatchRecord {
-        run_id,
-        seq,
-        kind: job.kind.name(),
-        endpoint: job.endpoint,
-        credential: job.credential.label().to_string(),
-        tweet_count: job.tweets.len(),
-        attempts: outcome.attempts,
-        http_status: outcome.status,
-        outcome: BatchOutcome::Ok,
-        error: None,
-        started_at,
-        duration_ms: timer.elapsed().as_millis() as i64,
     };
-    match outcome.result {
-        Ok(parsed) => {
-            let write = totals_write(&job, &parsed, states, observed_at);
-            let partial = !parsed.unavailable.is_empty()
-                || !parsed.unsupported_impressions.is_empty()
-                || !parsed.unsupported_video_views.is_empty();
-            if partial {
-                record.outcome = BatchOutcome::Partial;
-                record.error = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
-            }
-            let rec = record.clone();
-            let store = Arc::clone(store);
-            let rows = tokio::task::spawn_blocking(move || {
-                store
-                    .lock()
-                    .expect("store mutex poisoned")
-                    .write_totals_batch(&rec, &write)
-            })
-            .await
-            .expect("write_totals_batch does not panic")?;
-            tracing::debug!(rows, "Stored");
-            Ok(request_report(&job, &record, rows))
-        }
-        Err(error) => {
-            let changes = status_changes_for_refusal(&job, &error);
-            record.outcome = BatchOutcome::Failed;
-            record.error = Some(error.to_string());
-            tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
-            let rec = record.clone();
-            let store = Arc::clone(store);
-            tokio::task::spawn_blocking(move || {
-                store
-                    .lock()
-                    .expect("store mutex poisoned")
-                    .record_batch(&rec, &changes)
-            })
-            .await
-            .expect("record_batch does not panic")?;
-            Ok(request_report(&job, &record, 0))
-        }
+    let summary = RunSummary {
+        finished_at: (ctx.clock)(),
+        status: match (&fatal, interrupted, report.failed().count()) {
+            (Some(_), _, _) => "failed",
+            (None, true, _) => "interrupted",
+            (None, false, 0) => "ok",
+            (None, false, _) => "partial",
+        },
+        requests: report.requests.len(),
+        failed_batches: report.failed().count(),
+        rows_written: report.rows_written,
+        error: fatal.as_ref().map(|e| e.to_string()),
+    };
+    let store = Arc::clone(&ctx.store);
+    tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .expect("store mutex poisoned")
+            .finish_run(run_id, &summary)
+    })
+    .await
+    .expect("finish_run does not panic")?;
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(report),
     }
 }
 
-fn request_report(job: &Job, record: &BatchRecord, rows: usize) -> RequestReport {
+/// What every batch of a run shares.
+struct BatchContext {
+    run_id: i64,
+    seq: AtomicI64,
+    client: Arc<ApiClient>,
+    store: Arc<Mutex<Store>>,
+    states: HashMap<TweetId, TweetState>,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+/// The requests one job took.
+struct JobDone {
+    requests: Vec<RequestReport>,
+    /// Shutdown came before the job was (completely) sent.
+    interrupted: bool,
+}
+
+/// How often a job whose request the API refused because of named Tweets is sent again
+/// without them.
+const MAX_STRIPS: usize = 2;
+
+impl BatchContext {
+    /// Sends one job and stores what came back. A request the API refuses because of Tweets it
+    /// names (protected; not the owner's) marks them and is sent again at once without them; any
+    /// other failure is recorded and planned again next run, never fatal.
+    async fn run_job(&self, mut job: Job) -> Result<JobDone, PipelineError> {
+        let mut done = JobDone {
+            requests: Vec::new(),
+            interrupted: false,
+        };
+        for strip in 0..=MAX_STRIPS {
+            let started_at = (self.clock)();
+            let timer = Instant::now();
+            let body = totals_body(&job);
+            let check = |bytes: &[u8]| parse::parse(bytes, &[(TOTALS_GROUPING, TOTALS_GROUP_BY)]);
+            let outcome = self
+                .client
+                .send(job.endpoint, &job.credential, &body, check, &self.shutdown)
+                .await;
+            if matches!(outcome.result, Err(ApiError::Cancelled)) {
+                done.interrupted = true;
+                return Ok(done);
+            }
+            let mut record = BatchRecord {
+                run_id: self.run_id,
+                seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+                kind: job.kind.name(),
+                endpoint: job.endpoint,
+                credential: job.credential.label().to_string(),
+                tweet_count: job.tweets.len(),
+                attempts: outcome.attempts,
+                http_status: outcome.status,
+                outcome: BatchOutcome::Ok,
+                error: None,
+                started_at,
+                duration_ms: timer.elapsed().as_millis() as i64,
+            };
+            let error = match outcome.result {
+                Ok(parsed) => {
+                    let write = totals_write(&job, &parsed, &self.states, (self.clock)());
+                    let partial = !parsed.unavailable.is_empty()
+                        || !parsed.unsupported_impressions.is_empty()
+                        || !parsed.unsupported_video_views.is_empty();
+                    if partial {
+                        record.outcome = BatchOutcome::Partial;
+                        record.error =
+                            (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
+                    }
+                    let rows = self
+                        .blocking(record.clone(), move |store, rec| {
+                            store.write_totals_batch(rec, &write)
+                        })
+                        .await?;
+                    tracing::debug!(rows, "Stored");
+                    done.requests
+                        .push(request_report(&job, &record, rows, false));
+                    return Ok(done);
+                }
+                Err(error) => error,
+            };
+            let named = named_tweets(&job, &error);
+            let strip_and_resend = !named.is_empty() && strip < MAX_STRIPS;
+            record.error = Some(error.to_string());
+            record.outcome = if strip_and_resend {
+                BatchOutcome::Refused
+            } else {
+                BatchOutcome::Failed
+            };
+            let auth_rejected = matches!(error, ApiError::Token(_) | ApiError::NoToken(_))
+                || error.status() == Some(401);
+            if strip_and_resend {
+                tracing::info!(error = %error, refused = named.len(), "Marked the Tweets the API refused; sending the rest again");
+            } else {
+                tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
+            }
+            let changes = named.clone();
+            self.blocking(record.clone(), move |store, rec| {
+                store.record_batch(rec, &changes)
+            })
+            .await?;
+            done.requests
+                .push(request_report(&job, &record, 0, auth_rejected));
+            if !strip_and_resend {
+                return Ok(done);
+            }
+            job.tweets.retain(|t| !named.iter().any(|(n, _, _)| n == t));
+            if job.tweets.is_empty() {
+                return Ok(done);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Runs a store write off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        record: BatchRecord,
+        write: impl FnOnce(&mut Store, &BatchRecord) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, PipelineError> {
+        let store = Arc::clone(&self.store);
+        let result = tokio::task::spawn_blocking(move || {
+            write(&mut store.lock().expect("store mutex poisoned"), &record)
+        })
+        .await
+        .map_err(|e| PipelineError::Task(e.to_string()))?;
+        Ok(result?)
+    }
+}
+
+fn request_report(
+    job: &Job,
+    record: &BatchRecord,
+    rows: usize,
+    auth_rejected: bool,
+) -> RequestReport {
     RequestReport {
         kind: job.kind,
         endpoint: job.endpoint,
@@ -403,6 +460,7 @@ fn request_report(job: &Job, record: &BatchRecord, rows: usize) -> RequestReport
         rows,
         outcome: record.outcome,
         error: record.error.clone(),
+        auth_rejected,
     }
 }
 
@@ -481,12 +539,9 @@ fn totals_write(
     }
 }
 
-/// Tweets a refused request names: protected ones (400 "Tweet ID(s) are unavailable") and
-/// ones the owner's token may not read (403 "Forbidden to access tweets: …").
-fn status_changes_for_refusal(
-    job: &Job,
-    error: &ApiError,
-) -> Vec<(TweetId, TweetStatus, Option<String>)> {
+/// Tweets a refused request names, with their new status: protected ones (400 "Tweet ID(s) are
+/// unavailable") and ones the owner's token may not read (403 "Forbidden to access tweets: …").
+fn named_tweets(job: &Job, error: &ApiError) -> Vec<(TweetId, TweetStatus, Option<String>)> {
     let status = match error.status() {
         Some(403) if matches!(job.credential, Credential::UserContext { .. }) => {
             TweetStatus::Forbidden

@@ -47,33 +47,42 @@ pub struct Skipped {
 
 /// The `/totals` plan: public Tweets and owned Tweets of 90 days or more through the bearer
 /// token (≤250 per request, owners mixed); younger owned Tweets under their owner's token with
-/// `impressions` and `engagements` added (≤250 per request, one owner each). Owned Tweets the
-/// owner's token may not read fall back to the bearer token for their public metrics.
+/// `impressions` and `engagements` added (≤250 per request, one owner each).
+///
+/// Tweets the API reported unavailable or protected rest for [`RECHECK_AFTER_SECS`]; owned
+/// Tweets the owner's token may not read use the bearer token for that long, then the owner's
+/// token is tried again. Under a request budget the least recently checked Tweets go first, so
+/// what is left over is served by the next runs.
 pub fn plan_totals<'a>(
     tweets: impl IntoIterator<Item = PlanTweet<'a>>,
     states: &HashMap<TweetId, TweetState>,
     policy: TotalsPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
+    // Never-checked Tweets sort first.
+    let checked = |id: &TweetId| {
+        states
+            .get(id)
+            .and_then(|s| s.totals_checked_at)
+            .unwrap_or(i64::MIN)
+    };
     let mut bearer: Vec<TweetId> = Vec::new();
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
     for t in tweets {
         let state = states.get(&t.id);
         let status = state.map_or(TweetStatus::Active, |s| s.status);
-        let resting = matches!(status, TweetStatus::Unavailable | TweetStatus::Protected)
+        let resting = status != TweetStatus::Active
             && state
-                .and_then(|s| s.status_changed_at)
+                .and_then(|s| s.status_checked_at)
                 .is_some_and(|at| now - at < RECHECK_AFTER_SECS);
-        if resting {
+        if resting && matches!(status, TweetStatus::Unavailable | TweetStatus::Protected) {
             skipped.resting += 1;
             continue;
         }
+        let forbidden = resting && status == TweetStatus::Forbidden;
         match t.owner {
-            Some(owner)
-                if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS
-                    && status != TweetStatus::Forbidden =>
-            {
+            Some(owner) if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS && !forbidden => {
                 owned.entry(owner).or_default().push(t.id)
             }
             _ => bearer.push(t.id),
@@ -85,7 +94,14 @@ pub fn plan_totals<'a>(
         let credential = Credential::UserContext {
             account: owner.clone(),
         };
-        push_batches(&mut jobs, JobKind::Totals, credential, ids, &user_metrics);
+        push_batches(
+            &mut jobs,
+            JobKind::Totals,
+            credential,
+            ids,
+            &user_metrics,
+            checked,
+        );
     }
     push_batches(
         &mut jobs,
@@ -93,30 +109,37 @@ pub fn plan_totals<'a>(
         Credential::Bearer,
         bearer,
         &Metric::PUBLIC,
+        checked,
     );
-    if let Some(max) = policy.max_requests {
-        let max = max as usize;
-        if jobs.len() > max {
-            skipped.over_budget = jobs[max..].iter().map(|j| j.tweets.len()).sum();
-            jobs.truncate(max);
-        }
+    if let Some(max) = policy
+        .max_requests
+        .map(|m| m as usize)
+        .filter(|m| jobs.len() > *m)
+    {
+        // Batches hold their group's stalest Tweets first, so the stalest batches go first.
+        jobs.sort_by_cached_key(|j| j.tweets.iter().map(&checked).min());
+        skipped.over_budget = jobs[max..].iter().map(|j| j.tweets.len()).sum();
+        jobs.truncate(max);
     }
     (jobs, skipped)
 }
 
-/// Splits one group into the fewest requests: `ceil(n / max_ids)`, sizes differing by at most one.
+/// Splits one group into the fewest requests, `ceil(n / max_ids)`, sizes differing by at most
+/// one; the least recently checked Tweets (`checked`) fill the first batches.
 fn push_batches(
     jobs: &mut Vec<Job>,
     kind: JobKind,
     credential: Credential,
     mut ids: Vec<TweetId>,
     metrics: &[Metric],
+    checked: impl Fn(&TweetId) -> i64,
 ) {
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
         return;
     }
+    ids.sort_by_cached_key(|id| (checked(id), *id));
     let endpoint = kind.endpoint();
     let batches = ids.len().div_ceil(endpoint.max_ids());
     let base = ids.len() / batches;
@@ -125,11 +148,13 @@ fn push_batches(
     for i in 0..batches {
         let (head, tail) = rest.split_at(base + usize::from(i < extra));
         rest = tail;
+        let mut tweets = head.to_vec();
+        tweets.sort_unstable();
         jobs.push(Job {
             kind,
             endpoint,
             credential: credential.clone(),
-            tweets: head.to_vec(),
+            tweets,
             metrics: metrics.to_vec(),
         });
     }
@@ -234,26 +259,25 @@ mod tests {
         );
     }
 
+    fn state(status: TweetStatus, checked_ago: i64) -> TweetState {
+        TweetState {
+            status,
+            status_checked_at: Some(NOW - checked_ago),
+            totals_checked_at: None,
+        }
+    }
+
+    /// Unavailable Tweets rest for a day, then are asked again; forbidden owned Tweets use the
+    /// bearer token for a day, then their owner's token again.
     #[test]
-    fn unavailable_tweets_rest_then_are_asked_again_and_forbidden_ones_use_bearer() {
+    fn refused_tweets_rest_then_are_asked_again() {
         let acme: Handle = "acme".parse().unwrap();
-        let ids = tweets(3, 2, 1);
+        let ids = tweets(4, 2, 1);
         let mut states = HashMap::new();
-        let resting = TweetState {
-            status: TweetStatus::Unavailable,
-            status_changed_at: Some(NOW - 3600),
-        };
-        let stale = TweetState {
-            status: TweetStatus::Unavailable,
-            status_changed_at: Some(NOW - 2 * DAY_SECS),
-        };
-        let forbidden = TweetState {
-            status: TweetStatus::Forbidden,
-            status_changed_at: Some(NOW),
-        };
-        states.insert(ids[0], resting);
-        states.insert(ids[1], stale);
-        states.insert(ids[2], forbidden);
+        states.insert(ids[0], state(TweetStatus::Unavailable, 3600));
+        states.insert(ids[1], state(TweetStatus::Unavailable, 2 * DAY_SECS));
+        states.insert(ids[2], state(TweetStatus::Forbidden, 3600));
+        states.insert(ids[3], state(TweetStatus::Forbidden, 2 * DAY_SECS));
         let input = ids.iter().map(|id| PlanTweet {
             id: *id,
             owner: Some(&acme),
@@ -269,22 +293,43 @@ mod tests {
             .iter()
             .find(|j| j.credential != Credential::Bearer)
             .unwrap();
-        assert_eq!(user.tweets, vec![ids[1]]);
+        let mut expected = vec![ids[1], ids[3]];
+        expected.sort();
+        assert_eq!(user.tweets, expected);
     }
 
+    /// A budget of 2 requests over 1000 public Tweets (4 requests) serves the never-checked and
+    /// then the least recently checked Tweets, so two runs cover all of them.
     #[test]
-    fn the_request_budget_defers_the_rest() {
+    fn the_request_budget_serves_the_stalest_tweets_first() {
         let public = tweets(1000, 400, 1);
-        let input = public.iter().map(|id| PlanTweet {
-            id: *id,
-            owner: None,
-        });
         let policy = TotalsPolicy {
             max_requests: Some(2),
         };
-        let (jobs, skipped) = plan_totals(input, &HashMap::new(), policy, NOW);
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(skipped.over_budget, 500);
+        let mut states: HashMap<TweetId, TweetState> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for run in 0..2 {
+            let input = public.iter().map(|id| PlanTweet {
+                id: *id,
+                owner: None,
+            });
+            let (jobs, skipped) = plan_totals(input, &states, policy, NOW + run);
+            assert_eq!(jobs.len(), 2);
+            assert_eq!(skipped.over_budget, 500);
+            for id in jobs.iter().flat_map(|j| &j.tweets) {
+                assert!(
+                    seen.insert(*id),
+                    "{id} planned twice before every Tweet was served"
+                );
+                let s = TweetState {
+                    status: TweetStatus::Active,
+                    status_checked_at: None,
+                    totals_checked_at: Some(NOW + run),
+                };
+                states.insert(*id, s);
+            }
+        }
+        assert_eq!(seen.len(), 1000);
     }
 
     #[test]

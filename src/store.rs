@@ -87,7 +87,10 @@ impl TweetStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TweetState {
     pub status: TweetStatus,
-    pub status_changed_at: Option<i64>,
+    /// When the API last reported `status` (for non-active Tweets).
+    pub status_checked_at: Option<i64>,
+    /// When `/totals` last answered for the Tweet.
+    pub totals_checked_at: Option<i64>,
 }
 
 /// How the inventory mirror changed.
@@ -105,6 +108,9 @@ pub enum BatchOutcome {
     Ok,
     /// Answered, but some Tweets or metrics were refused (unavailable, unsupported).
     Partial,
+    /// Refused as a whole because of Tweets the API named; those were marked and the rest sent again.
+    Refused,
+    /// Failed after retries; planned again next run.
     Failed,
 }
 
@@ -113,6 +119,7 @@ impl BatchOutcome {
         match self {
             BatchOutcome::Ok => "ok",
             BatchOutcome::Partial => "partial",
+            BatchOutcome::Refused => "refused",
             BatchOutcome::Failed => "failed",
         }
     }
@@ -305,7 +312,7 @@ impl Store {
             )?;
             let mut set_owner = tx.prepare(
                 "UPDATE tweets SET owner = ?2, status = 'active', status_detail = NULL, \
-                 status_changed_at = ?3 WHERE tweet_id = ?1",
+                 status_changed_at = ?3, status_checked_at = NULL WHERE tweet_id = ?1",
             )?;
             let mut restore =
                 tx.prepare("UPDATE tweets SET removed_at = NULL WHERE tweet_id = ?1")?;
@@ -341,27 +348,31 @@ impl Store {
         Ok(report)
     }
 
-    /// Status of every Tweet whose status is not `active`.
+    /// What the planner needs of every known Tweet: its status and when `/totals` last answered.
     pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT tweet_id, status, status_changed_at FROM tweets WHERE status <> 'active'",
+            "SELECT tweet_id, status, status_checked_at, totals_checked_at FROM tweets \
+             WHERE removed_at IS NULL AND (status <> 'active' OR totals_checked_at IS NOT NULL)",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (id, status, changed) = row?;
+            let (id, status, status_checked_at, totals_checked_at) = row?;
             if let Some(id) = TweetId::new(id as u64) {
+                let status = TweetStatus::parse(&status);
                 out.insert(
                     id,
                     TweetState {
-                        status: TweetStatus::parse(&status),
-                        status_changed_at: changed,
+                        status,
+                        status_checked_at,
+                        totals_checked_at,
                     },
                 );
             }
@@ -509,9 +520,11 @@ fn apply_status_changes(
     changes: &[(TweetId, TweetStatus, Option<String>)],
     now: i64,
 ) -> rusqlite::Result<()> {
+    // Every report refreshes status_checked_at (what resting periods count from); the change
+    // time moves only when the status does. SET reads the old row, so the CASE sees the old status.
     let mut stmt = tx.prepare_cached(
-        "UPDATE tweets SET status = ?2, status_detail = ?3, status_changed_at = ?4 \
-         WHERE tweet_id = ?1 AND (status <> ?2 OR status_detail IS NOT ?3)",
+        "UPDATE tweets SET status_changed_at = CASE WHEN status <> ?2 THEN ?4 ELSE status_changed_at END, \
+         status = ?2, status_detail = ?3, status_checked_at = ?4 WHERE tweet_id = ?1",
     )?;
     for (id, status, detail) in changes {
         stmt.execute(params![id.get() as i64, status.as_str(), detail, now])?;

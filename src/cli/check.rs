@@ -7,7 +7,7 @@ use crate::store::{SCHEMA_VERSION, Store, StoreError};
 
 /// Lists every problem found; exit 2 when there is any.
 pub fn check(cli: &Cli) -> Result<u8, Failure> {
-    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let config = match Config::load(cli.config.as_deref(), super::utf8_env()) {
         Ok(c) => c,
         Err(e) => {
             println!("config: FAILED\n{e}");

@@ -156,20 +156,37 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
 
 /// Loads the config named by `--config` or ENGAGEMENT_CONFIG; problems are exit 2.
 pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    let config = Config::load(cli.config.as_deref(), std::env::vars()).map_err(Failure::usage)?;
+    let config = Config::load(cli.config.as_deref(), utf8_env()).map_err(Failure::usage)?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     Ok(config)
 }
 
-async fn sim(args: &SimArgs) -> Result<u8, Failure> {
+/// The process environment, without variables whose name or value is not UTF-8 (none of ours is;
+/// `std::env::vars` would panic on them).
+pub fn utf8_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// A token cancelled by the first SIGINT/SIGTERM; a second signal exits at once (nothing is
+/// lost: every stored batch is its own transaction).
+pub fn cancel_on_signal(on_first: &'static str) -> tokio_util::sync::CancellationToken {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tracing::warn!("{on_first}");
         token.cancel();
+        shutdown_signal().await;
+        tracing::warn!("Second signal: exiting now");
+        std::process::exit(130);
     });
+    shutdown
+}
+
+async fn sim(args: &SimArgs) -> Result<u8, Failure> {
+    let shutdown = cancel_on_signal("Stopping the simulator");
     crate::sim::serve_cli(
         &args.world,
         args.listen,

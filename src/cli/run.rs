@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use super::{Failure, RunArgs};
 use crate::config::Config;
@@ -22,13 +21,9 @@ pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
         return dry_run(&config, &kinds);
     }
     let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        tracing::warn!("Stopping: no new requests; in-flight batches finish and are stored");
-        token.cancel();
-    });
+    let shutdown = super::cancel_on_signal(
+        "Stopping: no new requests; batches in flight finish and are stored (a second signal exits now)",
+    );
     let report = pipeline::run_once(&ctx, &kinds, &shutdown)
         .await
         .map_err(pipeline_failure)?;

@@ -222,3 +222,31 @@ async fn sim_refuses_non_loopback_addresses() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("loopback"), "{}", text(&out));
 }
+
+/// When every credential is refused (a wrong consumer secret breaks both the token request and
+/// every OAuth signature), `run` exits 3, asks the token endpoint once, and logs no secret on
+/// these error paths either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_exit_3_without_leaking_secrets() {
+    let app = TestApp::spawn(world(20, 5, 300, 0)).await;
+    let wrong = "cs-WRONG-9Hd7Fk3Lq2Zp";
+    app.edit_config(|t| t.replace(CONSUMER_SECRET, wrong));
+    let out = app.cli(&["-v", "run", "--job", "totals"]).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("401") && all.contains("Unable to verify your credentials"),
+        "{all}"
+    );
+    for secret in [wrong, CONSUMER_SECRET, BEARER, ACME_SECRET, BOB_SECRET] {
+        assert!(!all.contains(secret), "secret leaked: {all}");
+    }
+    let stats = app.sim().stats();
+    let token_requests: u64 = stats
+        .requests
+        .iter()
+        .filter(|r| r.endpoint == "oauth2/token")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(token_requests, 1, "{stats:?}");
+}

@@ -19,6 +19,11 @@ pub const BOB_SECRET: &str = "ts-bob-Pl0Ok9Ij8Uh7Yg6Tf";
 
 /// A world with two accounts, public Tweets and a few deleted ones.
 pub fn world(acme: u32, bob: u32, public: u32, deleted: u32) -> World {
+    world_with(acme, bob, public, &format!("deleted = {deleted}"))
+}
+
+/// As [`world`], with `tweets` as the body of the world's `[tweets]` section.
+pub fn world_with(acme: u32, bob: u32, public: u32, tweets: &str) -> World {
     World::from_toml_str(&format!(
         r#"
 seed = 11
@@ -42,7 +47,7 @@ tweets = {bob}
 tweets = {public}
 [tweets]
 spread_days = 150
-deleted = {deleted}
+{tweets}
 "#
     ))
     .expect("the test world parses")
@@ -119,6 +124,12 @@ impl TestApp {
         ];
         full.extend(args.iter().map(|s| s.to_string()));
         run_binary(full).await
+    }
+
+    /// Rewrites the worker config file with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(text)).unwrap();
     }
 
     pub fn db(&self) -> rusqlite::Connection {

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use engagement_ingest::domain::{IMPRESSIONS_MAX_AGE_SECS, JobKind, Metric, TweetId};
 use engagement_ingest::sim::TweetState;
 
-use crate::helpers::{TestApp, world};
+use crate::helpers::{TestApp, world, world_with};
 
 /// The requests the API needs at the least for the world's inventory: `ceil(n/250)` for the
 /// bearer group (public Tweets and owned ones of 90 days or more) and per owner for the rest.
@@ -194,4 +194,130 @@ async fn inventory_edits_are_picked_up_at_the_next_cycle() {
         removed > 0 && with_data == 20,
         "removed Tweets keep their snapshots"
     );
+}
+
+/// Protected Tweets refuse their whole request (400): the worker marks them, sends the rest again
+/// at once, exits 0, and leaves them alone for a day; after that it asks once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_tweets_are_stripped_marked_and_rested() {
+    let app = TestApp::spawn(world_with(20, 0, 30, "protected = 3")).await;
+    let ctx = app.context();
+    let report = app.run(&ctx, &[JobKind::Totals]).await;
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    let protected: Vec<TweetId> = app
+        .sim()
+        .tweets()
+        .iter()
+        .filter(|t| t.state == TweetState::Protected)
+        .map(|t| t.id)
+        .collect();
+    let db = app.db();
+    let status_of = |id: &TweetId| -> String {
+        db.query_row(
+            "SELECT status FROM tweets WHERE tweet_id = ?1",
+            [id.get() as i64],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(protected.iter().all(|id| status_of(id) == "protected"));
+    let with_data: i64 = db
+        .query_row(
+            "SELECT count(DISTINCT tweet_id) FROM latest_totals",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(with_data, 50 - 3, "every other Tweet is stored");
+    let refused = report
+        .requests
+        .iter()
+        .filter(|r| r.outcome == engagement_ingest::store::BatchOutcome::Refused)
+        .count();
+    assert!(refused >= 1 && report.failed().count() == 0, "{report:?}");
+
+    // Within the day: not asked; the request count is the lower bound for the 47 others.
+    let before = app.sim().stats().count("totals");
+    let second = app.run(&ctx, &[JobKind::Totals]).await;
+    assert_eq!(second.skipped.resting, 3);
+    assert!(
+        second
+            .requests
+            .iter()
+            .all(|r| r.outcome != engagement_ingest::store::BatchOutcome::Refused)
+    );
+    assert_eq!(
+        app.sim().stats().count("totals") - before,
+        second.requests.len() as u64
+    );
+
+    // A day later they are asked again, refused again, and rest again from then on.
+    app.clock.advance(25 * 3600);
+    let third = app.run(&ctx, &[JobKind::Totals]).await;
+    assert_eq!(third.exit_code(), 0);
+    assert_eq!(third.skipped.resting, 0);
+    assert!(
+        third
+            .requests
+            .iter()
+            .any(|r| r.outcome == engagement_ingest::store::BatchOutcome::Refused)
+    );
+    let fourth = app.run(&ctx, &[JobKind::Totals]).await;
+    assert_eq!(fourth.skipped.resting, 3);
+}
+
+/// Shutdown stops new requests: with one request in flight at a time and a slow simulator,
+/// cancelling after the first answer leaves the run `interrupted`, with fewer requests sent than
+/// planned and every sent one stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_new_requests_and_marks_the_run_interrupted() {
+    let app = TestApp::spawn(world(0, 0, 2500, 0)).await;
+    app.edit_config(|t| t.replace("[api]\n", "[api]\nmax_in_flight = 1\n"));
+    let mut faults = app.sim().faults();
+    faults.latency_ms = 150;
+    app.sim().set_faults(faults).unwrap();
+    let ctx = app.context();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = {
+        let shutdown = shutdown.clone();
+        async move { engagement_ingest::pipeline::run_once(&ctx, &[JobKind::Totals], &shutdown).await }
+    };
+    let handle = tokio::spawn(run);
+    // Wait (bounded) until the simulator has answered one batch, then stop.
+    for _ in 0..200 {
+        if app.sim().stats().count("totals") >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    let report = handle.await.unwrap().unwrap();
+    assert_eq!(report.planned, 10);
+    assert!(report.interrupted);
+    assert!(
+        !report.requests.is_empty() && report.requests.len() < 10,
+        "{} sent",
+        report.requests.len()
+    );
+    assert_eq!(
+        app.sim().stats().count("totals"),
+        report.requests.len() as u64
+    );
+    let db = app.db();
+    let status: String = db
+        .query_row(
+            "SELECT status FROM runs WHERE run_id = ?1",
+            [report.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM requests WHERE outcome = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored as usize, report.requests.len());
 }
