@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{NaiveDate, NaiveTime};
 use serde_json::{Map, Value};
 
-use crate::domain::{Hour, Metric, TweetId};
+use crate::domain::{HOUR_SECS, Hour, Metric, TweetId};
 
 /// One `group_by` level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,17 +34,17 @@ impl GroupBy {
 pub struct Row {
     pub tweet: Option<TweetId>,
     pub metric: Option<Metric>,
-    /// `YYYY-MM-DD` day key, when grouped by day.
-    pub day: Option<String>,
-    /// `HH` hour key, when grouped by hour.
-    pub hour: Option<String>,
+    /// Start of the UTC day (Unix seconds), when grouped by day.
+    pub day: Option<i64>,
+    /// Hour of the day (0–23), when grouped by hour.
+    pub hour: Option<u8>,
     pub value: i64,
 }
 
 impl Row {
     /// The bucket's hour, when the row has both a day and an hour key.
     pub fn bucket(&self) -> Option<Hour> {
-        Hour::from_keys(self.day.as_deref()?, self.hour.as_deref()?)
+        Hour::exact(self.day? + i64::from(self.hour?) * HOUR_SECS)
     }
 }
 
@@ -163,8 +164,17 @@ impl Walker<'_> {
                         continue;
                     }
                 },
-                GroupBy::Day => next.day = Some(key.clone()),
-                GroupBy::Hour => next.hour = Some(key.clone()),
+                GroupBy::Day => {
+                    let day = NaiveDate::parse_from_str(key, "%Y-%m-%d")
+                        .map_err(|_| format!("bad day key {key:?} (expected YYYY-MM-DD)"))?;
+                    next.day = Some(day.and_time(NaiveTime::MIN).and_utc().timestamp());
+                }
+                GroupBy::Hour => {
+                    let hour = key.parse().ok().filter(|h| key.len() == 2 && *h < 24);
+                    next.hour = Some(
+                        hour.ok_or_else(|| format!("bad hour key {key:?} (expected 00 to 23)"))?,
+                    );
+                }
             }
             self.walk(child, depth + 1, next)?;
         }

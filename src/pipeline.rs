@@ -15,18 +15,26 @@ use crate::auth::{AppKeys, Credential, UserToken};
 use crate::client::{ApiClient, ApiError, ClientSettings, EndpointLimit, RetryPolicy};
 use crate::config::Config;
 pub use crate::domain::system_clock;
-use crate::domain::{Clock, Endpoint, JobKind, Metric, TweetId};
+use crate::domain::{Clock, Endpoint, HOUR_SECS, Hour, JobKind, Metric, TweetId};
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::parse::{self, GroupBy, Parsed};
-use crate::planner::{self, Job, PlanTweet, Skipped, TotalsPolicy};
+use crate::planner::{self, Cell, Job, PlanTweet, SeriesPolicy, Skipped, TotalsPolicy};
 use crate::store::{
-    BatchOutcome, BatchRecord, RunSummary, Store, StoreError, SyncReport, TotalsWrite, TweetState,
-    TweetStatus,
+    BatchOutcome, BatchRecord, RunSummary, SeriesWrite, Store, StoreError, SyncReport, TotalsWrite,
+    TweetState, TweetStatus,
 };
 
 /// The grouping every `/totals` request asks for.
 const TOTALS_GROUPING: &str = "by_tweet";
 const TOTALS_GROUP_BY: &[GroupBy] = &[GroupBy::TweetId, GroupBy::EngagementType];
+/// The grouping every `/28hr` and `/historical` request asks for (design §2).
+const SERIES_GROUPING: &str = "by_hour";
+const SERIES_GROUP_BY: &[GroupBy] = &[
+    GroupBy::TweetId,
+    GroupBy::EngagementType,
+    GroupBy::Day,
+    GroupBy::Hour,
+];
 
 /// Everything a cycle needs, built once from the config.
 pub struct Context {
@@ -175,38 +183,73 @@ pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
     inventory::load(&config.inventory.path, &config.handles())
 }
 
+/// What the planner needs from the database.
+#[derive(Debug, Default)]
+pub struct PlanState {
+    /// Status and last `/totals` check of known Tweets.
+    pub tweets: HashMap<TweetId, TweetState>,
+    /// `/historical` cells already complete, per Tweet.
+    pub complete: HashSet<(TweetId, Cell)>,
+}
+
+impl PlanState {
+    /// Reads the state the planner needs.
+    pub fn read(store: &Store) -> Result<PlanState, StoreError> {
+        let complete = store
+            .complete_cells(planner::CELL_SECS)?
+            .into_iter()
+            .filter_map(|(id, start)| Some((id, Cell::starting_at(start)?)))
+            .collect();
+        Ok(PlanState {
+            tweets: store.tweet_states()?,
+            complete,
+        })
+    }
+}
+
 /// Plans the jobs of `kinds` for `inventory` (no I/O besides the state already read).
 pub fn plan(
     config: &Config,
     inventory: &Inventory,
-    states: &HashMap<TweetId, TweetState>,
+    state: &PlanState,
     kinds: &[JobKind],
     now: i64,
 ) -> (Vec<Job>, Skipped) {
+    let tweets = || {
+        inventory.entries.iter().map(|e| PlanTweet {
+            id: e.id,
+            owner: e.owner.as_ref(),
+        })
+    };
+    let series = |c: &crate::config::SeriesConfig| SeriesPolicy {
+        max_age_secs: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
+        metrics: c.metrics.clone(),
+        max_requests: c.max_requests_per_run.map(|n| n.get()),
+    };
     let mut jobs = Vec::new();
     let mut skipped = Skipped::default();
     for kind in kinds {
-        match kind {
+        let (mut j, s) = match kind {
             JobKind::Totals => {
-                let tweets = inventory.entries.iter().map(|e| PlanTweet {
-                    id: e.id,
-                    owner: e.owner.as_ref(),
-                });
                 let policy = TotalsPolicy {
                     max_requests: config.totals.max_requests_per_run.map(|n| n.get()),
                 };
-                let (mut j, s) = planner::plan_totals(tweets, states, policy, now);
-                jobs.append(&mut j);
-                skipped.resting += s.resting;
-                skipped.over_budget += s.over_budget;
+                planner::plan_totals(tweets(), &state.tweets, policy, now)
             }
-            JobKind::Hourly | JobKind::Historical => {
-                tracing::warn!(
-                    kind = kind.name(),
-                    "This build does not collect {kind} series yet; nothing planned"
-                );
+            JobKind::Hourly => {
+                planner::plan_hourly(tweets(), &state.tweets, &series(&config.hourly), now)
             }
-        }
+            JobKind::Historical => planner::plan_historical(
+                tweets(),
+                &state.tweets,
+                &state.complete,
+                &series(&config.historical),
+                now,
+            ),
+        };
+        jobs.append(&mut j);
+        skipped.resting += s.resting;
+        skipped.over_budget += s.over_budget;
     }
     (jobs, skipped)
 }
@@ -226,9 +269,9 @@ pub async fn run_once(
         let mut store = ctx.store.lock().expect("store mutex poisoned");
         let entries = inventory.entries.iter().map(|e| (e.id, e.owner.as_ref()));
         let sync = store.sync_inventory(entries, now)?;
-        let states = store.tweet_states()?;
+        let state = PlanState::read(&store)?;
         let run_id = store.begin_run(&kind_names, now)?;
-        (sync, states, run_id)
+        (sync, state, run_id)
     };
     let (jobs, skipped) = plan(&ctx.config, &inventory, &states, kinds, now);
     let span = tracing::info_span!("run", run_id, kinds = %kind_names.join(","));
@@ -248,7 +291,7 @@ pub async fn run_once(
         seq: AtomicI64::new(0),
         client: Arc::clone(&ctx.client),
         store: Arc::clone(&ctx.store),
-        states,
+        states: states.tweets,
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
     });
@@ -349,8 +392,10 @@ impl BatchContext {
         for strip in 0..=MAX_STRIPS {
             let started_at = (self.clock)();
             let timer = Instant::now();
-            let body = totals_body(&job);
-            let check = |bytes: &[u8]| parse::parse(bytes, &[(TOTALS_GROUPING, TOTALS_GROUP_BY)]);
+            let window = job.cell.map(|cell| cell.window(started_at));
+            let body = request_body(&job, window);
+            let grouping = grouping(job.kind);
+            let check = |bytes: &[u8]| parse::parse(bytes, &[grouping]);
             let outcome = self
                 .client
                 .send(job.endpoint, &job.credential, &body, check, &self.shutdown)
@@ -375,7 +420,6 @@ impl BatchContext {
             };
             let error = match outcome.result {
                 Ok(parsed) => {
-                    let write = totals_write(&job, &parsed, &self.states, (self.clock)());
                     let partial = !parsed.unavailable.is_empty()
                         || !parsed.unsupported_impressions.is_empty()
                         || !parsed.unsupported_video_views.is_empty();
@@ -384,11 +428,23 @@ impl BatchContext {
                         record.error =
                             (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
                     }
-                    let rows = self
-                        .blocking(record.clone(), move |store, rec| {
-                            store.write_totals_batch(rec, &write)
-                        })
-                        .await?;
+                    let now = (self.clock)();
+                    let rows = match job.kind {
+                        JobKind::Totals => {
+                            let write = totals_write(&job, &parsed, &self.states, now);
+                            self.blocking(record.clone(), move |store, rec| {
+                                store.write_totals_batch(rec, &write)
+                            })
+                            .await?
+                        }
+                        JobKind::Hourly | JobKind::Historical => {
+                            let write = series_write(&job, &parsed, &self.states, window, now);
+                            self.blocking(record.clone(), move |store, rec| {
+                                store.write_series_batch(rec, &write)
+                            })
+                            .await?
+                        }
+                    };
                     tracing::debug!(rows, "Stored");
                     done.requests
                         .push(request_report(&job, &record, rows, false));
@@ -464,14 +520,141 @@ fn request_report(
     }
 }
 
-/// The JSON body of a `/totals` job.
-pub fn totals_body(job: &Job) -> serde_json::Value {
-    let group_by: Vec<&str> = TOTALS_GROUP_BY.iter().map(|g| g.as_str()).collect();
-    serde_json::json!({
+/// The grouping each kind asks for: lifetime values per Tweet and type for `/totals`; for the
+/// series, always hourly buckets (days are a view), so everything is stored at one resolution.
+fn grouping(kind: JobKind) -> (&'static str, &'static [GroupBy]) {
+    match kind {
+        JobKind::Totals => (TOTALS_GROUPING, TOTALS_GROUP_BY),
+        JobKind::Hourly | JobKind::Historical => (SERIES_GROUPING, SERIES_GROUP_BY),
+    }
+}
+
+/// The JSON body of a job; `window` is the `/historical` window.
+pub fn request_body(job: &Job, window: Option<(Hour, Hour)>) -> serde_json::Value {
+    let (name, levels) = grouping(job.kind);
+    let group_by: Vec<&str> = levels.iter().map(|g| g.as_str()).collect();
+    let mut body = serde_json::json!({
         "tweet_ids": job.tweets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "engagement_types": job.metrics.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-        "groupings": { TOTALS_GROUPING: { "group_by": group_by } },
-    })
+        "groupings": { name: { "group_by": group_by } },
+    });
+    if let Some((start, end)) = window {
+        body["start"] = start.to_string().into();
+        body["end"] = end.to_string().into();
+    }
+    body
+}
+
+/// The Tweets an answer covers (all asked but the unavailable ones) and the status changes it
+/// implies: unavailable Tweets marked, refused ones that answer again made active again (a
+/// Tweet forbidden to its owner only when the owner's token answered).
+fn answered_tweets(
+    job: &Job,
+    parsed: &Parsed,
+    states: &HashMap<TweetId, TweetState>,
+) -> (Vec<TweetId>, Vec<(TweetId, TweetStatus, Option<String>)>) {
+    let unavailable: HashSet<TweetId> = parsed.unavailable.iter().copied().collect();
+    let detail = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
+    let mut changes: Vec<(TweetId, TweetStatus, Option<String>)> = job
+        .tweets
+        .iter()
+        .filter(|t| unavailable.contains(t))
+        .map(|t| (*t, TweetStatus::Unavailable, detail.clone()))
+        .collect();
+    let answered: Vec<TweetId> = job
+        .tweets
+        .iter()
+        .copied()
+        .filter(|t| !unavailable.contains(t))
+        .collect();
+    let owner_answered = matches!(job.credential, Credential::UserContext { .. });
+    for t in &answered {
+        let revived = states.get(t).is_some_and(|s| match s.status {
+            TweetStatus::Unavailable | TweetStatus::Protected => true,
+            TweetStatus::Forbidden => owner_answered,
+            TweetStatus::Active => false,
+        });
+        if revived {
+            changes.push((*t, TweetStatus::Active, None));
+        }
+    }
+    (answered, changes)
+}
+
+fn account_of(job: &Job) -> Option<crate::domain::Handle> {
+    match &job.credential {
+        Credential::UserContext { account } => Some(account.clone()),
+        Credential::Bearer => None,
+    }
+}
+
+/// What an answered `/28hr` or `/historical` job stores. The answer is dense over its window
+/// (the requested one for `/historical`, the echoed one for `/28hr`), so every answered
+/// (Tweet, metric) pair replaces its stored buckets there.
+fn series_write(
+    job: &Job,
+    parsed: &Parsed,
+    states: &HashMap<TweetId, TweetState>,
+    window: Option<(Hour, Hour)>,
+    fetched_at: i64,
+) -> SeriesWrite {
+    let (start, end) = window.or_else(|| echoed_window(parsed)).unwrap_or_else(|| {
+        // No echo: the documented /28hr window.
+        (
+            Hour::floor(fetched_at - 28 * HOUR_SECS),
+            Hour::ceil(fetched_at),
+        )
+    });
+    let (answered, status_changes) = answered_tweets(job, parsed, states);
+    let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
+    let pairs: HashSet<(TweetId, Metric)> = answered
+        .iter()
+        .flat_map(|t| job.metrics.iter().map(move |m| (*t, *m)))
+        // The API sends "0" for video views it does not measure: not a zero to store.
+        .filter(|(t, m)| !(*m == Metric::VideoViews && no_video.contains(t)))
+        .collect();
+    let rows = parsed
+        .groupings
+        .get(SERIES_GROUPING)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let values = rows
+        .iter()
+        .filter_map(|r| Some((r.tweet?, r.metric?, r.bucket()?, r.value)))
+        // Zero buckets are not stored (the window's delete covers them).
+        .filter(|(t, m, _, v)| *v != 0 && pairs.contains(&(*t, *m)))
+        .collect();
+    let mut answered_pairs: Vec<(TweetId, Metric)> = pairs.into_iter().collect();
+    answered_pairs.sort();
+    SeriesWrite {
+        source: job.endpoint,
+        fetched_at,
+        start: start.secs(),
+        end: end.secs(),
+        answered: answered_pairs,
+        values,
+        cell: job.cell.map(Cell::start),
+        covered: if job.cell.is_some() {
+            answered
+        } else {
+            Vec::new()
+        },
+        status_changes,
+        handle: account_of(job),
+    }
+}
+
+/// The `start`/`end` the API echoed, widened to whole hours.
+fn echoed_window(parsed: &Parsed) -> Option<(Hour, Hour)> {
+    let secs = |s: &Option<String>| {
+        chrono::DateTime::parse_from_rfc3339(s.as_deref()?)
+            .ok()
+            .map(|d| d.timestamp())
+    };
+    Some((
+        Hour::floor(secs(&parsed.start)?),
+        Hour::ceil(secs(&parsed.end)?),
+    ))
 }
 
 /// What an answered `/totals` job stores: values the API vouched for, status changes, usage.
@@ -481,8 +664,8 @@ fn totals_write(
     states: &HashMap<TweetId, TweetState>,
     observed_at: i64,
 ) -> TotalsWrite {
-    let requested: HashSet<TweetId> = job.tweets.iter().copied().collect();
-    let unavailable: HashSet<TweetId> = parsed.unavailable.iter().copied().collect();
+    let (checked, status_changes) = answered_tweets(job, parsed, states);
+    let answered: HashSet<TweetId> = checked.iter().copied().collect();
     let no_impressions: HashSet<TweetId> = parsed.unsupported_impressions.iter().copied().collect();
     let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
     let rows = parsed
@@ -501,41 +684,16 @@ fn totals_write(
             Metric::VideoViews => no_video.contains(&tweet),
             _ => false,
         };
-        if requested.contains(&tweet) && job.metrics.contains(&metric) && !refused {
+        if answered.contains(&tweet) && job.metrics.contains(&metric) && !refused {
             values.push((tweet, metric, row.value));
         }
     }
-    let detail = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
-    let mut status_changes: Vec<(TweetId, TweetStatus, Option<String>)> = unavailable
-        .iter()
-        .filter(|t| requested.contains(t))
-        .map(|t| (*t, TweetStatus::Unavailable, detail.clone()))
-        .collect();
-    let checked: Vec<TweetId> = job
-        .tweets
-        .iter()
-        .copied()
-        .filter(|t| !unavailable.contains(t))
-        .collect();
-    // A Tweet that answers again is active again (forbidden ones stay so: the bearer answered, not the owner).
-    for t in &checked {
-        if states
-            .get(t)
-            .is_some_and(|s| matches!(s.status, TweetStatus::Unavailable | TweetStatus::Protected))
-        {
-            status_changes.push((*t, TweetStatus::Active, None));
-        }
-    }
-    let handle = match &job.credential {
-        Credential::UserContext { account } => Some(account.clone()),
-        Credential::Bearer => None,
-    };
     TotalsWrite {
         observed_at,
         values,
         checked,
         status_changes,
-        handle,
+        handle: account_of(job),
     }
 }
 

@@ -2,10 +2,14 @@
 //! list of requests a cycle makes. It decides endpoint, credential, batch and metric set; it does
 //! no I/O and knows nothing of HTTP or SQL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::auth::Credential;
-use crate::domain::{Endpoint, Handle, IMPRESSIONS_MAX_AGE_SECS, JobKind, Metric, TweetId};
+use crate::domain::{
+    DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS, JobKind, Metric,
+    TweetId,
+};
 use crate::store::{TweetState, TweetStatus};
 
 /// How long a Tweet reported unavailable or protected is left alone before it is asked again.
@@ -20,6 +24,52 @@ pub struct Job {
     /// Sorted, unique, at most `endpoint.max_ids()`.
     pub tweets: Vec<TweetId>,
     pub metrics: Vec<Metric>,
+    /// `/historical` only: the grid cell asked for.
+    pub cell: Option<Cell>,
+}
+
+/// Length of a `/historical` grid cell: the API's longest window.
+pub const CELL_SECS: i64 = 28 * DAY_SECS;
+
+/// A cell of the fixed 28-day grid anchored at 2014-09-01T00:00Z. Tweets of one owner that need
+/// the same cell share a request; a cell is complete for a Tweet once fetched after it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cell(i64);
+
+impl Cell {
+    /// The cell containing `t` (Unix seconds; times before the grid's anchor belong to the first cell).
+    pub fn of(t: i64) -> Cell {
+        let t = t.max(HISTORICAL_EPOCH);
+        Cell(HISTORICAL_EPOCH + (t - HISTORICAL_EPOCH).div_euclid(CELL_SECS) * CELL_SECS)
+    }
+
+    /// The cell starting at `start`, if `start` is on the grid.
+    pub fn starting_at(start: i64) -> Option<Cell> {
+        (start >= HISTORICAL_EPOCH && (start - HISTORICAL_EPOCH) % CELL_SECS == 0)
+            .then_some(Cell(start))
+    }
+
+    /// First second of the cell.
+    pub fn start(self) -> i64 {
+        self.0
+    }
+
+    /// First second after the cell.
+    pub fn end(self) -> i64 {
+        self.0 + CELL_SECS
+    }
+
+    /// The window to ask for at `now`: the cell, cut at the last hour that has ended (the API
+    /// refuses windows ending in the future).
+    pub fn window(self, now: i64) -> (Hour, Hour) {
+        let end = self.end().min(Hour::floor(now).secs());
+        (Hour::floor(self.start()), Hour::floor(end))
+    }
+
+    /// Whether a fetch at `fetched_at` saw the whole cell.
+    pub fn complete_at(self, fetched_at: i64) -> bool {
+        fetched_at >= self.end()
+    }
 }
 
 /// A Tweet as the planner sees it.
@@ -70,19 +120,15 @@ pub fn plan_totals<'a>(
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
     for t in tweets {
-        let state = states.get(&t.id);
-        let status = state.map_or(TweetStatus::Active, |s| s.status);
-        let resting = status != TweetStatus::Active
-            && state
-                .and_then(|s| s.status_checked_at)
-                .is_some_and(|at| now - at < RECHECK_AFTER_SECS);
-        if resting && matches!(status, TweetStatus::Unavailable | TweetStatus::Protected) {
+        let access = access(states.get(&t.id), now);
+        if access == Access::Resting {
             skipped.resting += 1;
             continue;
         }
-        let forbidden = resting && status == TweetStatus::Forbidden;
         match t.owner {
-            Some(owner) if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS && !forbidden => {
+            Some(owner)
+                if t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS && access == Access::Owner =>
+            {
                 owned.entry(owner).or_default().push(t.id)
             }
             _ => bearer.push(t.id),
@@ -111,17 +157,147 @@ pub fn plan_totals<'a>(
         &Metric::PUBLIC,
         checked,
     );
-    if let Some(max) = policy
-        .max_requests
-        .map(|m| m as usize)
-        .filter(|m| jobs.len() > *m)
-    {
+    if policy.max_requests.is_some() {
         // Batches hold their group's stalest Tweets first, so the stalest batches go first.
         jobs.sort_by_cached_key(|j| j.tweets.iter().map(&checked).min());
-        skipped.over_budget = jobs[max..].iter().map(|j| j.tweets.len()).sum();
+    }
+    apply_budget(&mut jobs, policy.max_requests, &mut skipped);
+    (jobs, skipped)
+}
+
+/// Who may be asked about a Tweet now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Its owner's token (or the bearer token, for public metrics).
+    Owner,
+    /// The owner's token was refused lately: the bearer token only.
+    BearerOnly,
+    /// Reported unavailable or protected lately: nobody.
+    Resting,
+}
+
+/// A Tweet the API refused rests for [`RECHECK_AFTER_SECS`] from its last report.
+fn access(state: Option<&TweetState>, now: i64) -> Access {
+    let Some(state) = state else {
+        return Access::Owner;
+    };
+    let recent = state
+        .status_checked_at
+        .is_some_and(|at| now - at < RECHECK_AFTER_SECS);
+    match state.status {
+        TweetStatus::Unavailable | TweetStatus::Protected if recent => Access::Resting,
+        TweetStatus::Forbidden if recent => Access::BearerOnly,
+        _ => Access::Owner,
+    }
+}
+
+/// What limits a series plan (`hourly` or `historical`).
+#[derive(Debug, Clone, Default)]
+pub struct SeriesPolicy {
+    /// `hourly`: Tweets younger than this. `historical`: each Tweet's life from creation to this age.
+    pub max_age_secs: i64,
+    pub metrics: Vec<Metric>,
+    pub max_requests: Option<u32>,
+}
+
+/// The `/28hr` plan: owned Tweets younger than `max_age`, under their owner's token, ≤25 per
+/// request, so `ceil(n/25)` requests per owner.
+pub fn plan_hourly<'a>(
+    tweets: impl IntoIterator<Item = PlanTweet<'a>>,
+    states: &HashMap<TweetId, TweetState>,
+    policy: &SeriesPolicy,
+    now: i64,
+) -> (Vec<Job>, Skipped) {
+    let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
+    let mut skipped = Skipped::default();
+    for t in tweets {
+        let Some(owner) = t.owner else { continue };
+        if t.id.age_at(now) >= policy.max_age_secs {
+            continue;
+        }
+        match access(states.get(&t.id), now) {
+            Access::Owner => owned.entry(owner).or_default().push(t.id),
+            Access::BearerOnly | Access::Resting => skipped.resting += 1,
+        }
+    }
+    let mut jobs = Vec::new();
+    for (owner, ids) in owned {
+        let credential = Credential::UserContext {
+            account: owner.clone(),
+        };
+        push_batches(
+            &mut jobs,
+            JobKind::Hourly,
+            credential,
+            ids,
+            &policy.metrics,
+            |_| 0,
+        );
+    }
+    apply_budget(&mut jobs, policy.max_requests, &mut skipped);
+    (jobs, skipped)
+}
+
+/// The `/historical` plan: for every owned Tweet, the grid cells that its life (creation to
+/// `max_age`, never before 2014-09-01, never past the last ended hour) touches and that are not
+/// in `complete`. The Tweets of one owner needing one cell share requests of ≤25, so the plan
+/// makes `ceil(n/25)` requests per (owner, cell). Under a budget the most recent cells go first.
+pub fn plan_historical<'a>(
+    tweets: impl IntoIterator<Item = PlanTweet<'a>>,
+    states: &HashMap<TweetId, TweetState>,
+    complete: &HashSet<(TweetId, Cell)>,
+    policy: &SeriesPolicy,
+    now: i64,
+) -> (Vec<Job>, Skipped) {
+    let mut groups: BTreeMap<(Reverse<Cell>, &Handle), Vec<TweetId>> = BTreeMap::new();
+    let mut skipped = Skipped::default();
+    for t in tweets {
+        let Some(owner) = t.owner else { continue };
+        let born = t.id.created_at().max(HISTORICAL_EPOCH);
+        let life_end = (t.id.created_at() + policy.max_age_secs).min(Hour::floor(now).secs());
+        if life_end <= born {
+            continue;
+        }
+        if access(states.get(&t.id), now) != Access::Owner {
+            skipped.resting += 1;
+            continue;
+        }
+        let mut cell = Cell::of(born);
+        while cell.start() < life_end {
+            if !complete.contains(&(t.id, cell)) {
+                groups.entry((Reverse(cell), owner)).or_default().push(t.id);
+            }
+            cell = Cell(cell.end());
+        }
+    }
+    let mut jobs = Vec::new();
+    for ((Reverse(cell), owner), ids) in groups {
+        let credential = Credential::UserContext {
+            account: owner.clone(),
+        };
+        let first = jobs.len();
+        push_batches(
+            &mut jobs,
+            JobKind::Historical,
+            credential,
+            ids,
+            &policy.metrics,
+            |_| 0,
+        );
+        for job in &mut jobs[first..] {
+            job.cell = Some(cell);
+        }
+    }
+    apply_budget(&mut jobs, policy.max_requests, &mut skipped);
+    (jobs, skipped)
+}
+
+/// Keeps the first `max` jobs; the Tweets of the others wait for the next run.
+fn apply_budget(jobs: &mut Vec<Job>, max: Option<u32>, skipped: &mut Skipped) {
+    if let Some(max) = max.map(|m| m as usize).filter(|m| jobs.len() > *m) {
+        skipped.over_budget += jobs[max..].iter().map(|j| j.tweets.len()).sum::<usize>();
         jobs.truncate(max);
     }
-    (jobs, skipped)
 }
 
 /// Splits one group into the fewest requests, `ceil(n / max_ids)`, sizes differing by at most
@@ -156,6 +332,7 @@ fn push_batches(
             credential: credential.clone(),
             tweets,
             metrics: metrics.to_vec(),
+            cell: None,
         });
     }
 }

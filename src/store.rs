@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::domain::{Endpoint, Handle, Metric, TweetId};
+use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
 const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../schema/0001_init.sql"))];
@@ -153,6 +153,26 @@ pub struct TotalsWrite {
     /// Tweets whose status changed, with the API's words.
     pub status_changes: Vec<(TweetId, TweetStatus, Option<String>)>,
     /// The account whose token was used, counted in `handle_usage`.
+    pub handle: Option<Handle>,
+}
+
+/// The data of one answered `/28hr` or `/historical` batch.
+#[derive(Debug, Clone)]
+pub struct SeriesWrite {
+    pub source: Endpoint,
+    pub fetched_at: i64,
+    /// The answer's window `[start, end)`, hour-aligned Unix seconds.
+    pub start: i64,
+    pub end: i64,
+    /// The (Tweet, metric) pairs the answer covers densely; their stored buckets in the window
+    /// are replaced.
+    pub answered: Vec<(TweetId, Metric)>,
+    /// Buckets; zeros are not stored.
+    pub values: Vec<(TweetId, Metric, Hour, i64)>,
+    /// `/historical`: the grid cell (start) fetched, and the Tweets it was fetched for.
+    pub cell: Option<i64>,
+    pub covered: Vec<TweetId>,
+    pub status_changes: Vec<(TweetId, TweetStatus, Option<String>)>,
     pub handle: Option<Handle>,
 }
 
@@ -464,6 +484,79 @@ impl Store {
         Ok(written)
     }
 
+    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: fetched after it ended.
+    pub fn complete_cells(&self, cell_secs: i64) -> Result<Vec<(TweetId, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tweet_id, cell FROM coverage WHERE fetched_at >= cell + ?1")?;
+        let rows = stmt.query_map([cell_secs], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, cell) = row?;
+            if let Some(id) = TweetId::new(id as u64) {
+                out.push((id, cell));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one answered `/28hr` or `/historical` batch, its coverage, its ledger row and its
+    /// handle usage in one transaction. The answer is dense over `[start, end)`: stored buckets
+    /// of the answered (Tweet, metric) pairs in that window are replaced by the non-zero ones, so
+    /// a bucket that turned to zero disappears. Returns the number of bucket rows written.
+    pub fn write_series_batch(
+        &mut self,
+        record: &BatchRecord,
+        data: &SeriesWrite,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut clear = tx.prepare_cached(
+                "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
+            )?;
+            for &(id, metric) in &data.answered {
+                clear.execute(params![id.get() as i64, metric.id(), data.start, data.end])?;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
+                 DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
+            )?;
+            for &(id, metric, hour, value) in &data.values {
+                if value != 0 && (data.start..data.end).contains(&hour.secs()) {
+                    insert.execute(params![
+                        id.get() as i64,
+                        metric.id(),
+                        hour.secs(),
+                        value,
+                        data.source.name(),
+                        data.fetched_at
+                    ])?;
+                    written += 1;
+                }
+            }
+            if let Some(cell) = data.cell {
+                let mut cover = tx.prepare_cached(
+                    "INSERT INTO coverage (tweet_id, cell, fetched_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tweet_id, cell) DO UPDATE SET fetched_at = excluded.fetched_at",
+                )?;
+                for id in &data.covered {
+                    cover.execute(params![id.get() as i64, cell, data.fetched_at])?;
+                }
+            }
+        }
+        apply_status_changes(&tx, &data.status_changes, data.fetched_at)?;
+        if let Some(handle) = &data.handle {
+            note_handle_usage(&tx, handle, data.fetched_at)?;
+        }
+        insert_request(&tx, record, written)?;
+        tx.commit()?;
+        Ok(written)
+    }
+
     /// The Tweets with the highest latest value of `metric`: (id, owner, value).
     pub fn top_by_latest(
         &self,
@@ -489,6 +582,25 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Per account and UTC day from `since` (Unix seconds) on, the sum of `metric`'s hourly
+    /// buckets: (handle, `YYYY-MM-DD`, value), ordered by handle and day.
+    pub fn daily_by_owner(
+        &self,
+        metric: Metric,
+        since: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT w.owner, date(s.hour, 'unixepoch') AS day, sum(s.value) FROM series AS s \
+             JOIN tweets AS w USING (tweet_id) \
+             WHERE s.metric_id = ?1 AND w.owner IS NOT NULL AND s.hour >= ?2 \
+             GROUP BY w.owner, day ORDER BY w.owner, day",
+        )?;
+        let rows = stmt.query_map(params![metric.id(), since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Number of rows in `table` (one of the schema's tables or views).

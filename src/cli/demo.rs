@@ -94,16 +94,54 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
 fn print_database(store: &crate::store::Store, args: &DemoArgs) -> Result<(), Failure> {
     print_top(store, Metric::Impressions, "owned Tweets by impressions")?;
     print_top(store, Metric::Favorites, "all Tweets by favorites")?;
+    print_daily(store, Metric::Impressions, 7)?;
     println!(
-        "\ndatabase: {} ({} snapshot rows, {} Tweets)",
+        "\ndatabase: {} ({} snapshot rows, {} hourly buckets, {} Tweets)",
         args.db.display(),
         store.count("totals").map_err(Failure::fatal)?,
+        store.count("series").map_err(Failure::fatal)?,
         store.count("tweets").map_err(Failure::fatal)?
     );
     println!(
         "try: sqlite3 {} \"SELECT * FROM latest_totals WHERE metric = 'impressions' ORDER BY value DESC LIMIT 5\"",
         args.db.display()
     );
+    Ok(())
+}
+
+/// A table of the last `days` UTC days (today included) per account, from the hourly series.
+fn print_daily(store: &crate::store::Store, metric: Metric, days: i64) -> Result<(), Failure> {
+    let today = chrono::Utc::now().date_naive();
+    let first = today - chrono::Days::new(days as u64 - 1);
+    let since = first.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+    let rows = store
+        .daily_by_owner(metric, since)
+        .map_err(Failure::fatal)?;
+    let dates: Vec<String> = first
+        .iter_days()
+        .take(days as usize)
+        .map(|d| d.format("%m-%d").to_string())
+        .collect();
+    let mut table: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (owner, day, value) in rows {
+        table
+            .entry(owner)
+            .or_default()
+            .insert(day[5..].to_string(), value);
+    }
+    println!("\ndaily {metric} per account (UTC; today so far):");
+    print!("  {:<12}", "account");
+    for d in &dates {
+        print!(" {d:>8}");
+    }
+    println!();
+    for (owner, values) in table {
+        print!("  {owner:<12}");
+        for d in &dates {
+            print!(" {:>8}", values.get(d).copied().unwrap_or(0));
+        }
+        println!();
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `run` (one cycle, or a dry-run plan) and `migrate`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 
@@ -103,15 +103,14 @@ pub fn print_report(report: &RunReport) {
 
 fn dry_run(config: &Config, kinds: &[JobKind]) -> Result<u8, Failure> {
     let inventory = pipeline::load_inventory(config).map_err(Failure::usage)?;
-    let states = if config.database.path.exists() {
-        Store::open_read_only(&config.database.path)
-            .and_then(|s| s.tweet_states())
-            .map_err(Failure::fatal)?
+    let state = if config.database.path.exists() {
+        let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
+        pipeline::PlanState::read(&store).map_err(Failure::fatal)?
     } else {
-        HashMap::new()
+        pipeline::PlanState::default()
     };
     let now = chrono::Utc::now().timestamp();
-    let (jobs, skipped) = pipeline::plan(config, &inventory, &states, kinds, now);
+    let (jobs, skipped) = pipeline::plan(config, &inventory, &state, kinds, now);
     let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for job in &jobs {
         let entry = groups
