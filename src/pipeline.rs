@@ -20,8 +20,8 @@ use crate::inventory::{self, Inventory, InventoryError};
 use crate::parse::{self, GroupBy, Parsed};
 use crate::planner::{self, Cell, Job, PlanTweet, SeriesPolicy, Skipped, TotalsPolicy};
 use crate::store::{
-    BatchOutcome, BatchRecord, RunSummary, SeriesWrite, Store, StoreError, SyncReport, TotalsWrite,
-    TweetState, TweetStatus,
+    BatchOutcome, BatchRecord, RunSummary, SeriesWrite, StatusChange, Store, StoreError,
+    SyncReport, TotalsWrite, TweetState, TweetStatus,
 };
 
 /// The grouping every `/totals` request asks for.
@@ -552,10 +552,10 @@ fn answered_tweets(
     job: &Job,
     parsed: &Parsed,
     states: &HashMap<TweetId, TweetState>,
-) -> (Vec<TweetId>, Vec<(TweetId, TweetStatus, Option<String>)>) {
+) -> (Vec<TweetId>, Vec<StatusChange>) {
     let unavailable: HashSet<TweetId> = parsed.unavailable.iter().copied().collect();
     let detail = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
-    let mut changes: Vec<(TweetId, TweetStatus, Option<String>)> = job
+    let mut changes: Vec<StatusChange> = job
         .tweets
         .iter()
         .filter(|t| unavailable.contains(t))
@@ -699,7 +699,7 @@ fn totals_write(
 
 /// Tweets a refused request names, with their new status: protected ones (400 "Tweet ID(s) are
 /// unavailable") and ones the owner's token may not read (403 "Forbidden to access tweets: …").
-fn named_tweets(job: &Job, error: &ApiError) -> Vec<(TweetId, TweetStatus, Option<String>)> {
+fn named_tweets(job: &Job, error: &ApiError) -> Vec<StatusChange> {
     let status = match error.status() {
         Some(403) if matches!(job.credential, Credential::UserContext { .. }) => {
             TweetStatus::Forbidden

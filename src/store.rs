@@ -83,6 +83,9 @@ impl TweetStatus {
     }
 }
 
+/// A Tweet whose status the API reported, with its words.
+pub type StatusChange = (TweetId, TweetStatus, Option<String>);
+
 /// What the database remembers of a Tweet that the planner needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TweetState {
@@ -151,7 +154,7 @@ pub struct TotalsWrite {
     /// Tweets the answer covered (their `totals_checked_at` is set).
     pub checked: Vec<TweetId>,
     /// Tweets whose status changed, with the API's words.
-    pub status_changes: Vec<(TweetId, TweetStatus, Option<String>)>,
+    pub status_changes: Vec<StatusChange>,
     /// The account whose token was used, counted in `handle_usage`.
     pub handle: Option<Handle>,
 }
@@ -172,7 +175,7 @@ pub struct SeriesWrite {
     /// `/historical`: the grid cell (start) fetched, and the Tweets it was fetched for.
     pub cell: Option<i64>,
     pub covered: Vec<TweetId>,
-    pub status_changes: Vec<(TweetId, TweetStatus, Option<String>)>,
+    pub status_changes: Vec<StatusChange>,
     pub handle: Option<Handle>,
 }
 
@@ -431,7 +434,7 @@ impl Store {
     pub fn record_batch(
         &mut self,
         record: &BatchRecord,
-        status_changes: &[(TweetId, TweetStatus, Option<String>)],
+        status_changes: &[StatusChange],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         apply_status_changes(&tx, status_changes, record.started_at)?;
@@ -629,7 +632,7 @@ impl Store {
 
 fn apply_status_changes(
     tx: &rusqlite::Transaction<'_>,
-    changes: &[(TweetId, TweetStatus, Option<String>)],
+    changes: &[StatusChange],
     now: i64,
 ) -> rusqlite::Result<()> {
     // Every report refreshes status_checked_at (what resting periods count from); the change
