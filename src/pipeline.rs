@@ -75,7 +75,11 @@ pub struct RequestReport {
     pub credential: Credential,
     pub tweets: usize,
     pub attempts: u32,
+    /// Rows written: changed snapshots (totals) or non-zero buckets (series).
     pub rows: usize,
+    /// Values the answer carried: one per Tweet and metric (totals), or every bucket of the
+    /// dense window (series), zeros included.
+    pub received: usize,
     pub outcome: BatchOutcome,
     pub error: Option<String>,
     /// The credential itself was refused (401, or no bearer token could be had).
@@ -429,25 +433,34 @@ impl BatchContext {
                             (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
                     }
                     let now = (self.clock)();
-                    let rows = match job.kind {
+                    let (received, rows) = match job.kind {
                         JobKind::Totals => {
                             let write = totals_write(&job, &parsed, &self.states, now);
-                            self.blocking(record.clone(), move |store, rec| {
-                                store.write_totals_batch(rec, &write)
-                            })
-                            .await?
+                            let received = write.values.len();
+                            let rows = self
+                                .blocking(record.clone(), move |store, rec| {
+                                    store.write_totals_batch(rec, &write)
+                                })
+                                .await?;
+                            (received, rows)
                         }
                         JobKind::Hourly | JobKind::Historical => {
                             let write = series_write(&job, &parsed, &self.states, window, now);
-                            self.blocking(record.clone(), move |store, rec| {
-                                store.write_series_batch(rec, &write)
-                            })
-                            .await?
+                            let hours = (write.end - write.start) / HOUR_SECS;
+                            let received =
+                                write.answered.len() * usize::try_from(hours).unwrap_or(0);
+                            let rows = self
+                                .blocking(record.clone(), move |store, rec| {
+                                    store.write_series_batch(rec, &write)
+                                })
+                                .await?;
+                            (received, rows)
                         }
                     };
-                    tracing::debug!(rows, "Stored");
-                    done.requests
-                        .push(request_report(&job, &record, rows, false));
+                    tracing::debug!(received, rows, "Stored");
+                    let mut report = request_report(&job, &record, rows, false);
+                    report.received = received;
+                    done.requests.push(report);
                     return Ok(done);
                 }
                 Err(error) => error,
@@ -514,6 +527,7 @@ fn request_report(
         tweets: job.tweets.len(),
         attempts: record.attempts,
         rows,
+        received: 0,
         outcome: record.outcome,
         error: record.error.clone(),
         auth_rejected,

@@ -340,7 +340,6 @@ fn push_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DAY_SECS;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -507,6 +506,157 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    fn series_policy(max_age_days: i64) -> SeriesPolicy {
+        SeriesPolicy {
+            max_age_secs: max_age_days * DAY_SECS,
+            metrics: Endpoint::Hour28.metrics(),
+            max_requests: None,
+        }
+    }
+
+    /// `/28hr`: `ceil(n/25)` requests per owner for owners with 1, 25, 26 and 51 young Tweets;
+    /// older and public Tweets are left out.
+    #[test]
+    fn hourly_plan_meets_the_lower_bound() {
+        let owners: Vec<Handle> = ["a1", "a25", "a26", "a51"]
+            .iter()
+            .map(|h| h.parse().unwrap())
+            .collect();
+        let counts = [1usize, 25, 26, 51];
+        let mut input = Vec::new();
+        let mut all = Vec::new();
+        for (i, n) in counts.iter().enumerate() {
+            all.push((tweets(*n, 1, i as u32 + 1), Some(&owners[i])));
+            all.push((tweets(3, 5, i as u32 + 10), Some(&owners[i]))); // too old for /28hr
+        }
+        all.push((tweets(40, 1, 30), None)); // public
+        for (ids, owner) in &all {
+            input.extend(ids.iter().map(|id| PlanTweet {
+                id: *id,
+                owner: *owner,
+            }));
+        }
+        let (jobs, _) = plan_hourly(input, &HashMap::new(), &series_policy(3), NOW);
+        assert_eq!(jobs.len(), 1 + 1 + 2 + 3);
+        for (i, n) in counts.iter().enumerate() {
+            let mine: Vec<&Job> = jobs
+                .iter()
+                .filter(|j| j.credential.label() == owners[i].as_str())
+                .collect();
+            assert_eq!(mine.len(), n.div_ceil(25));
+            assert_eq!(mine.iter().map(|j| j.tweets.len()).sum::<usize>(), *n);
+            assert!(
+                mine.iter()
+                    .all(|j| j.tweets.len() <= 25 && j.endpoint == Endpoint::Hour28)
+            );
+        }
+    }
+
+    /// `/historical`: Tweets spread over several grid cells; each (owner, cell) group costs
+    /// `ceil(n/25)` requests, every Tweet is asked for every cell its life touches, and complete
+    /// cells are not asked again.
+    #[test]
+    fn historical_plan_meets_the_lower_bound_per_owner_and_cell() {
+        let acme: Handle = "acme".parse().unwrap();
+        let bob: Handle = "bob".parse().unwrap();
+        // Ages from 1 to 80 days: lives cross cell boundaries at different points.
+        let acme_ids: Vec<TweetId> = (0..51)
+            .flat_map(|i| tweets(1, 1 + (i * 79) / 50, i as u32 + 1))
+            .collect();
+        let bob_ids: Vec<TweetId> = (0..26)
+            .flat_map(|i| tweets(1, 2 + i * 3, i as u32 + 100))
+            .collect();
+        let input = || {
+            acme_ids
+                .iter()
+                .map(|id| PlanTweet {
+                    id: *id,
+                    owner: Some(&acme),
+                })
+                .chain(bob_ids.iter().map(|id| PlanTweet {
+                    id: *id,
+                    owner: Some(&bob),
+                }))
+        };
+        let policy = series_policy(90);
+        let (jobs, _) = plan_historical(input(), &HashMap::new(), &HashSet::new(), &policy, NOW);
+
+        let mut groups: HashMap<(String, Cell), usize> = HashMap::new();
+        for (ids, owner) in [(&acme_ids, &acme), (&bob_ids, &bob)] {
+            for id in ids.iter() {
+                let mut cell = Cell::of(id.created_at());
+                while cell.start() < Hour::floor(NOW).secs() {
+                    *groups.entry((owner.to_string(), cell)).or_default() += 1;
+                    cell = Cell(cell.end());
+                }
+            }
+        }
+        assert!(
+            groups.keys().filter(|(o, _)| o == "acme").count() >= 3,
+            "spread over cells"
+        );
+        let lower: usize = groups.values().map(|n| n.div_ceil(25)).sum();
+        assert_eq!(jobs.len(), lower);
+        let mut asked: HashMap<(String, Cell), usize> = HashMap::new();
+        for job in &jobs {
+            assert!(job.tweets.len() <= 25 && job.endpoint == Endpoint::Historical);
+            *asked
+                .entry((job.credential.label().to_string(), job.cell.unwrap()))
+                .or_default() += job.tweets.len();
+        }
+        assert_eq!(asked, groups);
+
+        // Complete every cell but the current one: only the current cell is planned again.
+        let now_cell = Cell::of(NOW);
+        let complete: HashSet<(TweetId, Cell)> = jobs
+            .iter()
+            .filter(|j| j.cell != Some(now_cell))
+            .flat_map(|j| j.tweets.iter().map(|t| (*t, j.cell.unwrap())))
+            .collect();
+        let (again, _) = plan_historical(input(), &HashMap::new(), &complete, &policy, NOW);
+        assert!(!again.is_empty());
+        assert!(again.iter().all(|j| j.cell == Some(now_cell)));
+        assert_eq!(again.iter().map(|j| j.tweets.len()).sum::<usize>(), 51 + 26);
+    }
+
+    /// A Tweet's historical life runs from creation (never before 2014-09-01) to `max_age`,
+    /// never past the last ended hour; windows never end in the future.
+    #[test]
+    fn historical_life_and_windows() {
+        let acme: Handle = "acme".parse().unwrap();
+        let old = TweetId::from_snowflake((NOW - 200 * DAY_SECS) * 1000, 1);
+        let ancient = TweetId::from_snowflake((HISTORICAL_EPOCH - 30 * DAY_SECS) * 1000, 2);
+        let policy = series_policy(90);
+        for id in [old, ancient] {
+            let (jobs, _) = plan_historical(
+                [PlanTweet {
+                    id,
+                    owner: Some(&acme),
+                }],
+                &HashMap::new(),
+                &HashSet::new(),
+                &policy,
+                NOW,
+            );
+            let born = id.created_at().max(HISTORICAL_EPOCH);
+            let first = jobs.iter().map(|j| j.cell.unwrap()).min().unwrap();
+            let last = jobs.iter().map(|j| j.cell.unwrap()).max().unwrap();
+            assert_eq!(first, Cell::of(born));
+            let life_end = (id.created_at() + 90 * DAY_SECS).min(Hour::floor(NOW).secs());
+            assert!(last.start() < life_end && life_end <= last.end(), "{id}");
+            assert!(first.start() >= HISTORICAL_EPOCH);
+        }
+        let cell = Cell::of(NOW);
+        let (start, end) = cell.window(NOW);
+        assert_eq!(start.secs(), cell.start());
+        assert_eq!(end, Hour::floor(NOW));
+        assert!(cell.window(cell.end() + 10).1.secs() == cell.end());
+        assert!(!cell.complete_at(NOW) && cell.complete_at(cell.end()));
+        assert_eq!(Cell::of(HISTORICAL_EPOCH - 1), Cell::of(HISTORICAL_EPOCH));
+        assert_eq!(Cell::starting_at(cell.start()), Some(cell));
+        assert_eq!(Cell::starting_at(cell.start() + 3600), None);
     }
 
     #[test]

@@ -63,7 +63,21 @@ pub fn print_report(report: &RunReport) {
             .map(|r| r.attempts.saturating_sub(1))
             .sum();
         println!(
-            "  /{endpoint:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries"
+            "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries",
+            endpoint.name()
+        );
+    }
+    let series: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| r.kind != JobKind::Totals)
+        .collect();
+    if !series.is_empty() {
+        let received: usize = series.iter().map(|r| r.received).sum();
+        let stored: usize = series.iter().map(|r| r.rows).sum();
+        println!(
+            "  {received} hourly buckets received, {stored} non-zero stored ({:.1}% zero, not stored)",
+            100.0 * received.saturating_sub(stored) as f64 / received.max(1) as f64
         );
     }
     println!(
