@@ -67,7 +67,12 @@ impl TestApp {
     /// Starts the simulator with its clock frozen at the current time, and writes the worker's
     /// config (database in the temporary folder) and inventory.
     pub async fn spawn(world: World) -> TestApp {
-        let clock = ManualClock::new(chrono::Utc::now().timestamp());
+        TestApp::spawn_at(world, chrono::Utc::now().timestamp()).await
+    }
+
+    /// As [`TestApp::spawn`], with the simulator's clock frozen at `now`.
+    pub async fn spawn_at(world: World, now: i64) -> TestApp {
+        let clock = ManualClock::new(now);
         let sim = Arc::new(Sim::with_clock(world, clock.clock()));
         let sim = sim::spawn_sim(sim, ([127, 0, 0, 1], 0).into())
             .await

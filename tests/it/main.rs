@@ -5,5 +5,8 @@ mod helpers;
 
 /// Command-line behaviour: exit codes, error messages, logs, demo.
 mod cli;
+mod groupings;
+/// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
+mod series;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;
