@@ -136,19 +136,7 @@ pub fn plan_totals<'a>(
     }
     let user_metrics: Vec<Metric> = Endpoint::Totals.metrics();
     let mut jobs = Vec::new();
-    for (owner, ids) in owned {
-        let credential = Credential::UserContext {
-            account: owner.clone(),
-        };
-        push_batches(
-            &mut jobs,
-            JobKind::Totals,
-            credential,
-            ids,
-            &user_metrics,
-            checked,
-        );
-    }
+    push_per_owner(&mut jobs, JobKind::Totals, owned, &user_metrics, checked);
     push_batches(
         &mut jobs,
         JobKind::Totals,
@@ -221,19 +209,7 @@ pub fn plan_hourly<'a>(
         }
     }
     let mut jobs = Vec::new();
-    for (owner, ids) in owned {
-        let credential = Credential::UserContext {
-            account: owner.clone(),
-        };
-        push_batches(
-            &mut jobs,
-            JobKind::Hourly,
-            credential,
-            ids,
-            &policy.metrics,
-            |_| 0,
-        );
-    }
+    push_per_owner(&mut jobs, JobKind::Hourly, owned, &policy.metrics, |_| 0);
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
     (jobs, skipped)
 }
@@ -290,6 +266,22 @@ pub fn plan_historical<'a>(
     }
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
     (jobs, skipped)
+}
+
+/// The requests for each owner's Tweets under that owner's token.
+fn push_per_owner(
+    jobs: &mut Vec<Job>,
+    kind: JobKind,
+    owned: BTreeMap<&Handle, Vec<TweetId>>,
+    metrics: &[Metric],
+    checked: impl Fn(&TweetId) -> i64 + Copy,
+) {
+    for (owner, ids) in owned {
+        let credential = Credential::UserContext {
+            account: owner.clone(),
+        };
+        push_batches(jobs, kind, credential, ids, metrics, checked);
+    }
 }
 
 /// Keeps the first `max` jobs; the Tweets of the others wait for the next run.

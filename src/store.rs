@@ -859,4 +859,56 @@ mod tests {
         assert_eq!((value, observed, checked), (7, 30, 30));
         assert_eq!(store.count("requests").unwrap(), 3);
     }
+
+    /// Series are sparse: zero buckets are not stored, and a bucket that turns to zero when its
+    /// window is fetched again is removed; coverage is written with the batch.
+    #[test]
+    fn series_windows_replace_their_buckets_sparsely() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        let t = id(1);
+        store.sync_inventory([(t, None)], 1).unwrap();
+        let run = store.begin_run(&["historical"], 1).unwrap();
+        let h = |n: i64| Hour::floor(1_700_000_000).plus_hours(n);
+        let write = |values: Vec<(i64, i64)>, fetched_at| SeriesWrite {
+            source: Endpoint::Historical,
+            fetched_at,
+            start: h(0).secs(),
+            end: h(4).secs(),
+            answered: vec![(t, Metric::Favorites)],
+            values: values
+                .into_iter()
+                .map(|(n, v)| (t, Metric::Favorites, h(n), v))
+                .collect(),
+            cell: Some(1_698_000_000),
+            covered: vec![t],
+            status_changes: Vec::new(),
+            handle: None,
+        };
+        let mut rec = record(run, 1);
+        rec.endpoint = Endpoint::Historical;
+        let rows = store
+            .write_series_batch(&rec, &write(vec![(0, 5), (1, 0), (2, -1), (3, 7)], 10))
+            .unwrap();
+        assert_eq!(rows, 3);
+        rec.seq = 2;
+        store
+            .write_series_batch(&rec, &write(vec![(0, 5), (1, 2), (2, 0), (3, 0)], 20))
+            .unwrap();
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT hour, value FROM series ORDER BY hour")
+            .unwrap();
+        let rows: Vec<(i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(h(0).secs(), 5), (h(1).secs(), 2)]);
+        let fetched: i64 = store
+            .conn()
+            .query_row("SELECT fetched_at FROM coverage", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fetched, 20);
+    }
 }
