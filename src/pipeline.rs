@@ -269,7 +269,7 @@ pub async fn run_once(
     let now = (ctx.clock)();
     let inventory = load_inventory(&ctx.config)?;
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    let (sync, states, run_id) = {
+    let (sync, state, run_id) = {
         let mut store = ctx.store.lock().expect("store mutex poisoned");
         let entries = inventory.entries.iter().map(|e| (e.id, e.owner.as_ref()));
         let sync = store.sync_inventory(entries, now)?;
@@ -277,7 +277,7 @@ pub async fn run_once(
         let run_id = store.begin_run(&kind_names, now)?;
         (sync, state, run_id)
     };
-    let (jobs, skipped) = plan(&ctx.config, &inventory, &states, kinds, now);
+    let (jobs, skipped) = plan(&ctx.config, &inventory, &state, kinds, now);
     let span = tracing::info_span!("run", run_id, kinds = %kind_names.join(","));
     span.in_scope(|| {
         tracing::info!(
@@ -295,7 +295,7 @@ pub async fn run_once(
         seq: AtomicI64::new(0),
         client: Arc::clone(&ctx.client),
         store: Arc::clone(&ctx.store),
-        states: states.tweets,
+        states: state.tweets,
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
     });
