@@ -46,6 +46,8 @@ pub struct ClientSettings {
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// No retry starts once this much time went to backoff sleeps.
+    pub max_elapsed: Duration,
     pub min_delay: Duration,
     pub max_delay: Duration,
 }
@@ -53,7 +55,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 4,
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(120),
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
         }
@@ -150,9 +153,16 @@ pub struct ApiClient {
     http: reqwest::Client,
     settings: ClientSettings,
     clock: Clock,
+    /// Whether an obtained bearer token was already renewed after a 401.
+    bearer_renewed: std::sync::atomic::AtomicBool,
     /// The bearer token, or why the token endpoint refused one (asked once per client).
     bearer: Mutex<Option<Result<Secret, String>>>,
     limiters: HashMap<Endpoint, Vec<DefaultDirectRateLimiter>>,
+    /// Per endpoint: no request before this instant (the API said its budget is spent).
+    pauses: HashMap<Endpoint, std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// Per endpoint: the most a paced request is delayed on top of its slot (2% of the pacing
+    /// interval, at most 50 ms), so requests do not march in lockstep yet keep the budget.
+    jitter: HashMap<Endpoint, Duration>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -192,8 +202,22 @@ impl ApiClient {
             http,
             clock,
             bearer: Mutex::new(settings.bearer_token.clone().map(Ok)),
+            bearer_renewed: std::sync::atomic::AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             limiters,
+            jitter: Endpoint::ALL
+                .into_iter()
+                .map(|e| {
+                    (
+                        e,
+                        jitter_for(settings.limits.get(&e).copied().unwrap_or_default()),
+                    )
+                })
+                .collect(),
+            pauses: Endpoint::ALL
+                .into_iter()
+                .map(|e| (e, std::sync::Mutex::new(None)))
+                .collect(),
             settings,
         })
     }
@@ -232,7 +256,7 @@ impl ApiClient {
             .with_min_delay(policy.min_delay)
             .with_max_delay(policy.max_delay)
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
-            .with_jitter();
+            .with_total_delay(Some(policy.max_elapsed));
         let attempt = || async {
             let result = self
                 .attempt(endpoint, credential, &payload, &check, &attempts, shutdown)
@@ -246,6 +270,8 @@ impl ApiClient {
         let result = attempt
             .retry(backoff)
             .when(|e: &ApiError| e.decision() == Decision::Retry && !shutdown.is_cancelled())
+            // Full jitter: a random delay up to the exponential one, so retries spread out.
+            .adjust(|_, delay| delay.map(|d| d.mul_f64(rand::random::<f64>())))
             .notify(|e, delay| {
                 tracing::warn!(endpoint = endpoint.name(), credential = %credential, error = %e,
                     "Retrying in {:.1}s", delay.as_secs_f64());
@@ -268,11 +294,19 @@ impl ApiClient {
         attempts: &AtomicU32,
         shutdown: &CancellationToken,
     ) -> Result<T, ApiError> {
+        let paused = *self.pauses[&endpoint].lock().expect("not poisoned");
+        if let Some(until) = paused {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(ApiError::Cancelled),
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
         for limiter in &self.limiters[&endpoint] {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Err(ApiError::Cancelled),
-                () = limiter.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(50))) => {}
+                () = limiter.until_ready_with_jitter(Jitter::up_to(self.jitter[&endpoint])) => {}
             }
         }
         if shutdown.is_cancelled() {
@@ -308,11 +342,17 @@ impl ApiClient {
             .await
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let status = response.status().as_u16();
-        log_rate_headers(endpoint, response.headers());
+        self.note_budget(endpoint, status, response.headers());
         let bytes = response
             .bytes()
             .await
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        if status == 401 && *credential == Credential::Bearer && self.forget_bearer().await {
+            // An obtained bearer token can be invalidated: obtain a new one, once per client.
+            return Err(ApiError::Transport(
+                "the bearer token was refused (401); obtaining a new one".into(),
+            ));
+        }
         if classify(Some(status)) != Decision::Done {
             return Err(ApiError::Status {
                 status,
@@ -323,6 +363,18 @@ impl ApiClient {
             });
         }
         Ok(check(&bytes)?)
+    }
+
+    /// Forgets an obtained bearer token so the next request obtains a new one; only once per
+    /// client, and never for a token from the config (a new one cannot be had). Returns whether
+    /// it forgot.
+    async fn forget_bearer(&self) -> bool {
+        if self.settings.bearer_token.is_some() || self.bearer_renewed.swap(true, Ordering::SeqCst)
+        {
+            return false;
+        }
+        *self.bearer.lock().await = None;
+        true
     }
 
     /// The bearer token: from the config, or obtained once from the token endpoint.
@@ -381,36 +433,141 @@ impl ApiClient {
     }
 }
 
+/// Pacing slack: requests go out at 1/1.03 of each budget, one at a time (burst 1).
+///
+/// X counts per fixed minute (and second) while GCRA refills continuously: with any burst, or
+/// at exactly the budget rate, one aligned window can receive more than its budget. At 3% under
+/// the rate with burst 1 (and jitter of 2% of the interval), no window of the contract's length
+/// can see more than its budget, and the budget is still used at about 96%.
+const PACING_SLACK: f64 = 1.03;
+
 fn limiters_for(limit: EndpointLimit) -> Vec<DefaultDirectRateLimiter> {
-    // A small burst: GCRA refills continuously, while X counts per fixed minute, so a full-minute
-    // burst could spend nearly two minutes' budget inside one contract minute.
-    let mut out = Vec::new();
-    if let Some(n) = limit.per_minute {
-        let burst = NonZeroU32::new((n.get() / 10).clamp(1, 10)).expect("clamped to at least 1");
-        out.push(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)));
-    }
-    if let Some(n) = limit.per_second {
-        out.push(RateLimiter::direct(
-            Quota::per_second(n).allow_burst(NonZeroU32::MIN),
-        ));
-    }
-    out
+    let quota = |window_secs: f64, n: NonZeroU32| {
+        let period = Duration::from_secs_f64(window_secs / f64::from(n.get()) * PACING_SLACK);
+        Quota::with_period(period)
+            .expect("a positive period")
+            .allow_burst(NonZeroU32::MIN)
+    };
+    let windows = [(60.0, limit.per_minute), (1.0, limit.per_second)];
+    windows
+        .into_iter()
+        .filter_map(|(secs, n)| n.map(|n| RateLimiter::direct(quota(secs, n))))
+        .collect()
 }
 
-fn log_rate_headers(endpoint: Endpoint, headers: &HeaderMap) {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+/// The pacing jitter for a limit: 2% of its interval, at most 50 ms.
+fn jitter_for(limit: EndpointLimit) -> Duration {
+    let per_sec = [
+        limit.per_second.map(|n| f64::from(n.get())),
+        limit.per_minute.map(|n| f64::from(n.get()) / 60.0),
+    ];
+    per_sec
+        .into_iter()
+        .flatten()
+        .map(|rate| Duration::from_secs_f64(0.02 / rate))
+        .fold(Duration::from_millis(50), Duration::min)
+}
+
+/// One window of the API's rate-limit headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub remaining: u64,
+    /// Epoch seconds at which the window resets.
+    pub reset: i64,
+}
+
+/// The `x-per-minute-*` and `x-per-second-*` headers of a response.
+pub fn budgets(headers: &HeaderMap) -> (Option<Budget>, Option<Budget>) {
+    let read = |unit: &str| {
+        let get = |what: &str| {
+            headers
+                .get(format!("x-per-{unit}-{what}"))?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<i64>()
+                .ok()
+        };
+        Some(Budget {
+            remaining: u64::try_from(get("remaining")?).ok()?,
+            reset: get("reset")?,
+        })
     };
-    if let Some(remaining) = get("x-per-minute-remaining") {
-        tracing::trace!(
-            endpoint = endpoint.name(),
-            remaining,
-            reset = get("x-per-minute-reset"),
-            "rate budget"
+    (read("minute"), read("second"))
+}
+
+/// How long to hold an endpoint after a response, from its status and budget headers at `now`
+/// (epoch seconds): until the reset of a window whose budget is spent; after a 429 that shows no
+/// spent window, one second. A reset in the past or implausibly far ahead (clock skew) is
+/// clamped and reported. `None`: no pause.
+pub fn pause_for(
+    status: u16,
+    minute: Option<Budget>,
+    second: Option<Budget>,
+    now: f64,
+) -> Option<(Duration, Option<String>)> {
+    let spent = |b: Option<Budget>| b.filter(|b| b.remaining == 0);
+    let (window, longest) = match (spent(second), spent(minute)) {
+        (_, Some(m)) => (Some(m), 61u64),
+        (Some(s), None) => (Some(s), 2),
+        (None, None) if status == 429 => (None, 1),
+        (None, None) => return None,
+    };
+    let Some(window) = window else {
+        return Some((Duration::from_secs(1), None));
+    };
+    let wait = window.reset as f64 - now;
+    if wait < -1.0 {
+        let note = format!(
+            "rate-limit reset {:.0} s in the past: is this machine's clock right?",
+            -wait
         );
+        return Some((Duration::from_secs(1), Some(note)));
+    }
+    if wait > longest as f64 {
+        let note =
+            format!("rate-limit reset {wait:.0} s ahead, more than a window: pausing {longest} s");
+        return Some((Duration::from_secs(longest), Some(note)));
+    }
+    // A little past the reset, so the request lands in the new window.
+    Some((
+        Duration::from_secs_f64(wait.max(0.0)) + Duration::from_millis(20),
+        None,
+    ))
+}
+
+impl ApiClient {
+    /// Reads the budget headers of a response and pauses the endpoint when they say so.
+    fn note_budget(&self, endpoint: Endpoint, status: u16, headers: &HeaderMap) {
+        let (minute, second) = budgets(headers);
+        // Sub-second precision matters for per-second budgets; the injected clock (whole
+        // seconds) wins when it disagrees with the machine's, as in tests that move time.
+        let precise = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let injected = (self.clock)() as f64;
+        let now = if (precise - injected).abs() < 2.0 {
+            precise
+        } else {
+            injected
+        };
+        let Some((wait, note)) = pause_for(status, minute, second, now) else {
+            return;
+        };
+        if let Some(note) = note {
+            tracing::warn!(endpoint = endpoint.name(), "{note}");
+        }
+        tracing::debug!(
+            endpoint = endpoint.name(),
+            status,
+            wait_ms = wait.as_millis() as u64,
+            "Budget spent; pausing"
+        );
+        let until = tokio::time::Instant::now() + wait;
+        let mut slot = self.pauses[&endpoint].lock().expect("not poisoned");
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
     }
 }
 
@@ -481,5 +638,60 @@ mod tests {
             vec!["Unable to verify your credentials"]
         );
         assert_eq!(error_strings(b"Bad Gateway"), vec!["Bad Gateway"]);
+    }
+
+    /// When the budget headers pause an endpoint, and for how long.
+    #[test]
+    fn spent_budgets_pause_until_their_reset() {
+        let b = |remaining, reset| Some(Budget { remaining, reset });
+        let secs = |p: Option<(Duration, Option<String>)>| {
+            p.map(|(d, note)| (d.as_millis(), note.is_some()))
+        };
+        // Budget left: no pause, even with both windows reported.
+        assert_eq!(pause_for(200, b(5, 1060), b(1, 1001), 1000.5), None);
+        // Second spent: until the next second (plus a margin).
+        assert_eq!(
+            secs(pause_for(200, b(5, 1060), b(0, 1001), 1000.5)),
+            Some((520, false))
+        );
+        // Minute spent wins over a spent second.
+        assert_eq!(
+            secs(pause_for(429, b(0, 1060), b(0, 1001), 1000.0)),
+            Some((60_020, false))
+        );
+        // A 429 with budget left (or no headers): a short pause.
+        assert_eq!(
+            secs(pause_for(429, b(3, 1060), None, 1000.0)),
+            Some((1000, false))
+        );
+        assert_eq!(
+            secs(pause_for(429, None, None, 1000.0)),
+            Some((1000, false))
+        );
+        // Clock skew: a reset in the past, or beyond the window, is clamped and reported.
+        assert_eq!(
+            secs(pause_for(200, b(0, 900), None, 1000.0)),
+            Some((1000, true))
+        );
+        assert_eq!(
+            secs(pause_for(200, b(0, 5000), None, 1000.0)),
+            Some((61_000, true))
+        );
+    }
+
+    /// Paced at 3% under the budget with burst 1, no aligned window can take more than its budget.
+    #[test]
+    fn pacing_never_exceeds_a_window() {
+        for n in [1u32, 5, 10, 60, 300] {
+            let period = 1.0 / f64::from(n) * PACING_SLACK;
+            let max_jitter = 0.02 / f64::from(n);
+            // Slots k·period, each sent up to max_jitter late: the most in any 1 s window.
+            let most = (1.0 + max_jitter) / period;
+            assert!(
+                (most.floor() as u32) < n,
+                "{n} per second: up to {} in a window",
+                most.floor() + 1.0
+            );
+        }
     }
 }

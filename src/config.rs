@@ -73,6 +73,12 @@ pub struct ApiConfig {
     pub max_in_flight: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Attempts per request in all, the first included (1..=20).
+    pub retry_attempts: u32,
+    /// Longest a request keeps being retried.
+    pub retry_max_elapsed: Duration,
+    /// First retry delay; each next one doubles (with full jitter), up to 30 s.
+    pub retry_min_delay: Duration,
 }
 
 /// `[app]`: the approved app's credentials.
@@ -95,6 +101,9 @@ pub struct AccountConfig {
     pub access_token: String,
     /// The owner's OAuth 1.0a access token secret.
     pub access_token_secret: Secret,
+    /// The owner's numeric user id, when known: lets the worker recognise its Tweets in the
+    /// API's "Forbidden to access tweets for author id …" answers.
+    pub user_id: Option<u64>,
 }
 
 /// `[inventory]`.
@@ -102,6 +111,8 @@ pub struct AccountConfig {
 pub struct InventoryConfig {
     /// The `tweet_id,owner` CSV, relative to the working directory unless absolute.
     pub path: PathBuf,
+    /// How long a Tweet the API reported unavailable, protected or forbidden is left alone.
+    pub recheck_after: Duration,
 }
 
 /// `[database]`.
@@ -470,6 +481,9 @@ const API_KEYS: &[&str] = &[
     "timeout",
     "max_in_flight",
     "user_agent",
+    "retry_attempts",
+    "retry_max_elapsed",
+    "retry_min_delay",
 ];
 const APP_KEYS: &[&str] = &[
     "consumer_key",
@@ -485,8 +499,10 @@ const ACCOUNT_KEYS: &[&str] = &[
     "access_token_file",
     "access_token_secret",
     "access_token_secret_file",
+    "user_id",
 ];
 const PATH_KEYS: &[&str] = &["path"];
+const INVENTORY_KEYS: &[&str] = &["path", "recheck_after"];
 const KIND_KEYS: &[&str] = &["totals", "hourly", "historical"];
 const LIMIT_KEYS: &[&str] = &["per_minute", "per_second"];
 const TOTALS_KEYS: &[&str] = &["max_requests_per_run"];
@@ -653,8 +669,9 @@ impl Loader<'_> {
         let mut sec = self.section(&mut root, "inventory");
         let inventory = InventoryConfig {
             path: self.path(&mut sec, "path", "tweets.csv"),
+            recheck_after: self.duration(&mut sec, "recheck_after", "1d"),
         };
-        self.finish(sec, PATH_KEYS);
+        self.finish(sec, INVENTORY_KEYS);
 
         let mut sec = self.section(&mut root, "database");
         let database = DatabaseConfig {
@@ -721,12 +738,18 @@ impl Loader<'_> {
             None => format!("engagement-ingest/{}", env!("CARGO_PKG_VERSION")),
             Some(item) => self.non_empty_string(item).unwrap_or_default(),
         };
+        let retry_attempts = self.count(sec, "retry_attempts", 5, 1, 20);
+        let retry_max_elapsed = self.duration(sec, "retry_max_elapsed", "2m");
+        let retry_min_delay = self.duration(sec, "retry_min_delay", "500ms");
         ApiConfig {
             base_url,
             token_url,
             timeout,
             max_in_flight,
             user_agent,
+            retry_attempts,
+            retry_max_elapsed,
+            retry_min_delay,
         }
     }
 
@@ -850,6 +873,10 @@ impl Loader<'_> {
                 true,
                 &env_name("access_token_secret"),
             );
+            let user_id = sec
+                .take("user_id")
+                .and_then(|item| self.int(&item))
+                .map(|n| n as u64);
             self.finish(sec, ACCOUNT_KEYS);
             if let (Some(handle), Some(access_token), Some(secret)) =
                 (handle, access_token, access_token_secret)
@@ -858,6 +885,7 @@ impl Loader<'_> {
                     handle,
                     access_token,
                     access_token_secret: Secret::new(secret),
+                    user_id,
                 });
             }
         }

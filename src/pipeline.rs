@@ -98,6 +98,9 @@ pub struct RunReport {
     pub requests: Vec<RequestReport>,
     pub rows_written: usize,
     pub interrupted: bool,
+    /// Accounts whose token the API refused (401): skipped for the rest of the run, their
+    /// public metrics read with the bearer token.
+    pub rejected_accounts: Vec<crate::domain::Handle>,
     pub elapsed: Duration,
 }
 
@@ -178,7 +181,12 @@ pub fn client_settings(config: &Config) -> ClientSettings {
             })
             .collect(),
         limits: Endpoint::ALL.into_iter().map(|e| (e, limit(e))).collect(),
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy {
+            max_attempts: config.api.retry_attempts,
+            max_elapsed: config.api.retry_max_elapsed,
+            min_delay: config.api.retry_min_delay,
+            ..RetryPolicy::default()
+        },
     }
 }
 
@@ -225,10 +233,12 @@ pub fn plan(
             owner: e.owner.as_ref(),
         })
     };
+    let recheck = i64::try_from(config.inventory.recheck_after.as_secs()).unwrap_or(i64::MAX);
     let series = |c: &crate::config::SeriesConfig| SeriesPolicy {
         max_age_secs: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
         metrics: c.metrics.clone(),
         max_requests: c.max_requests_per_run.map(|n| n.get()),
+        recheck_after_secs: recheck,
     };
     let mut jobs = Vec::new();
     let mut skipped = Skipped::default();
@@ -237,6 +247,7 @@ pub fn plan(
             JobKind::Totals => {
                 let policy = TotalsPolicy {
                     max_requests: config.totals.max_requests_per_run.map(|n| n.get()),
+                    recheck_after_secs: recheck,
                 };
                 planner::plan_totals(tweets(), &state.tweets, policy, now)
             }
@@ -299,21 +310,38 @@ pub async fn run_once(
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
     });
+    // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
+    // revoked token costs one request, not one per batch.
     let mut set = JoinSet::new();
+    let mut per_account: BTreeMap<crate::domain::Handle, Vec<Job>> = BTreeMap::new();
     for job in jobs {
+        match &job.credential {
+            Credential::UserContext { account } => {
+                per_account.entry(account.clone()).or_default().push(job)
+            }
+            Credential::Bearer => {
+                let batch = Arc::clone(&batch);
+                set.spawn(async move { batch.run_jobs(vec![job]).await }.instrument(span.clone()));
+            }
+        }
+    }
+    for (account, jobs) in per_account {
         let batch = Arc::clone(&batch);
-        let span = tracing::info_span!(parent: &span, "batch", kind = job.kind.name(),
-            endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
-        set.spawn(async move { batch.run_job(job).await }.instrument(span));
+        let span = span.clone();
+        set.spawn(async move { batch.run_account(account, jobs, span).await });
     }
     let mut requests = Vec::new();
     let mut interrupted = false;
+    let mut rejected_accounts = Vec::new();
+    let mut skipped = skipped;
     let mut fatal = None;
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(Ok(done)) => {
                 interrupted |= done.interrupted;
                 requests.extend(done.requests);
+                rejected_accounts.extend(done.rejected_account);
+                skipped.rejected += done.skipped_tweets;
             }
             Ok(Err(e)) => fatal = Some(e),
             Err(e) => fatal = Some(PipelineError::Task(e.to_string())),
@@ -332,6 +360,7 @@ pub async fn run_once(
         rows_written: requests.iter().map(|r| r.rows).sum(),
         requests,
         interrupted,
+        rejected_accounts,
         elapsed: started.elapsed(),
     };
     let summary = RunSummary {
@@ -373,11 +402,25 @@ struct BatchContext {
     shutdown: CancellationToken,
 }
 
-/// The requests one job took.
+/// The requests one job (or one account's jobs) took.
+#[derive(Default)]
 struct JobDone {
     requests: Vec<RequestReport>,
     /// Shutdown came before the job was (completely) sent.
     interrupted: bool,
+    /// The account whose token was refused.
+    rejected_account: Option<crate::domain::Handle>,
+    /// Tweets left out because their owner's token was refused.
+    skipped_tweets: usize,
+}
+
+impl JobDone {
+    fn merge(&mut self, other: JobDone) {
+        self.requests.extend(other.requests);
+        self.interrupted |= other.interrupted;
+        self.rejected_account = self.rejected_account.take().or(other.rejected_account);
+        self.skipped_tweets += other.skipped_tweets;
+    }
 }
 
 /// How often a job whose request the API refused because of named Tweets is sent again
@@ -385,14 +428,63 @@ struct JobDone {
 const MAX_STRIPS: usize = 2;
 
 impl BatchContext {
+    /// Runs jobs concurrently (each with its own span), merging what they did.
+    async fn run_jobs(self: &Arc<Self>, jobs: Vec<Job>) -> Result<JobDone, PipelineError> {
+        let mut set = JoinSet::new();
+        for job in jobs {
+            let me = Arc::clone(self);
+            let span = tracing::info_span!("batch", kind = job.kind.name(),
+                endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
+            set.spawn(async move { me.run_job(job).await }.instrument(span));
+        }
+        let mut done = JobDone::default();
+        while let Some(joined) = set.join_next().await {
+            done.merge(joined.map_err(|e| PipelineError::Task(e.to_string()))??);
+        }
+        Ok(done)
+    }
+
+    /// One account's jobs: the first alone; if the API refuses the token (401), the account is
+    /// skipped for the rest of the run, its `/totals` batches read with the bearer token
+    /// (public metrics only) and its series left for the next run; otherwise the rest at once.
+    async fn run_account(
+        self: Arc<Self>,
+        account: crate::domain::Handle,
+        mut jobs: Vec<Job>,
+        span: tracing::Span,
+    ) -> Result<JobDone, PipelineError> {
+        let rest = jobs.split_off(1);
+        let mut done = self.run_jobs(jobs.clone()).instrument(span.clone()).await?;
+        let rejected = done.requests.iter().any(|r| r.auth_rejected);
+        if !rejected {
+            done.merge(self.run_jobs(rest).instrument(span).await?);
+            return Ok(done);
+        }
+        tracing::error!(parent: &span, account = %account,
+            "The API refused this account's token (401): skipping it for this run; its public \
+             metrics are read with the bearer token; re-authorize the account");
+        done.rejected_account = Some(account);
+        let mut fallback = Vec::new();
+        for job in jobs.into_iter().chain(rest) {
+            if job.kind == JobKind::Totals {
+                fallback.push(Job {
+                    credential: Credential::Bearer,
+                    metrics: Metric::PUBLIC.to_vec(),
+                    ..job
+                });
+            } else {
+                done.skipped_tweets += job.tweets.len();
+            }
+        }
+        done.merge(self.run_jobs(fallback).instrument(span).await?);
+        Ok(done)
+    }
+
     /// Sends one job and stores what came back. A request the API refuses because of Tweets it
     /// names (protected; not the owner's) marks them and is sent again at once without them; any
     /// other failure is recorded and planned again next run, never fatal.
     async fn run_job(&self, mut job: Job) -> Result<JobDone, PipelineError> {
-        let mut done = JobDone {
-            requests: Vec::new(),
-            interrupted: false,
-        };
+        let mut done = JobDone::default();
         for strip in 0..=MAX_STRIPS {
             let started_at = (self.clock)();
             let timer = Instant::now();

@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::store::{TweetState, TweetStatus};
 
-/// How long a Tweet reported unavailable or protected is left alone before it is asked again.
+/// How long a Tweet reported unavailable, protected or forbidden is left alone by default.
 pub const RECHECK_AFTER_SECS: i64 = 24 * 3600;
 
 /// One request to make.
@@ -84,6 +84,8 @@ pub struct PlanTweet<'a> {
 pub struct TotalsPolicy {
     /// At most this many requests per run; the rest waits for the next run.
     pub max_requests: Option<u32>,
+    /// How long refused Tweets rest (see [`RECHECK_AFTER_SECS`]).
+    pub recheck_after_secs: i64,
 }
 
 /// Why a Tweet is not in this cycle's plan.
@@ -93,6 +95,8 @@ pub struct Skipped {
     pub resting: usize,
     /// Left for the next run by the per-run request budget.
     pub over_budget: usize,
+    /// Series left for the next run because their owner's token was refused.
+    pub rejected: usize,
 }
 
 /// The `/totals` plan: public Tweets and owned Tweets of 90 days or more through the bearer
@@ -120,7 +124,7 @@ pub fn plan_totals<'a>(
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
     for t in tweets {
-        let access = access(states.get(&t.id), now);
+        let access = access(states.get(&t.id), now, policy.recheck_after_secs);
         if access == Access::Resting {
             skipped.resting += 1;
             continue;
@@ -164,14 +168,14 @@ enum Access {
     Resting,
 }
 
-/// A Tweet the API refused rests for [`RECHECK_AFTER_SECS`] from its last report.
-fn access(state: Option<&TweetState>, now: i64) -> Access {
+/// A Tweet the API refused rests for `recheck_after` seconds from its last report.
+fn access(state: Option<&TweetState>, now: i64, recheck_after: i64) -> Access {
     let Some(state) = state else {
         return Access::Owner;
     };
     let recent = state
         .status_checked_at
-        .is_some_and(|at| now - at < RECHECK_AFTER_SECS);
+        .is_some_and(|at| now - at < recheck_after);
     match state.status {
         TweetStatus::Unavailable | TweetStatus::Protected if recent => Access::Resting,
         TweetStatus::Forbidden if recent => Access::BearerOnly,
@@ -186,6 +190,8 @@ pub struct SeriesPolicy {
     pub max_age_secs: i64,
     pub metrics: Vec<Metric>,
     pub max_requests: Option<u32>,
+    /// How long refused Tweets rest (see [`RECHECK_AFTER_SECS`]).
+    pub recheck_after_secs: i64,
 }
 
 /// The `/28hr` plan: owned Tweets younger than `max_age`, under their owner's token, ≤25 per
@@ -203,7 +209,7 @@ pub fn plan_hourly<'a>(
         if t.id.age_at(now) >= policy.max_age_secs {
             continue;
         }
-        match access(states.get(&t.id), now) {
+        match access(states.get(&t.id), now, policy.recheck_after_secs) {
             Access::Owner => owned.entry(owner).or_default().push(t.id),
             Access::BearerOnly | Access::Resting => skipped.resting += 1,
         }
@@ -234,7 +240,7 @@ pub fn plan_historical<'a>(
         if life_end <= born {
             continue;
         }
-        if access(states.get(&t.id), now) != Access::Owner {
+        if access(states.get(&t.id), now, policy.recheck_after_secs) != Access::Owner {
             skipped.resting += 1;
             continue;
         }
@@ -335,6 +341,13 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
+    fn default_policy() -> TotalsPolicy {
+        TotalsPolicy {
+            max_requests: None,
+            recheck_after_secs: RECHECK_AFTER_SECS,
+        }
+    }
+
     /// `n` distinct Tweets created `age_days` before NOW.
     fn tweets(n: usize, age_days: i64, salt: u32) -> Vec<TweetId> {
         (0..n)
@@ -347,7 +360,7 @@ mod tests {
             id: *id,
             owner: *owner,
         });
-        plan_totals(tweets, &HashMap::new(), TotalsPolicy::default(), NOW).0
+        plan_totals(tweets, &HashMap::new(), default_policy(), NOW).0
     }
 
     /// Requests per cycle equal the lower bound, `ceil(n/250)` per bearer group and per owner,
@@ -450,7 +463,7 @@ mod tests {
             id: *id,
             owner: Some(&acme),
         });
-        let (jobs, skipped) = plan_totals(input, &states, TotalsPolicy::default(), NOW);
+        let (jobs, skipped) = plan_totals(input, &states, default_policy(), NOW);
         assert_eq!(skipped.resting, 1);
         let bearer = jobs
             .iter()
@@ -473,6 +486,7 @@ mod tests {
         let public = tweets(1000, 400, 1);
         let policy = TotalsPolicy {
             max_requests: Some(2),
+            recheck_after_secs: RECHECK_AFTER_SECS,
         };
         let mut states: HashMap<TweetId, TweetState> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -505,6 +519,7 @@ mod tests {
             max_age_secs: max_age_days * DAY_SECS,
             metrics: Endpoint::Hour28.metrics(),
             max_requests: None,
+            recheck_after_secs: RECHECK_AFTER_SECS,
         }
     }
 

@@ -90,6 +90,12 @@ pub fn print_report(report: &RunReport) {
             ""
         }
     );
+    for account in &report.rejected_accounts {
+        println!(
+            "  account {account}: the API refused its token (401); its public metrics were read with the \
+             bearer token, its impressions and series were not; re-authorize the account"
+        );
+    }
     if report.skipped.resting + report.skipped.over_budget > 0 {
         println!(
             "  skipped: {} Tweets resting (unavailable or protected), {} left for the next run by the request budget",

@@ -58,6 +58,8 @@ pub struct TestApp {
     pub _dir: tempfile::TempDir,
     pub sim: SimHandle,
     pub clock: ManualClock,
+    /// The clock the worker runs on: the simulator's.
+    pub worker_clock: engagement_ingest::domain::Clock,
     pub config_path: PathBuf,
     pub inventory_path: PathBuf,
     pub db_path: PathBuf,
@@ -73,7 +75,27 @@ impl TestApp {
     /// As [`TestApp::spawn`], with the simulator's clock frozen at `now`.
     pub async fn spawn_at(world: World, now: i64) -> TestApp {
         let clock = ManualClock::new(now);
-        let sim = Arc::new(Sim::with_clock(world, clock.clock()));
+        TestApp::spawn_with(world, clock.clone(), clock.clock()).await
+    }
+
+    /// A simulator on the machine's clock (rate-limit windows need time to pass); `clock` is
+    /// then only a handle, unused by the simulator.
+    pub async fn spawn_live(world: World) -> TestApp {
+        let now = chrono::Utc::now().timestamp();
+        TestApp::spawn_with(
+            world,
+            ManualClock::new(now),
+            engagement_ingest::domain::system_clock(),
+        )
+        .await
+    }
+
+    async fn spawn_with(
+        world: World,
+        clock: ManualClock,
+        sim_clock: engagement_ingest::domain::Clock,
+    ) -> TestApp {
+        let sim = Arc::new(Sim::with_clock(world, sim_clock.clone()));
         let sim = sim::spawn_sim(sim, ([127, 0, 0, 1], 0).into())
             .await
             .expect("simulator binds");
@@ -94,6 +116,7 @@ impl TestApp {
             _dir: dir,
             sim,
             clock,
+            worker_clock: sim_clock,
             config_path,
             inventory_path,
             db_path,
@@ -111,7 +134,7 @@ impl TestApp {
 
     /// A pipeline context on the simulator's clock (OAuth timestamps must agree with it).
     pub fn context(&self) -> Context {
-        Context::new(self.config(), self.clock.clock()).expect("context builds")
+        Context::new(self.config(), self.worker_clock.clone()).expect("context builds")
     }
 
     /// One in-process cycle of `kinds`.

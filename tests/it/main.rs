@@ -5,6 +5,8 @@ mod helpers;
 
 /// Command-line behaviour: exit codes, error messages, logs, demo.
 mod cli;
+/// Faults, rate limits and refused credentials.
+mod failures;
 mod groupings;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
 mod series;

@@ -1,0 +1,200 @@
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use engagement_ingest::domain::JobKind;
+use engagement_ingest::sim::EndpointLimit;
+
+use crate::helpers::{TestApp, world};
+
+/// Quick retries: tests wait for faults, not for production back-off.
+fn fast_retries(config: String) -> String {
+    config.replace(
+        "[api]\n",
+        "[api]\nretry_min_delay = \"10ms\"\nretry_attempts = 4\n",
+    )
+}
+
+/// Two metrics per series request keep the answers small.
+fn two_series_metrics(config: String) -> String {
+    format!(
+        "{config}\n[hourly]\nmetrics = [\"impressions\", \"favorites\"]\n\
+         [historical]\nmetrics = [\"impressions\", \"favorites\"]\n"
+    )
+}
+
+type Snapshot = (
+    BTreeSet<(i64, String, i64)>,
+    BTreeSet<(i64, i64, i64, i64)>,
+    BTreeSet<(i64, i64)>,
+);
+
+/// Latest totals, series and covered cells of a database.
+fn snapshot(db: &rusqlite::Connection) -> Snapshot {
+    let totals = db
+        .prepare("SELECT tweet_id, metric, value FROM latest_totals")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let series = db
+        .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let coverage = db
+        .prepare("SELECT tweet_id, cell FROM coverage")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (totals, series, coverage)
+}
+
+/// With 20% server errors, 10% forced 429s and 5% truncated bodies, running until a run exits 0
+/// leaves the same totals, series and coverage as a fault-free run over the same world; every
+/// retried request is one ledger row with its attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_under_faults_converge_to_the_fault_free_database() {
+    let t0 = chrono::Utc::now().timestamp();
+    let mut faulty_world = world(40, 25, 300, 2);
+    faulty_world.faults.server_error = 0.2;
+    faulty_world.faults.rate_limited = 0.1;
+    faulty_world.faults.malformed = 0.05;
+    let faulty = TestApp::spawn_at(faulty_world, t0).await;
+    faulty.edit_config(|c| two_series_metrics(fast_retries(c)));
+    let clean = TestApp::spawn_at(world(40, 25, 300, 2), t0).await;
+    clean.edit_config(|c| two_series_metrics(fast_retries(c)));
+
+    let ctx = clean.context();
+    assert_eq!(clean.run(&ctx, &JobKind::ALL).await.exit_code(), 0);
+
+    let ctx = faulty.context();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let report = faulty.run(&ctx, &JobKind::ALL).await;
+        if report.exit_code() == 0 {
+            break;
+        }
+        assert_eq!(report.exit_code(), 1, "{report:?}");
+        assert!(runs < 15, "still failing after {runs} runs");
+    }
+    let stats = faulty.sim().stats();
+    let statuses: BTreeSet<u16> = stats.requests.iter().map(|r| r.status).collect();
+    assert!(
+        statuses.contains(&500) || statuses.contains(&503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        snapshot(&faulty.db()),
+        snapshot(&clean.db()),
+        "after {runs} runs"
+    );
+
+    let db = faulty.db();
+    let (rows, attempts): (i64, i64) = db
+        .query_row("SELECT count(*), sum(attempts) FROM requests", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let answered: u64 = stats
+        .requests
+        .iter()
+        .filter(|r| r.endpoint != "oauth2/token")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(
+        attempts as u64, answered,
+        "every attempt is counted in the ledger ({rows} rows)"
+    );
+    assert!(attempts > rows, "some requests were retried");
+}
+
+/// With the simulator's per-second budget equal to the worker's, a run that needs many times
+/// that budget gets no 429 and uses at least 90% of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_uses_the_budget_without_429s() {
+    let per_second = 10;
+    let mut w = world(0, 0, 250 * 40, 0);
+    w.limits.totals = EndpointLimit {
+        per_minute: 0,
+        per_second,
+    };
+    let app = TestApp::spawn_live(w).await;
+    let ctx = app.context();
+    let started = Instant::now();
+    let report = app.run(&ctx, &[JobKind::Totals]).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    let stats = app.sim().stats();
+    let count = |status: u16| -> u64 {
+        stats
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == "totals" && r.status == status)
+            .map(|r| r.count)
+            .sum()
+    };
+    let used = count(200) as f64 / (elapsed * f64::from(per_second));
+    println!(
+        "budget {per_second}/s: {} requests in {elapsed:.2} s = {:.2}/s, {:.1}% of the budget, {} answered 429",
+        count(200),
+        count(200) as f64 / elapsed,
+        100.0 * used,
+        count(429)
+    );
+    assert_eq!(count(200), 40);
+    assert_eq!(count(429), 0);
+    assert!(used >= 0.9, "used {:.1}% of the budget", 100.0 * used);
+}
+
+/// A revoked token costs one request for that account per run (401 is never retried); the
+/// account is reported, and its Tweets' public metrics are still read with the bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_costs_one_request_per_run() {
+    let mut w = world(60, 300, 20, 0);
+    w.accounts[1].revoked = true; // bob
+    let app = TestApp::spawn(w).await;
+    app.edit_config(two_series_metrics);
+    let ctx = app.context();
+    for run in 1..=2u64 {
+        let report = app.run(&ctx, &JobKind::ALL).await;
+        assert_eq!(report.exit_code(), 1, "{report:?}");
+        assert_eq!(
+            report
+                .rejected_accounts
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>(),
+            vec!["bob"]
+        );
+        let stats = app.sim().stats();
+        let bob: Vec<_> = stats
+            .requests
+            .iter()
+            .filter(|r| r.credential == "bob")
+            .collect();
+        assert_eq!(bob.iter().map(|r| r.count).sum::<u64>(), run, "{bob:?}");
+        assert!(bob.iter().all(|r| r.status == 401));
+    }
+    let db = app.db();
+    let (bob_tweets, with_favorites, with_impressions): (i64, i64, i64) = db
+        .query_row(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE EXISTS (SELECT 1 FROM latest_totals l WHERE l.tweet_id = t.tweet_id AND l.metric = 'favorites')), \
+                    count(*) FILTER (WHERE EXISTS (SELECT 1 FROM latest_totals l WHERE l.tweet_id = t.tweet_id AND l.metric = 'impressions')) \
+             FROM tweets t WHERE owner = 'bob'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (bob_tweets, with_favorites, with_impressions),
+        (300, 300, 0)
+    );
+}
