@@ -131,10 +131,13 @@ impl SimTweet {
 }
 
 /// Hands the Tweets of each `[[tweets.reowned]]` entry to its `to` account: listed IDs, or a
-/// seed-chosen count of `from`'s Tweets not already handed on. Runs before the deleted/protected
-/// marks so that counted marks can leave re-owned Tweets alone.
+/// seed-chosen count of `from`'s Tweets not already handed on. Entries naming IDs go first, so a
+/// count never takes a Tweet an `ids` entry names. Runs before the deleted/protected marks so that
+/// counted marks can leave re-owned Tweets alone.
 fn reown(tweets: &mut [SimTweet], world: &World) {
-    for r in &world.tweets.reowned {
+    let (by_ids, by_count): (Vec<_>, Vec<_>) =
+        world.tweets.reowned.iter().partition(|r| !r.ids.is_empty());
+    for r in by_ids.into_iter().chain(by_count) {
         // Validation guarantees both accounts exist.
         let (Some(from), Some(to)) = (world.account_index(&r.from), world.account_index(&r.to))
         else {
@@ -253,6 +256,37 @@ mod tests {
         let tweets = generate(&w, DAY);
         let t = tweets.iter().find(|t| t.id == id).unwrap();
         assert_eq!((t.owner.clone(), t.state), (None, TweetState::Protected));
+    }
+
+    #[test]
+    fn named_reowned_tweets_are_never_taken_by_a_count() {
+        let mut w = World::demo(3);
+        let ids: Vec<TweetId> = ["1067094924124872705", "1070059276213702656"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        w.accounts[0].tweets = TweetSpec::List(ids.clone());
+        let entry = |to: &str, count, ids| super::super::world::Reowned {
+            from: "acme_news".parse().unwrap(),
+            to: to.parse().unwrap(),
+            count,
+            ids,
+        };
+        // The count comes first in the file but may not take the named Tweet.
+        w.tweets.reowned = vec![
+            entry("bistro_bob", 1, Vec::new()),
+            entry("civic_lab", 0, vec![ids[0]]),
+        ];
+        w.validate().unwrap();
+        let tweets = generate(&w, DAY);
+        let owner = |id| {
+            let t = tweets.iter().find(|t| t.id == id).unwrap();
+            t.owner.as_ref().unwrap().as_str().to_string()
+        };
+        assert_eq!(
+            (owner(ids[0]), owner(ids[1])),
+            ("civic_lab".into(), "bistro_bob".into())
+        );
     }
 
     #[test]
