@@ -16,6 +16,8 @@ pub enum Fault {
     RateLimited,
     /// A 200 whose JSON body is cut in half.
     Malformed,
+    /// The connection is closed without a complete response: a transport error for the client.
+    Dropped,
 }
 
 /// The fault of request number `n` under `faults`.
@@ -29,6 +31,9 @@ pub fn draw(seed: u64, n: u64, faults: &Faults) -> Fault {
         Fault::RateLimited
     } else if u < faults.server_error + faults.rate_limited + faults.malformed {
         Fault::Malformed
+    } else if u < faults.server_error + faults.rate_limited + faults.malformed + faults.dropped {
+        // Drawn last, so worlds without it see the same faults as before it existed.
+        Fault::Dropped
     } else {
         Fault::None
     }
@@ -44,6 +49,7 @@ mod tests {
             server_error: 0.2,
             rate_limited: 0.1,
             malformed: 0.1,
+            dropped: 0.1,
             latency_ms: 0,
         };
         let draws: Vec<Fault> = (0..2000).map(|n| draw(9, n, &f)).collect();
@@ -51,10 +57,28 @@ mod tests {
         assert!((share(|d| matches!(d, Fault::ServerError(_))) - 0.2).abs() < 0.04);
         assert!((share(|d| *d == Fault::RateLimited) - 0.1).abs() < 0.03);
         assert!((share(|d| *d == Fault::Malformed) - 0.1).abs() < 0.03);
+        assert!((share(|d| *d == Fault::Dropped) - 0.1).abs() < 0.03);
         assert!(
             draws.contains(&Fault::ServerError(500)) && draws.contains(&Fault::ServerError(503))
         );
         assert_eq!(draws, (0..2000).map(|n| draw(9, n, &f)).collect::<Vec<_>>());
         assert!((0..100).all(|n| draw(9, n, &Faults::default()) == Fault::None));
+    }
+
+    #[test]
+    fn dropped_does_not_change_the_other_draws() {
+        let without = Faults {
+            server_error: 0.2,
+            malformed: 0.1,
+            ..Faults::default()
+        };
+        let with = Faults {
+            dropped: 0.3,
+            ..without
+        };
+        for n in 0..500 {
+            let (a, b) = (draw(4, n, &without), draw(4, n, &with));
+            assert!(a == b || (a == Fault::None && b == Fault::Dropped), "{n}");
+        }
     }
 }

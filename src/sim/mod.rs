@@ -29,10 +29,10 @@ pub use cli::serve_cli;
 pub use data::{bucket, cumulative};
 pub use limits::UNLIMITED;
 pub use population::{PUBLIC_AUTHOR_BASE, SimTweet, TweetState};
-pub use server::{SimHandle, spawn, spawn_sim};
+pub use server::{DROPPED_STATUS, SimHandle, spawn, spawn_sim};
 pub use service::{GZIP_REQUIRED, INTERNAL_ERROR, RATE_LIMITED, Sim};
 pub use stats::{RequestCount, Stats};
 pub use world::{
-    Account, App, EndpointLimit, Faults, Limits, Public, TweetSpec, TweetsConfig, World,
+    Account, App, EndpointLimit, Faults, Limits, Public, Reowned, TweetSpec, TweetsConfig, World,
     WorldError, demo_world,
 };

@@ -15,6 +15,7 @@ const TAG_OWNED: u64 = 0x20;
 const TAG_PUBLIC: u64 = 0x21;
 const TAG_DELETED: u64 = 0x22;
 const TAG_PROTECTED: u64 = 0x23;
+const TAG_REOWNED: u64 = 0x24;
 
 /// What the API does with a Tweet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,8 +32,12 @@ pub enum TweetState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimTweet {
     pub id: TweetId,
-    /// The configured account that wrote it; `None` for a public Tweet.
+    /// The configured account that owns it now, per the API; `None` for a public Tweet.
     pub owner: Option<Handle>,
+    /// The account the exported inventory names: `owner`, except for a Tweet that changed hands
+    /// (`[[tweets.reowned]]`), where it is the previous owner.
+    pub listed_owner: Option<Handle>,
+    /// The user ID of `owner` (or of the public author): what a 403 names.
     pub author_id: u64,
     pub state: TweetState,
 }
@@ -81,6 +86,7 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
             tweets.push(SimTweet {
                 id,
                 owner: Some(a.handle.clone()),
+                listed_owner: Some(a.handle.clone()),
                 author_id: a.user_id,
                 state: TweetState::Active,
             });
@@ -94,10 +100,12 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
         tweets.push(SimTweet {
             id,
             owner: None,
+            listed_owner: None,
             author_id,
             state: TweetState::Active,
         });
     }
+    reown(&mut tweets, world);
     mark(
         &mut tweets,
         &world.tweets.deleted,
@@ -115,7 +123,46 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
     tweets
 }
 
-/// Puts the Tweets `spec` names (by ID, or a seed-chosen count of still-active ones) in `state`.
+impl SimTweet {
+    /// Whether the inventory names another account than the API does (a Tweet that changed hands).
+    pub fn is_reowned(&self) -> bool {
+        self.listed_owner != self.owner
+    }
+}
+
+/// Hands the Tweets of each `[[tweets.reowned]]` entry to its `to` account: listed IDs, or a
+/// seed-chosen count of `from`'s Tweets not already handed on. Entries naming IDs go first, so a
+/// count never takes a Tweet an `ids` entry names. Runs before the deleted/protected marks so that
+/// counted marks can leave re-owned Tweets alone.
+fn reown(tweets: &mut [SimTweet], world: &World) {
+    let (by_ids, by_count): (Vec<_>, Vec<_>) =
+        world.tweets.reowned.iter().partition(|r| !r.ids.is_empty());
+    for r in by_ids.into_iter().chain(by_count) {
+        // Validation guarantees both accounts exist.
+        let (Some(from), Some(to)) = (world.account_index(&r.from), world.account_index(&r.to))
+        else {
+            continue;
+        };
+        let (from, to) = (&world.accounts[from], &world.accounts[to]);
+        let mut chosen: Vec<usize> = (0..tweets.len())
+            .filter(|i| {
+                let t = &tweets[*i];
+                !t.is_reowned()
+                    && t.owner.as_ref() == Some(&from.handle)
+                    && (r.ids.is_empty() || r.ids.contains(&t.id))
+            })
+            .collect();
+        chosen.sort_by_key(|i| mix(&[TAG_REOWNED, world.seed, tweets[*i].id.get()]));
+        chosen.truncate(r.len());
+        for i in chosen {
+            tweets[i].owner = Some(to.handle.clone());
+            tweets[i].author_id = to.user_id;
+        }
+    }
+}
+
+/// Puts the Tweets `spec` names (by ID, or a seed-chosen count of still-active ones that did not
+/// change hands) in `state`.
 fn mark(tweets: &mut [SimTweet], spec: &TweetSpec, state: TweetState, seed: u64, tag: u64) {
     match spec {
         TweetSpec::List(ids) => {
@@ -124,8 +171,9 @@ fn mark(tweets: &mut [SimTweet], spec: &TweetSpec, state: TweetState, seed: u64,
             }
         }
         TweetSpec::Count(n) => {
+            // Re-owned Tweets stay active: a world that moves them wants them read.
             let mut candidates: Vec<usize> = (0..tweets.len())
-                .filter(|i| tweets[*i].state == TweetState::Active)
+                .filter(|i| tweets[*i].state == TweetState::Active && !tweets[*i].is_reowned())
                 .collect();
             candidates.sort_by_key(|i| mix(&[tag, seed, tweets[*i].id.get()]));
             for i in candidates.into_iter().take(*n as usize) {
@@ -208,5 +256,75 @@ mod tests {
         let tweets = generate(&w, DAY);
         let t = tweets.iter().find(|t| t.id == id).unwrap();
         assert_eq!((t.owner.clone(), t.state), (None, TweetState::Protected));
+    }
+
+    #[test]
+    fn named_reowned_tweets_are_never_taken_by_a_count() {
+        let mut w = World::demo(3);
+        let ids: Vec<TweetId> = ["1067094924124872705", "1070059276213702656"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        w.accounts[0].tweets = TweetSpec::List(ids.clone());
+        let entry = |to: &str, count, ids| super::super::world::Reowned {
+            from: "acme_news".parse().unwrap(),
+            to: to.parse().unwrap(),
+            count,
+            ids,
+        };
+        // The count comes first in the file but may not take the named Tweet.
+        w.tweets.reowned = vec![
+            entry("bistro_bob", 1, Vec::new()),
+            entry("civic_lab", 0, vec![ids[0]]),
+        ];
+        w.validate().unwrap();
+        let tweets = generate(&w, DAY);
+        let owner = |id| {
+            let t = tweets.iter().find(|t| t.id == id).unwrap();
+            t.owner.as_ref().unwrap().as_str().to_string()
+        };
+        assert_eq!(
+            (owner(ids[0]), owner(ids[1])),
+            ("civic_lab".into(), "bistro_bob".into())
+        );
+    }
+
+    #[test]
+    fn reowned_tweets_change_owner_and_author_but_not_listing() {
+        let mut w = World::demo(3);
+        let entry = |from: &str, to: &str, count| super::super::world::Reowned {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            count,
+            ids: Vec::new(),
+        };
+        w.tweets.reowned = vec![
+            entry("acme_news", "bistro_bob", 5),
+            entry("acme_news", "civic_lab", 2),
+        ];
+        w.tweets.deleted = TweetSpec::Count(50);
+        w.validate().unwrap();
+        let tweets = generate(&w, DAY);
+        assert_eq!(tweets, generate(&w, DAY));
+        let moved: Vec<&SimTweet> = tweets.iter().filter(|t| t.is_reowned()).collect();
+        assert_eq!(moved.len(), 7);
+        for t in &moved {
+            assert_eq!(t.listed_owner.as_ref().unwrap().as_str(), "acme_news");
+            assert_eq!(t.state, TweetState::Active);
+        }
+        let to = |h: &str| -> Vec<u64> {
+            moved
+                .iter()
+                .filter(|t| t.owner.as_ref().unwrap().as_str() == h)
+                .map(|t| t.author_id)
+                .collect()
+        };
+        assert_eq!(to("bistro_bob"), [1002; 5]);
+        assert_eq!(to("civic_lab"), [1003; 2]);
+        // The same IDs exist as without the move: only ownership changed.
+        w.tweets.reowned.clear();
+        let unmoved = generate(&w, DAY);
+        let ids = |ts: &[SimTweet]| ts.iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(&tweets), ids(&unmoved));
     }
 }

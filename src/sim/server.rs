@@ -27,8 +27,33 @@ use super::world::{Faults, World};
 /// The stats name of the token endpoint.
 const TOKEN_ENDPOINT: &str = "oauth2/token";
 
+/// Stats status of a request whose connection was dropped (the `dropped` fault): no status was
+/// sent, and 0 is no HTTP status.
+pub const DROPPED_STATUS: u16 = 0;
+
+/// A reader that fails: the body of a dropped answer. Hyper aborts the connection when a body
+/// fails, before the response head is flushed, so the client sees the connection close without
+/// a response (a transport error) rather than a status.
+struct Severed;
+
+impl tokio::io::AsyncRead for Severed {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated dropped connection",
+        )))
+    }
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
+        if self.dropped {
+            return Body::from_stream(tokio_util::io::ReaderStream::new(Severed)).into_response();
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = Response::new(Body::from(self.body_bytes()));
         *response.status_mut() = status;
@@ -98,8 +123,13 @@ async fn insights(
         body: &body,
     };
     let reply = sim.insights(endpoint, &req, accepts_gzip);
-    tracing::debug!(endpoint = endpoint.name(), credential = %label, status = reply.status, "sim answered");
-    sim.stats.request(endpoint.name(), &label, reply.status);
+    let status = if reply.dropped {
+        DROPPED_STATUS
+    } else {
+        reply.status
+    };
+    tracing::debug!(endpoint = endpoint.name(), credential = %label, status, "sim answered");
+    sim.stats.request(endpoint.name(), &label, status);
     reply.into_response()
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Reply {
     pub rate: Option<RateHeaders>,
     /// Cut the serialized body short (the `malformed` fault).
     pub truncate: bool,
+    /// Close the connection instead of answering (the `dropped` fault).
+    pub dropped: bool,
 }
 
 impl Reply {
@@ -52,6 +54,7 @@ impl Reply {
             body,
             rate: None,
             truncate: false,
+            dropped: false,
         }
     }
 
@@ -172,11 +175,13 @@ impl Sim {
         Ok(())
     }
 
-    /// The inventory CSV of every Tweet: `tweet_id,owner`, public ones with an empty owner.
+    /// The inventory CSV of every Tweet: `tweet_id,owner`, public ones with an empty owner. A
+    /// Tweet that changed hands is listed under its previous owner, as a stale export would.
     pub fn inventory_csv(&self) -> String {
         let mut out = String::from("tweet_id,owner\n");
         for t in &self.tweets {
-            out += &format!("{},{}\n", t.id, t.owner.as_ref().map_or("", |h| h.as_str()));
+            let owner = t.listed_owner.as_ref().map_or("", |h| h.as_str());
+            out += &format!("{},{owner}\n", t.id);
         }
         out
     }
@@ -187,7 +192,8 @@ impl Sim {
     }
 
     /// Answers one insights request, in the check order of engagement-api §12: faults, gzip,
-    /// auth, budget, body, credential rules, answer. Every reply carries the rate-limit headers.
+    /// auth, budget, body, credential rules, answer. Every reply carries the rate-limit headers;
+    /// a `dropped` one is then never sent.
     pub(crate) fn insights(
         &self,
         endpoint: Endpoint,
@@ -203,6 +209,9 @@ impl Sim {
             .unwrap_or_else(|refusal| refusal);
         reply.rate = Some(rate);
         reply.truncate = fault == Fault::Malformed && reply.status == 200;
+        // The request was read and answered (budget spent, nonce used), but the answer is lost on
+        // the way back, as when a proxy or the network drops the connection.
+        reply.dropped = fault == Fault::Dropped;
         reply
     }
 
@@ -218,7 +227,7 @@ impl Sim {
         match fault {
             Fault::ServerError(status) => return Err(Reply::errors(status, [INTERNAL_ERROR])),
             Fault::RateLimited => return Err(Reply::errors(429, [RATE_LIMITED])),
-            Fault::None | Fault::Malformed => {}
+            Fault::None | Fault::Malformed | Fault::Dropped => {}
         }
         if !accepts_gzip {
             return Err(Reply::errors(406, [GZIP_REQUIRED]));

@@ -15,6 +15,7 @@ pub struct RequestCount {
     pub endpoint: String,
     /// `bearer`, an account's handle, or `unknown`.
     pub credential: String,
+    /// The status sent; `DROPPED_STATUS` (0) when the connection was dropped instead.
     pub status: u16,
     pub count: u64,
 }

@@ -460,10 +460,189 @@ async fn foreign_tweets_refuse_the_whole_request() {
         )
         .await;
     assert_eq!(status, 403);
+    // One string per foreign author, authors and IDs ascending (simulator choice, 2016 form).
+    let public_author = t.sim().tweet(public).unwrap().author_id;
     assert_eq!(
         errors(&body),
-        [format!("Forbidden to access tweets: {bobs}, {public}")]
+        [
+            format!("Forbidden to access tweets for author id 1002: {bobs}"),
+            format!("Forbidden to access tweets for author id {public_author}: {public}"),
+        ]
     );
+}
+
+#[tokio::test]
+async fn forbidden_ids_of_one_author_are_sorted_in_one_message() {
+    let t = TestSim::default().await;
+    let mut bobs = t.ids(Some("bob"), |s| s.state == TweetState::Active);
+    bobs.truncate(3);
+    bobs.reverse();
+    let auth = t.oauth(Endpoint::Totals, "acme", None, None);
+    let (status, body) = t
+        .post(Endpoint::Totals, &auth, &per_tweet(&bobs, &PUBLIC))
+        .await;
+    bobs.sort();
+    let ids: Vec<String> = bobs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        (status, errors(&body)),
+        (
+            403,
+            vec![format!(
+                "Forbidden to access tweets for author id 1002: {}",
+                ids.join(", ")
+            )]
+        )
+    );
+}
+
+/// `WORLD` with two of acme's Tweets now owned by bob.
+fn reowned_world() -> World {
+    World::from_toml_str(&format!(
+        "{WORLD}[[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 2\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn reowned_tweets_are_refused_to_the_old_owner_naming_the_new_one() {
+    let t = TestSim::start(reowned_world()).await;
+    let moved: Vec<TweetId> = t
+        .sim()
+        .tweets()
+        .iter()
+        .filter(|s| s.is_reowned())
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(moved.len(), 2);
+    for id in &moved {
+        let s = t.sim().tweet(*id).unwrap();
+        assert_eq!(s.owner.as_ref().unwrap().as_str(), "bob");
+        assert_eq!(s.listed_owner.as_ref().unwrap().as_str(), "acme");
+        assert_eq!((s.author_id, s.state), (1002, TweetState::Active));
+    }
+    let mine = t.young(Some("acme"))[0];
+    let mut sorted = moved.clone();
+    sorted.sort();
+    let ids: Vec<String> = sorted.iter().map(ToString::to_string).collect();
+    let body = per_tweet(&[moved[1], mine, moved[0]], &["favorites", "replies"]);
+    let (status, resp) = t
+        .post(
+            Endpoint::Totals,
+            &t.oauth(Endpoint::Totals, "acme", None, None),
+            &body,
+        )
+        .await;
+    assert_eq!(
+        (status, errors(&resp)),
+        (
+            403,
+            vec![format!(
+                "Forbidden to access tweets for author id 1002: {}",
+                ids.join(", ")
+            )]
+        )
+    );
+}
+
+#[tokio::test]
+async fn reowned_tweets_are_read_with_the_new_owners_token() {
+    let t = TestSim::start(reowned_world()).await;
+    let moved: Vec<TweetId> = t
+        .sim()
+        .tweets()
+        .iter()
+        .filter(|s| s.is_reowned())
+        .map(|s| s.id)
+        .collect();
+    let bobs_own = t.ids(Some("bob"), |s| {
+        s.state == TweetState::Active && !s.is_reowned()
+    })[0];
+    let mut ids = moved.clone();
+    ids.push(bobs_own);
+    let (status, resp) = t
+        .post(
+            Endpoint::Totals,
+            &t.oauth(Endpoint::Totals, "bob", None, None),
+            &per_tweet(&ids, &["favorites", "replies"]),
+        )
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    let now = t.sim().now();
+    for id in &ids {
+        for m in [Metric::Favorites, Metric::Replies] {
+            assert_eq!(
+                resp["per tweet"][id.to_string()][m.as_str()],
+                t.sim().total(*id, m, now).to_string().as_str(),
+                "{id} {m:?}"
+            );
+        }
+    }
+    assert!(resp.get("errors").is_none());
+}
+
+#[tokio::test]
+async fn inventory_lists_reowned_tweets_under_the_old_owner() {
+    let sim = Sim::new(reowned_world());
+    let csv = sim.inventory_csv();
+    let moved: Vec<&SimTweet> = sim.tweets().iter().filter(|s| s.is_reowned()).collect();
+    assert_eq!(moved.len(), 2);
+    for s in moved {
+        assert!(csv.contains(&format!("\n{},acme\n", s.id)), "{}", s.id);
+    }
+    let listed = |h: &str| {
+        csv.lines()
+            .filter(|l| l.ends_with(&format!(",{h}")))
+            .count()
+    };
+    // Inventory: acme still has all 40, bob his own 10; the API gives bob 12.
+    assert_eq!((listed("acme"), listed("bob")), (40, 10));
+    let owned = |h: &str| {
+        sim.tweets()
+            .iter()
+            .filter(|s| s.owner.as_ref().is_some_and(|o| o.as_str() == h))
+            .count()
+    };
+    assert_eq!((owned("acme"), owned("bob")), (38, 12));
+}
+
+#[tokio::test]
+async fn dropped_connections_are_transport_errors_and_heal() {
+    let mut world = World::from_toml_str(WORLD).unwrap();
+    world.faults.dropped = 1.0;
+    let t = TestSim::start(world).await;
+    let body = per_tweet(&t.young(None), &PUBLIC);
+    let send = || {
+        t.http
+            .post(t.url(Endpoint::Totals))
+            .header("Authorization", BEARER)
+            .json(&body)
+            .send()
+    };
+    for _ in 0..3 {
+        let err = send()
+            .await
+            .expect_err("a dropped connection is not a response");
+        assert!(!err.is_status() && err.status().is_none(), "{err:?}");
+    }
+    let stats = t.stats().await;
+    assert_eq!(
+        stats.requests,
+        [RequestCount {
+            endpoint: "totals".into(),
+            credential: "bearer".into(),
+            status: DROPPED_STATUS,
+            count: 3,
+        }]
+    );
+    t.sim().set_faults(Faults::default()).unwrap();
+    assert_eq!(t.post(Endpoint::Totals, BEARER, &body).await.0, 200);
+    // And back again over HTTP.
+    let url = format!("{}/_sim/faults", t.handle.base_url());
+    let set = t.http.post(&url).json(&json!({"dropped": 1.0})).send();
+    assert_eq!(set.await.unwrap().status(), 200);
+    assert!(send().await.is_err());
+    let bad = t.http.post(&url).json(&json!({"dropped": 1.5})).send();
+    assert_eq!(bad.await.unwrap().status(), 400);
 }
 
 #[tokio::test]

