@@ -812,16 +812,10 @@ tweets = ["1067094924124872705", "1070059276213702656"]
         assert!(v["app"].get("bearer_token").is_none());
         assert_eq!(v["accounts"][1]["user_id"].as_integer(), Some(1002));
         // The worker reads it: unset simulator budgets become "unlimited", set ones are copied.
-        // The worker accepts [[accounts]] user_id from the next commit on; until then the lines
-        // are stripped here (the lead removes this strip when merging).
-        let text: String = text
-            .lines()
-            .filter(|l| !l.starts_with("user_id = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
         let config =
             crate::config::Config::parse("exported.toml", &text, std::iter::empty()).unwrap();
         assert_eq!(config.limits.totals.per_minute, None);
         assert_eq!(config.limits.hourly.per_minute.map(|n| n.get()), Some(60));
+        assert_eq!(config.accounts[1].user_id, Some(1002));
     }
 }
