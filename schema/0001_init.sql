@@ -18,6 +18,8 @@ INSERT INTO metrics (metric_id, name) VALUES
 CREATE TABLE tweets (
     tweet_id          INTEGER PRIMARY KEY,
     owner             TEXT,                       -- handle of the owning account; NULL = public Tweet
+    listed_owner      TEXT,                       -- the owner the inventory lists; differs from
+                                                  -- owner when the API says the Tweet changed hands
     created_at        INTEGER NOT NULL,           -- from the Snowflake ID
     status            TEXT NOT NULL DEFAULT 'active'
                       CHECK (status IN ('active', 'unavailable', 'protected', 'forbidden')),

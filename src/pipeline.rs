@@ -15,7 +15,7 @@ use crate::auth::{AppKeys, Credential, UserToken};
 use crate::client::{ApiClient, ApiError, ClientSettings, EndpointLimit, RetryPolicy};
 use crate::config::Config;
 pub use crate::domain::system_clock;
-use crate::domain::{Clock, Endpoint, HOUR_SECS, Hour, JobKind, Metric, TweetId};
+use crate::domain::{Clock, Endpoint, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId};
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::parse::{self, GroupBy, Parsed};
 use crate::planner::{self, Cell, Job, PlanTweet, SeriesPolicy, Skipped, TotalsPolicy};
@@ -100,7 +100,9 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Accounts whose token the API refused (401): skipped for the rest of the run, their
     /// public metrics read with the bearer token.
-    pub rejected_accounts: Vec<crate::domain::Handle>,
+    pub rejected_accounts: Vec<Handle>,
+    /// Tweets the API attributed to another configured account than the inventory does.
+    pub moved: usize,
     pub elapsed: Duration,
 }
 
@@ -202,6 +204,8 @@ pub struct PlanState {
     pub tweets: HashMap<TweetId, TweetState>,
     /// `/historical` cells already complete, per Tweet.
     pub complete: HashSet<(TweetId, Cell)>,
+    /// Tweets the API attributes to another configured account than the inventory does.
+    pub moved: HashMap<TweetId, Handle>,
 }
 
 impl PlanState {
@@ -215,6 +219,7 @@ impl PlanState {
         Ok(PlanState {
             tweets: store.tweet_states()?,
             complete,
+            moved: store.moved_owners()?,
         })
     }
 }
@@ -227,10 +232,11 @@ pub fn plan(
     kinds: &[JobKind],
     now: i64,
 ) -> (Vec<Job>, Skipped) {
+    // The owner the API says wrote a Tweet wins over the inventory's, once the API said so.
     let tweets = || {
         inventory.entries.iter().map(|e| PlanTweet {
             id: e.id,
-            owner: e.owner.as_ref(),
+            owner: state.moved.get(&e.id).or(e.owner.as_ref()),
         })
     };
     let recheck = i64::try_from(config.inventory.recheck_after.as_secs()).unwrap_or(i64::MAX);
@@ -307,13 +313,20 @@ pub async fn run_once(
         client: Arc::clone(&ctx.client),
         store: Arc::clone(&ctx.store),
         states: state.tweets,
+        authors: ctx
+            .config
+            .accounts
+            .iter()
+            .filter_map(|a| Some((a.user_id?, a.handle.clone())))
+            .collect(),
+        moved: Mutex::new(HashMap::new()),
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
     // revoked token costs one request, not one per batch.
     let mut set = JoinSet::new();
-    let mut per_account: BTreeMap<crate::domain::Handle, Vec<Job>> = BTreeMap::new();
+    let mut per_account: BTreeMap<Handle, Vec<Job>> = BTreeMap::new();
     for job in jobs {
         match &job.credential {
             Credential::UserContext { account } => {
@@ -361,6 +374,7 @@ pub async fn run_once(
         requests,
         interrupted,
         rejected_accounts,
+        moved: batch.moved.lock().expect("not poisoned").len(),
         elapsed: started.elapsed(),
     };
     let summary = RunSummary {
@@ -398,6 +412,10 @@ struct BatchContext {
     client: Arc<ApiClient>,
     store: Arc<Mutex<Store>>,
     states: HashMap<TweetId, TweetState>,
+    /// Configured accounts by user id, to recognise them as authors in 403 answers.
+    authors: HashMap<u64, Handle>,
+    /// Tweets found this run to belong to another configured account, and which.
+    moved: Mutex<HashMap<TweetId, Handle>>,
     clock: Clock,
     shutdown: CancellationToken,
 }
@@ -409,9 +427,11 @@ struct JobDone {
     /// Shutdown came before the job was (completely) sent.
     interrupted: bool,
     /// The account whose token was refused.
-    rejected_account: Option<crate::domain::Handle>,
+    rejected_account: Option<Handle>,
     /// Tweets left out because their owner's token was refused.
     skipped_tweets: usize,
+    /// Jobs to run next: moved Tweets under their new owner.
+    followups: Vec<Job>,
 }
 
 impl JobDone {
@@ -420,6 +440,7 @@ impl JobDone {
         self.interrupted |= other.interrupted;
         self.rejected_account = self.rejected_account.take().or(other.rejected_account);
         self.skipped_tweets += other.skipped_tweets;
+        self.followups.extend(other.followups);
     }
 }
 
@@ -441,6 +462,15 @@ impl BatchContext {
         while let Some(joined) = set.join_next().await {
             done.merge(joined.map_err(|e| PipelineError::Task(e.to_string()))??);
         }
+        // Moved Tweets, under their new owner (once: a second move is left for the next run).
+        for job in std::mem::take(&mut done.followups) {
+            let me = Arc::clone(self);
+            let span = tracing::info_span!("batch", kind = job.kind.name(),
+                endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
+            let mut more = me.run_job(job).instrument(span).await?;
+            more.followups.clear();
+            done.merge(more);
+        }
         Ok(done)
     }
 
@@ -449,7 +479,7 @@ impl BatchContext {
     /// (public metrics only) and its series left for the next run; otherwise the rest at once.
     async fn run_account(
         self: Arc<Self>,
-        account: crate::domain::Handle,
+        account: Handle,
         mut jobs: Vec<Job>,
         span: tracing::Span,
     ) -> Result<JobDone, PipelineError> {
@@ -486,6 +516,21 @@ impl BatchContext {
     async fn run_job(&self, mut job: Job) -> Result<JobDone, PipelineError> {
         let mut done = JobDone::default();
         for strip in 0..=MAX_STRIPS {
+            // Tweets another batch of this run found to belong to another account go there.
+            let known: Vec<(TweetId, Handle)> = {
+                let moved = self.moved.lock().expect("not poisoned");
+                job.tweets
+                    .iter()
+                    .filter_map(|t| Some((*t, moved.get(t)?.clone())))
+                    .collect()
+            };
+            if strip == 0 && !known.is_empty() {
+                job.tweets.retain(|t| !known.iter().any(|(k, _)| k == t));
+                self.follow_moved(&job, &known, &mut done);
+                if job.tweets.is_empty() {
+                    return Ok(done);
+                }
+            }
             let started_at = (self.clock)();
             let timer = Instant::now();
             let window = job.cell.map(|cell| cell.window(started_at));
@@ -557,7 +602,7 @@ impl BatchContext {
                 }
                 Err(error) => error,
             };
-            let named = named_tweets(&job, &error);
+            let named = refusal(&job, &error, &self.authors);
             let strip_and_resend = !named.is_empty() && strip < MAX_STRIPS;
             record.error = Some(error.to_string());
             record.outcome = if strip_and_resend {
@@ -568,13 +613,14 @@ impl BatchContext {
             let auth_rejected = matches!(error, ApiError::Token(_) | ApiError::NoToken(_))
                 || error.status() == Some(401);
             if strip_and_resend {
-                tracing::info!(error = %error, refused = named.len(), "Marked the Tweets the API refused; sending the rest again");
+                tracing::info!(error = %error, refused = named.marked.len(), moved = named.moved.len(),
+                    "Marked the Tweets the API refused; sending the rest again");
             } else {
                 tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
             }
-            let changes = named.clone();
+            let (changes, moved) = (named.marked.clone(), named.moved.clone());
             self.blocking(record.clone(), move |store, rec| {
-                store.record_batch(rec, &changes)
+                store.record_batch(rec, &changes, &moved)
             })
             .await?;
             done.requests
@@ -582,12 +628,42 @@ impl BatchContext {
             if !strip_and_resend {
                 return Ok(done);
             }
-            job.tweets.retain(|t| !named.iter().any(|(n, _, _)| n == t));
+            // Tweets another configured account wrote are asked again at once under its token.
+            if !named.moved.is_empty() {
+                tracing::warn!(
+                    tweets = named.moved.len(),
+                    "The API says these Tweets belong to another configured account: collecting them under it (update the inventory)"
+                );
+                self.moved
+                    .lock()
+                    .expect("not poisoned")
+                    .extend(named.moved.iter().cloned());
+                self.follow_moved(&job, &named.moved, &mut done);
+            }
+            job.tweets.retain(|t| !named.names(t));
             if job.tweets.is_empty() {
                 return Ok(done);
             }
         }
         Ok(done)
+    }
+
+    /// Queues `job`'s `moved` Tweets as jobs under their new owners.
+    fn follow_moved(&self, job: &Job, moved: &[(TweetId, Handle)], done: &mut JobDone) {
+        let mut by_owner: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
+        for (id, owner) in moved {
+            by_owner.entry(owner).or_default().push(*id);
+        }
+        for (owner, tweets) in by_owner {
+            let credential = Credential::UserContext {
+                account: owner.clone(),
+            };
+            done.followups.push(Job {
+                credential,
+                tweets,
+                ..job.clone()
+            });
+        }
     }
 
     /// Runs a store write off the async threads.
@@ -687,7 +763,7 @@ fn answered_tweets(
     (answered, changes)
 }
 
-fn account_of(job: &Job) -> Option<crate::domain::Handle> {
+fn account_of(job: &Job) -> Option<Handle> {
     match &job.credential {
         Credential::UserContext { account } => Some(account.clone()),
         Credential::Bearer => None,
@@ -803,36 +879,78 @@ fn totals_write(
     }
 }
 
-/// Tweets a refused request names, with their new status: protected ones (400 "Tweet ID(s) are
-/// unavailable") and ones the owner's token may not read (403 "Forbidden to access tweets: …").
-fn named_tweets(job: &Job, error: &ApiError) -> Vec<StatusChange> {
+/// What a refused request says about the Tweets it names.
+#[derive(Debug, Default)]
+struct Refusal {
+    /// Protected ones (400 "Tweet ID(s) are unavailable") and ones the owner's token may not
+    /// read (403 "Forbidden to access tweets …"), with their new status.
+    marked: Vec<StatusChange>,
+    /// Ones the API says another configured account wrote ("… for author id N: …" where N is
+    /// that account's `user_id`): collected under that account from now on.
+    moved: Vec<(TweetId, Handle)>,
+}
+
+impl Refusal {
+    fn is_empty(&self) -> bool {
+        self.marked.is_empty() && self.moved.is_empty()
+    }
+
+    fn names(&self, id: &TweetId) -> bool {
+        self.marked.iter().any(|(t, _, _)| t == id) || self.moved.iter().any(|(t, _)| t == id)
+    }
+}
+
+/// Reads the Tweets a refused request names; `authors` maps configured accounts' user ids.
+fn refusal(job: &Job, error: &ApiError, authors: &HashMap<u64, Handle>) -> Refusal {
     let status = match error.status() {
         Some(403) if matches!(job.credential, Credential::UserContext { .. }) => {
             TweetStatus::Forbidden
         }
         Some(400) => TweetStatus::Protected,
-        _ => return Vec::new(),
+        _ => return Refusal::default(),
     };
     let requested: HashSet<TweetId> = job.tweets.iter().copied().collect();
     let detail = (!error.api_errors().is_empty()).then(|| error.api_errors().join("; "));
-    let mut out: Vec<_> = error
-        .unavailable_ids()
-        .iter()
-        .filter(|id| requested.contains(id))
-        .map(|id| (*id, status, detail.clone()))
-        .collect();
+    let mut out = Refusal {
+        marked: error
+            .unavailable_ids()
+            .iter()
+            .filter(|id| requested.contains(id))
+            .map(|id| (*id, status, detail.clone()))
+            .collect(),
+        moved: Vec::new(),
+    };
     for message in error.api_errors() {
         let lower = message.to_ascii_lowercase();
         if !(lower.contains("forbidden to access tweets") || lower.contains("are unavailable")) {
             continue;
         }
+        let new_owner = author_id(message)
+            .and_then(|a| authors.get(&a))
+            .filter(|h| Some(*h) != account_of(job).as_ref());
         for id in ids_in(message) {
-            if requested.contains(&id) && !out.iter().any(|(o, _, _)| *o == id) {
-                out.push((id, status, Some(message.clone())));
+            if !requested.contains(&id) || out.names(&id) {
+                continue;
+            }
+            match new_owner {
+                Some(owner) => out.moved.push((id, owner.clone())),
+                None => out.marked.push((id, status, Some(message.clone()))),
             }
         }
     }
     out
+}
+
+/// The author id in "Forbidden to access tweets for author id 18435372: …".
+fn author_id(message: &str) -> Option<u64> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("author id")? + "author id".len();
+    let digits: String = lower[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Tweet IDs named in an API message: the numbers after its last ':' (separated by ',', ';' or spaces).
@@ -856,5 +974,15 @@ mod tests {
         let old = "Forbidden to access tweets for author id 18435372: 640026211712786432, 640026277605339136";
         assert_eq!(ids_in(old).len(), 2);
         assert!(ids_in("internal server error").is_empty());
+    }
+
+    #[test]
+    fn author_ids_are_read_from_the_2016_message_form() {
+        let m = "Forbidden to access tweets for author id 18435372: 640026211712786432, 640026277605339136";
+        assert_eq!(author_id(m), Some(18_435_372));
+        assert_eq!(
+            author_id("Forbidden to access tweets: 1054424731825229824;"),
+            None
+        );
     }
 }

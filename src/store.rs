@@ -321,7 +321,7 @@ impl Store {
         let mut known: HashMap<i64, (Option<String>, bool)> = HashMap::new();
         {
             let mut stmt =
-                tx.prepare("SELECT tweet_id, owner, removed_at IS NOT NULL FROM tweets")?;
+                tx.prepare("SELECT tweet_id, listed_owner, removed_at IS NOT NULL FROM tweets")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?))))?;
             for row in rows {
                 let (id, v) = row?;
@@ -331,10 +331,11 @@ impl Store {
         let mut report = SyncReport::default();
         {
             let mut insert = tx.prepare(
-                "INSERT INTO tweets (tweet_id, owner, created_at, first_seen_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
+                 VALUES (?1, ?2, ?2, ?3, ?4)",
             )?;
             let mut set_owner = tx.prepare(
-                "UPDATE tweets SET owner = ?2, status = 'active', status_detail = NULL, \
+                "UPDATE tweets SET owner = ?2, listed_owner = ?2, status = 'active', status_detail = NULL, \
                  status_changed_at = ?3, status_checked_at = NULL WHERE tweet_id = ?1",
             )?;
             let mut restore =
@@ -403,6 +404,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Tweets the API attributes to another configured account than the inventory does.
+    pub fn moved_owners(&self) -> Result<HashMap<TweetId, Handle>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tweet_id, owner FROM tweets WHERE removed_at IS NULL \
+             AND owner IS NOT listed_owner AND owner IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, owner) = row?;
+            if let (Some(id), Ok(owner)) = (TweetId::new(id as u64), owner.parse()) {
+                out.insert(id, owner);
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts a run and returns its id.
     pub fn begin_run(&mut self, kinds: &[&str], started_at: i64) -> Result<i64, StoreError> {
         self.conn.execute(
@@ -430,14 +448,22 @@ impl Store {
         Ok(())
     }
 
-    /// Records a batch that produced no data (it failed, or was refused as a whole).
+    /// Records a batch that produced no data (it failed, or was refused as a whole), with the
+    /// statuses it revealed and the Tweets the API says belong to another configured account.
     pub fn record_batch(
         &mut self,
         record: &BatchRecord,
         status_changes: &[StatusChange],
+        moved: &[(TweetId, Handle)],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         apply_status_changes(&tx, status_changes, record.started_at)?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE tweets SET owner = ?2 WHERE tweet_id = ?1")?;
+            for (id, owner) in moved {
+                stmt.execute(params![id.get() as i64, owner.as_str()])?;
+            }
+        }
         insert_request(&tx, record, 0)?;
         tx.commit()?;
         Ok(())

@@ -90,6 +90,13 @@ pub fn print_report(report: &RunReport) {
             ""
         }
     );
+    if report.moved > 0 {
+        println!(
+            "  {} Tweets belong to another configured account, says the API; they were collected under it \
+             (update their owner in the inventory)",
+            report.moved
+        );
+    }
     for account in &report.rejected_accounts {
         println!(
             "  account {account}: the API refused its token (401); its public metrics were read with the \

@@ -198,3 +198,67 @@ async fn a_revoked_token_costs_one_request_per_run() {
         (300, 300, 0)
     );
 }
+
+/// A Tweet that changed hands to another configured account: the first request naming it is
+/// refused once (403 naming the new author), the Tweet is asked again at once under the new
+/// owner's token and stored under it; later runs ask the right owner, with no second 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reowned_tweet_moves_to_its_new_owner_without_a_second_403() {
+    let w = crate::helpers::world_with(
+        30,
+        10,
+        5,
+        "\n[[tweets.reowned]]\nfrom = \"acme\"\nto = \"bob\"\ncount = 3\n",
+    );
+    let app = TestApp::spawn(w).await;
+    app.edit_config(two_series_metrics);
+    let moved: Vec<i64> = app
+        .sim()
+        .tweets()
+        .iter()
+        .filter(|t| t.is_reowned())
+        .map(|t| t.id.get() as i64)
+        .collect();
+    assert_eq!(moved.len(), 3);
+    let ctx = app.context();
+    let first = app.run(&ctx, &JobKind::ALL).await;
+    assert_eq!(first.exit_code(), 0, "{first:?}");
+    assert_eq!(first.moved, 3);
+    let forbidden = |app: &TestApp| -> u64 {
+        app.sim()
+            .stats()
+            .requests
+            .iter()
+            .filter(|r| r.status == 403)
+            .map(|r| r.count)
+            .sum()
+    };
+    let after_first = forbidden(&app);
+    assert!(after_first >= 1);
+
+    let second = app.run(&ctx, &JobKind::ALL).await;
+    assert_eq!(second.exit_code(), 0, "{second:?}");
+    assert_eq!(forbidden(&app), after_first, "no second 403");
+    let db = app.db();
+    for id in moved {
+        let (owner, listed, status): (String, String, String) = db
+            .query_row(
+                "SELECT owner, listed_owner, status FROM tweets WHERE tweet_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (owner.as_str(), listed.as_str(), status.as_str()),
+            ("bob", "acme", "active")
+        );
+        let favorites: i64 = db
+            .query_row(
+                "SELECT count(*) FROM latest_totals WHERE tweet_id = ?1 AND owner = 'bob' AND metric = 'favorites'",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(favorites, 1);
+    }
+}
