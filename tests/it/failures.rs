@@ -64,6 +64,7 @@ async fn runs_under_faults_converge_to_the_fault_free_database() {
     faulty_world.faults.server_error = 0.2;
     faulty_world.faults.rate_limited = 0.1;
     faulty_world.faults.malformed = 0.05;
+    faulty_world.faults.dropped = 0.05;
     let faulty = TestApp::spawn_at(faulty_world, t0).await;
     faulty.edit_config(|c| two_series_metrics(fast_retries(c)));
     let clean = TestApp::spawn_at(world(40, 25, 300, 2), t0).await;
@@ -235,6 +236,20 @@ async fn a_reowned_tweet_moves_to_its_new_owner_without_a_second_403() {
     };
     let after_first = forbidden(&app);
     assert!(after_first >= 1);
+
+    // A 403 is never retried: each one is one refused ledger row of one attempt.
+    let (refused, attempts): (i64, i64) = app
+        .db()
+        .query_row(
+            "SELECT count(*), sum(attempts) FROM requests WHERE http_status = 403",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (refused as u64, attempts as u64),
+        (after_first, after_first)
+    );
 
     let second = app.run(&ctx, &JobKind::ALL).await;
     assert_eq!(second.exit_code(), 0, "{second:?}");

@@ -229,6 +229,23 @@ async fn protected_tweets_are_stripped_marked_and_rested() {
         )
         .unwrap();
     assert_eq!(with_data, 50 - 3, "every other Tweet is stored");
+    // A 400 is never retried: the simulator answered exactly as many as the ledger's refused rows.
+    let answered_400: u64 = app
+        .sim()
+        .stats()
+        .requests
+        .iter()
+        .filter(|r| r.status == 400)
+        .map(|r| r.count)
+        .sum();
+    let refused_rows: i64 = db
+        .query_row(
+            "SELECT count(*) FROM requests WHERE http_status = 400 AND attempts = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(answered_400, refused_rows as u64);
     let refused = report
         .requests
         .iter()
