@@ -28,7 +28,11 @@ CREATE TABLE tweets (
     status_checked_at INTEGER,                    -- when the API last reported this status
     first_seen_at     INTEGER NOT NULL,           -- first time the inventory listed it
     removed_at        INTEGER,                    -- NULL while listed in the inventory
-    totals_checked_at INTEGER                     -- last successful /totals answer for it
+    totals_checked_at INTEGER,                    -- last successful /totals answer for it
+    -- Metrics the API refused for this Tweet (unsupported_* lists: impressions/engagements of
+    -- Tweets over 90 days old, video views of Tweets over 1800 days old), as a bit set:
+    -- bit metric_id set = never asked again. Test with: unsupported_metrics & (1 << metric_id)
+    unsupported_metrics INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
 CREATE INDEX tweets_owner ON tweets (owner, created_at);

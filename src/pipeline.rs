@@ -823,6 +823,7 @@ fn series_write(
         },
         status_changes,
         handle: account_of(job),
+        unsupported: unsupported(job, parsed),
     }
 }
 
@@ -876,7 +877,27 @@ fn totals_write(
         checked,
         status_changes,
         handle: account_of(job),
+        unsupported: unsupported(job, parsed),
     }
+}
+
+/// The (Tweet, metric) pairs an answer's `unsupported_*` lists refuse, among those asked for.
+fn unsupported(job: &Job, parsed: &Parsed) -> Vec<(TweetId, Metric)> {
+    let lists = [
+        (
+            &parsed.unsupported_impressions,
+            &[Metric::Impressions, Metric::Engagements][..],
+        ),
+        (&parsed.unsupported_video_views, &[Metric::VideoViews][..]),
+    ];
+    lists
+        .into_iter()
+        .flat_map(|(ids, metrics)| {
+            ids.iter()
+                .flat_map(move |id| metrics.iter().map(move |m| (*id, *m)))
+        })
+        .filter(|(id, m)| job.tweets.contains(id) && job.metrics.contains(m))
+        .collect()
 }
 
 /// What a refused request says about the Tweets it names.

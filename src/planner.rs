@@ -140,14 +140,22 @@ pub fn plan_totals<'a>(
     }
     let user_metrics: Vec<Metric> = Endpoint::Totals.metrics();
     let mut jobs = Vec::new();
-    push_per_owner(&mut jobs, JobKind::Totals, owned, &user_metrics, checked);
+    push_per_owner(
+        &mut jobs,
+        JobKind::Totals,
+        owned,
+        &user_metrics,
+        states,
+        true,
+    );
     push_batches(
         &mut jobs,
         JobKind::Totals,
         Credential::Bearer,
         bearer,
         &Metric::PUBLIC,
-        checked,
+        states,
+        true,
     );
     if policy.max_requests.is_some() {
         // Batches hold their group's stalest Tweets first, so the stalest batches go first.
@@ -215,7 +223,14 @@ pub fn plan_hourly<'a>(
         }
     }
     let mut jobs = Vec::new();
-    push_per_owner(&mut jobs, JobKind::Hourly, owned, &policy.metrics, |_| 0);
+    push_per_owner(
+        &mut jobs,
+        JobKind::Hourly,
+        owned,
+        &policy.metrics,
+        states,
+        false,
+    );
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
     (jobs, skipped)
 }
@@ -264,7 +279,8 @@ pub fn plan_historical<'a>(
             credential,
             ids,
             &policy.metrics,
-            |_| 0,
+            states,
+            false,
         );
         for job in &mut jobs[first..] {
             job.cell = Some(cell);
@@ -280,13 +296,14 @@ fn push_per_owner(
     kind: JobKind,
     owned: BTreeMap<&Handle, Vec<TweetId>>,
     metrics: &[Metric],
-    checked: impl Fn(&TweetId) -> i64 + Copy,
+    states: &HashMap<TweetId, TweetState>,
+    stalest_first: bool,
 ) {
     for (owner, ids) in owned {
         let credential = Credential::UserContext {
             account: owner.clone(),
         };
-        push_batches(jobs, kind, credential, ids, metrics, checked);
+        push_batches(jobs, kind, credential, ids, metrics, states, stalest_first);
     }
 }
 
@@ -299,40 +316,69 @@ fn apply_budget(jobs: &mut Vec<Job>, max: Option<u32>, skipped: &mut Skipped) {
 }
 
 /// Splits one group into the fewest requests, `ceil(n / max_ids)`, sizes differing by at most
-/// one; the least recently checked Tweets (`checked`) fill the first batches.
+/// one. Tweets for which the API refused some of `metrics` (remembered in `states`) form their
+/// own subgroups without those metrics, so they are never asked for them again. With
+/// `stalest_first`, the least recently checked Tweets fill the first batches.
 fn push_batches(
     jobs: &mut Vec<Job>,
     kind: JobKind,
     credential: Credential,
     mut ids: Vec<TweetId>,
     metrics: &[Metric],
-    checked: impl Fn(&TweetId) -> i64,
+    states: &HashMap<TweetId, TweetState>,
+    stalest_first: bool,
 ) {
     ids.sort_unstable();
     ids.dedup();
-    if ids.is_empty() {
-        return;
+    let asked = metric_mask(metrics);
+    let mut by_mask: BTreeMap<u32, Vec<TweetId>> = BTreeMap::new();
+    for id in ids {
+        let refused = states.get(&id).map_or(0, |s| s.unsupported) & asked;
+        by_mask.entry(refused).or_default().push(id);
     }
-    ids.sort_by_cached_key(|id| (checked(id), *id));
-    let endpoint = kind.endpoint();
-    let batches = ids.len().div_ceil(endpoint.max_ids());
-    let base = ids.len() / batches;
-    let extra = ids.len() % batches;
-    let mut rest = ids.as_slice();
-    for i in 0..batches {
-        let (head, tail) = rest.split_at(base + usize::from(i < extra));
-        rest = tail;
-        let mut tweets = head.to_vec();
-        tweets.sort_unstable();
-        jobs.push(Job {
-            kind,
-            endpoint,
-            credential: credential.clone(),
-            tweets,
-            metrics: metrics.to_vec(),
-            cell: None,
-        });
+    for (refused, mut ids) in by_mask {
+        let metrics: Vec<Metric> = metrics
+            .iter()
+            .copied()
+            .filter(|m| refused & metric_mask(&[*m]) == 0)
+            .collect();
+        if metrics.is_empty() {
+            continue;
+        }
+        if stalest_first {
+            let checked = |id: &TweetId| {
+                states
+                    .get(id)
+                    .and_then(|s| s.totals_checked_at)
+                    .unwrap_or(i64::MIN)
+            };
+            ids.sort_by_cached_key(|id| (checked(id), *id));
+        }
+        let endpoint = kind.endpoint();
+        let batches = ids.len().div_ceil(endpoint.max_ids());
+        let base = ids.len() / batches;
+        let extra = ids.len() % batches;
+        let mut rest = ids.as_slice();
+        for i in 0..batches {
+            let (head, tail) = rest.split_at(base + usize::from(i < extra));
+            rest = tail;
+            let mut tweets = head.to_vec();
+            tweets.sort_unstable();
+            jobs.push(Job {
+                kind,
+                endpoint,
+                credential: credential.clone(),
+                tweets,
+                metrics: metrics.clone(),
+                cell: None,
+            });
+        }
     }
+}
+
+/// The bit set of `metrics` by metric id (as stored in `tweets.unsupported_metrics`).
+pub fn metric_mask(metrics: &[Metric]) -> u32 {
+    metrics.iter().fold(0, |m, metric| m | (1 << metric.id()))
 }
 
 #[cfg(test)]
@@ -445,6 +491,7 @@ mod tests {
             status,
             status_checked_at: Some(NOW - checked_ago),
             totals_checked_at: None,
+            unsupported: 0,
         }
     }
 
@@ -507,6 +554,7 @@ mod tests {
                     status: TweetStatus::Active,
                     status_checked_at: None,
                     totals_checked_at: Some(NOW + run),
+                    unsupported: 0,
                 };
                 states.insert(*id, s);
             }
@@ -664,6 +712,37 @@ mod tests {
         assert_eq!(Cell::of(HISTORICAL_EPOCH - 1), Cell::of(HISTORICAL_EPOCH));
         assert_eq!(Cell::starting_at(cell.start()), Some(cell));
         assert_eq!(Cell::starting_at(cell.start() + 3600), None);
+    }
+
+    /// Tweets that refused a metric form their own batches without it; the others keep it.
+    #[test]
+    fn refused_metrics_split_their_tweets_off() {
+        let public = tweets(300, 400, 1);
+        let mut states = HashMap::new();
+        for id in &public[..10] {
+            let s = TweetState {
+                status: TweetStatus::Active,
+                status_checked_at: None,
+                totals_checked_at: None,
+                unsupported: metric_mask(&[Metric::VideoViews]),
+            };
+            states.insert(*id, s);
+        }
+        let input = public.iter().map(|id| PlanTweet {
+            id: *id,
+            owner: None,
+        });
+        let (jobs, _) = plan_totals(input, &states, default_policy(), NOW);
+        // 290 with video views (2 requests), 10 without (1 request).
+        assert_eq!(jobs.len(), 3);
+        let without: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| !j.metrics.contains(&Metric::VideoViews))
+            .collect();
+        assert_eq!(without.len(), 1);
+        assert_eq!(without[0].tweets.len(), 10);
+        assert_eq!(without[0].metrics.len(), 4);
+        assert!(without[0].tweets.iter().all(|t| states.contains_key(t)));
     }
 
     #[test]

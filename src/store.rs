@@ -94,6 +94,8 @@ pub struct TweetState {
     pub status_checked_at: Option<i64>,
     /// When `/totals` last answered for the Tweet.
     pub totals_checked_at: Option<i64>,
+    /// Metrics the API refused for the Tweet (`unsupported_*` lists), as a bit set by metric id.
+    pub unsupported: u32,
 }
 
 /// How the inventory mirror changed.
@@ -157,6 +159,8 @@ pub struct TotalsWrite {
     pub status_changes: Vec<StatusChange>,
     /// The account whose token was used, counted in `handle_usage`.
     pub handle: Option<Handle>,
+    /// Metrics the API refused for a Tweet (`unsupported_*` lists): never asked again.
+    pub unsupported: Vec<(TweetId, Metric)>,
 }
 
 /// The data of one answered `/28hr` or `/historical` batch.
@@ -177,6 +181,8 @@ pub struct SeriesWrite {
     pub covered: Vec<TweetId>,
     pub status_changes: Vec<StatusChange>,
     pub handle: Option<Handle>,
+    /// Metrics the API refused for a Tweet (`unsupported_*` lists): never asked again.
+    pub unsupported: Vec<(TweetId, Metric)>,
 }
 
 /// Summary of a finished run, as stored in `runs`.
@@ -375,8 +381,9 @@ impl Store {
     /// What the planner needs of every known Tweet: its status and when `/totals` last answered.
     pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT tweet_id, status, status_checked_at, totals_checked_at FROM tweets \
-             WHERE removed_at IS NULL AND (status <> 'active' OR totals_checked_at IS NOT NULL)",
+            "SELECT tweet_id, status, status_checked_at, totals_checked_at, unsupported_metrics \
+             FROM tweets WHERE removed_at IS NULL \
+             AND (status <> 'active' OR totals_checked_at IS NOT NULL OR unsupported_metrics <> 0)",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -384,11 +391,12 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<i64>>(2)?,
                 r.get::<_, Option<i64>>(3)?,
+                r.get::<_, i64>(4)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (id, status, status_checked_at, totals_checked_at) = row?;
+            let (id, status, status_checked_at, totals_checked_at, unsupported) = row?;
             if let Some(id) = TweetId::new(id as u64) {
                 let status = TweetStatus::parse(&status);
                 out.insert(
@@ -397,6 +405,7 @@ impl Store {
                         status,
                         status_checked_at,
                         totals_checked_at,
+                        unsupported: u32::try_from(unsupported).unwrap_or(0),
                     },
                 );
             }
@@ -505,6 +514,7 @@ impl Store {
             }
         }
         apply_status_changes(&tx, &data.status_changes, data.observed_at)?;
+        note_unsupported(&tx, &data.unsupported)?;
         if let Some(handle) = &data.handle {
             note_handle_usage(&tx, handle, data.observed_at)?;
         }
@@ -578,6 +588,7 @@ impl Store {
             }
         }
         apply_status_changes(&tx, &data.status_changes, data.fetched_at)?;
+        note_unsupported(&tx, &data.unsupported)?;
         if let Some(handle) = &data.handle {
             note_handle_usage(&tx, handle, data.fetched_at)?;
         }
@@ -669,6 +680,19 @@ fn apply_status_changes(
     )?;
     for (id, status, detail) in changes {
         stmt.execute(params![id.get() as i64, status.as_str(), detail, now])?;
+    }
+    Ok(())
+}
+
+fn note_unsupported(
+    tx: &rusqlite::Transaction<'_>,
+    refused: &[(TweetId, Metric)],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE tweets SET unsupported_metrics = unsupported_metrics | (1 << ?2) WHERE tweet_id = ?1",
+    )?;
+    for (id, metric) in refused {
+        stmt.execute(params![id.get() as i64, metric.id()])?;
     }
     Ok(())
 }
@@ -910,6 +934,7 @@ mod tests {
             covered: vec![t],
             status_changes: Vec::new(),
             handle: None,
+            unsupported: Vec::new(),
         };
         let mut rec = record(run, 1);
         rec.endpoint = Endpoint::Historical;

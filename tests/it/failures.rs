@@ -277,3 +277,65 @@ async fn a_reowned_tweet_moves_to_its_new_owner_without_a_second_403() {
         assert_eq!(favorites, 1);
     }
 }
+
+/// Metrics the API refuses for a Tweet (`unsupported_for_video_views_tweet_ids` for Tweets over
+/// 1800 days old) are remembered and never asked for that Tweet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_metrics_are_not_asked_again() {
+    let mut w = world(0, 0, 400, 0);
+    w.tweets.spread_days = 2500;
+    let app = TestApp::spawn(w).await;
+    let now = app.sim().now();
+    let old: BTreeSet<i64> = app
+        .sim()
+        .tweets()
+        .iter()
+        .filter(|t| t.id.age_at(now) > 1800 * 86_400)
+        .map(|t| t.id.get() as i64)
+        .collect();
+    assert!(!old.is_empty());
+    let ctx = app.context();
+    assert_eq!(app.run(&ctx, &[JobKind::Totals]).await.exit_code(), 0);
+
+    let db = app.db();
+    let flagged: BTreeSet<i64> = db
+        .prepare("SELECT tweet_id FROM tweets WHERE unsupported_metrics & (1 << 7) <> 0")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        flagged, old,
+        "video views refused for exactly the Tweets over 1800 days old"
+    );
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM latest_totals l JOIN tweets t USING (tweet_id) \
+             WHERE l.metric = 'video_views' AND t.unsupported_metrics & (1 << 7) <> 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 0, "the API's placeholder \"0\" is not stored");
+
+    let config = app.config();
+    let inventory = engagement_ingest::pipeline::load_inventory(&config).unwrap();
+    let state = {
+        let store = ctx.store.lock().unwrap();
+        engagement_ingest::pipeline::PlanState::read(&store).unwrap()
+    };
+    let (jobs, _) =
+        engagement_ingest::pipeline::plan(&config, &inventory, &state, &[JobKind::Totals], now);
+    for job in &jobs {
+        let asks_video = job
+            .metrics
+            .contains(&engagement_ingest::domain::Metric::VideoViews);
+        let has_old = job.tweets.iter().any(|t| old.contains(&(t.get() as i64)));
+        assert!(
+            !(asks_video && has_old),
+            "video views asked again for a Tweet that refused them"
+        );
+    }
+    assert_eq!(jobs.iter().map(|j| j.tweets.len()).sum::<usize>(), 400);
+}
