@@ -694,4 +694,72 @@ mod tests {
             );
         }
     }
+
+    /// Against a stub server answering one fixed status: 400, 401, 403, 404 and 406 are sent
+    /// once; 429 and 5xx up to the attempt limit (the stub's hit count proves it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_transient_statuses_are_retried() {
+        use std::sync::atomic::AtomicUsize;
+        for (status, expected) in [
+            (400u16, 1usize),
+            (401, 1),
+            (403, 1),
+            (404, 1),
+            (406, 1),
+            (429, 3),
+            (500, 3),
+            (503, 3),
+        ] {
+            let hits = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&hits);
+            let app = axum::Router::new().fallback(move || {
+                let counter = Arc::clone(&counter);
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        r#"{"errors":["stub"]}"#,
+                    )
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move { axum::serve(listener, app).await });
+            let settings = ClientSettings {
+                base_url: format!("http://{addr}"),
+                token_url: format!("http://{addr}/oauth2/token"),
+                timeout: Duration::from_secs(5),
+                user_agent: "test".into(),
+                max_in_flight: 1,
+                app: AppKeys {
+                    consumer_key: "k".into(),
+                    consumer_secret: Secret::new("s"),
+                },
+                bearer_token: Some(Secret::new("b")),
+                accounts: HashMap::new(),
+                limits: HashMap::new(),
+                retry: RetryPolicy {
+                    max_attempts: 3,
+                    max_elapsed: Duration::from_secs(10),
+                    min_delay: Duration::from_millis(1),
+                    max_delay: Duration::from_millis(5),
+                },
+            };
+            let client = ApiClient::new(settings, crate::domain::system_clock()).unwrap();
+            let outcome = client
+                .send(
+                    Endpoint::Totals,
+                    &Credential::Bearer,
+                    &serde_json::json!({}),
+                    |_| Ok(()),
+                    &CancellationToken::new(),
+                )
+                .await;
+            assert!(outcome.result.is_err());
+            assert_eq!(outcome.status, Some(status));
+            assert_eq!((status, hits.load(Ordering::SeqCst)), (status, expected));
+            assert_eq!(outcome.attempts as usize, expected);
+            server.abort();
+        }
+    }
 }
