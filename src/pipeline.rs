@@ -517,12 +517,18 @@ impl BatchContext {
         let mut done = JobDone::default();
         for strip in 0..=MAX_STRIPS {
             // Tweets another batch of this run found to belong to another account go there.
-            let known: Vec<(TweetId, Handle)> = {
-                let moved = self.moved.lock().expect("not poisoned");
-                job.tweets
-                    .iter()
-                    .filter_map(|t| Some((*t, moved.get(t)?.clone())))
-                    .collect()
+            // (Only user-context jobs: the bearer token reads anyone's public metrics.)
+            let known: Vec<(TweetId, Handle)> = match account_of(&job) {
+                Some(account) => {
+                    let moved = self.moved.lock().expect("not poisoned");
+                    job.tweets
+                        .iter()
+                        .filter_map(|t| {
+                            Some((*t, moved.get(t).filter(|o| **o != account)?.clone()))
+                        })
+                        .collect()
+                }
+                None => Vec::new(),
             };
             if strip == 0 && !known.is_empty() {
                 job.tweets.retain(|t| !known.iter().any(|(k, _)| k == t));
