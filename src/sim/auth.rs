@@ -149,9 +149,23 @@ pub fn client_credentials_ok(world: &World, authorization: Option<&str>, body: &
 pub struct Authenticator {
     /// (token, nonce) → the request's timestamp.
     nonces: Mutex<HashMap<(String, String), i64>>,
+    /// The bearer token issued now, when it was rotated away from the world's.
+    bearer: Mutex<Option<String>>,
 }
 
 impl Authenticator {
+    /// The bearer token `POST /oauth2/token` issues and requests must carry.
+    pub fn bearer(&self, world: &World) -> String {
+        let rotated = self.bearer.lock().expect("bearer lock").clone();
+        rotated.unwrap_or_else(|| world.app.bearer_token.clone())
+    }
+
+    /// Invalidates the current bearer token and issues `new` from now on (what
+    /// `POST oauth2/invalidate_token` followed by a new `POST oauth2/token` does).
+    pub fn rotate_bearer(&self, new: &str) {
+        *self.bearer.lock().expect("bearer lock") = Some(new.to_string());
+    }
+
     /// Authenticates `req` at simulator time `now` (Unix seconds).
     pub fn authenticate(
         &self,
@@ -160,7 +174,7 @@ impl Authenticator {
         now: i64,
     ) -> Result<Credential, AuthError> {
         match scheme(req.authorization).ok_or(AuthError::UnknownType)? {
-            Scheme::Bearer(token) if token == world.app.bearer_token => Ok(Credential::Bearer),
+            Scheme::Bearer(token) if token == self.bearer(world) => Ok(Credential::Bearer),
             Scheme::Bearer(_) => Err(AuthError::InvalidBearer),
             Scheme::OAuth(rest) => self.verify_oauth(world, req, rest, now),
         }

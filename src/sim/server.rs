@@ -139,7 +139,7 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     {
         Reply::json(
             200,
-            json!({"token_type": "bearer", "access_token": sim.world().app.bearer_token}),
+            json!({"token_type": "bearer", "access_token": sim.bearer_token()}),
         )
     } else {
         // The api.twitter.com error format (engagement-api §6.2), not this host's plain strings.

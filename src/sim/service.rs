@@ -186,6 +186,17 @@ impl Sim {
         out
     }
 
+    /// The bearer token the simulator issues and accepts now.
+    pub fn bearer_token(&self) -> String {
+        self.auth.bearer(&self.world)
+    }
+
+    /// Invalidates the bearer token and issues `new` from now on: requests still carrying the
+    /// old one get 401, as after `POST oauth2/invalidate_token`.
+    pub fn rotate_bearer(&self, new: &str) {
+        self.auth.rotate_bearer(new);
+    }
+
     /// A worker config pointing at this simulator (see [`World::worker_config_toml`]).
     pub fn worker_config_toml(&self, base_url: &str, inventory_path: &str) -> String {
         self.world.worker_config_toml(base_url, inventory_path)

@@ -339,3 +339,27 @@ async fn refused_metrics_are_not_asked_again() {
     }
     assert_eq!(jobs.iter().map(|j| j.tweets.len()).sum::<usize>(), 400);
 }
+
+/// A bearer token obtained from the token endpoint and later invalidated gets 401 once; the
+/// worker obtains a new one and the batch succeeds, with no other request failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_bearer_token_is_obtained_again_once() {
+    let app = TestApp::spawn(world(0, 0, 300, 0)).await;
+    let ctx = app.context();
+    assert_eq!(app.run(&ctx, &[JobKind::Totals]).await.exit_code(), 0);
+    app.sim().rotate_bearer("AAAA-rotated-bearer");
+    let second = app.run(&ctx, &[JobKind::Totals]).await;
+    assert_eq!(second.exit_code(), 0, "{second:?}");
+    let stats = app.sim().stats();
+    let count = |endpoint: &str, status: u16| -> u64 {
+        stats
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == endpoint && r.status == status)
+            .map(|r| r.count)
+            .sum()
+    };
+    assert_eq!(count("oauth2/token", 200), 2, "{stats:?}");
+    assert_eq!(count("totals", 401), 1, "{stats:?}");
+    assert_eq!(count("totals", 200), 4, "{stats:?}");
+}
