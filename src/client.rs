@@ -315,8 +315,14 @@ impl ApiClient {
         attempts.fetch_add(1, Ordering::Relaxed);
         let url = self.url(endpoint);
         // Signed per attempt: a retried request needs a fresh nonce and timestamp.
+        let mut bearer_used = None;
         let authorization = match credential {
-            Credential::Bearer => auth::bearer_header(&self.bearer().await?),
+            Credential::Bearer => {
+                let token = self.bearer().await?;
+                let header = auth::bearer_header(&token);
+                bearer_used = Some(token);
+                header
+            }
             Credential::UserContext { account } => {
                 let user = self
                     .settings
@@ -347,7 +353,10 @@ impl ApiClient {
             .bytes()
             .await
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
-        if status == 401 && *credential == Credential::Bearer && self.forget_bearer().await {
+        let refused_bearer = bearer_used.filter(|_| status == 401);
+        if let Some(token) = refused_bearer
+            && self.forget_bearer(&token).await
+        {
             // An obtained bearer token can be invalidated: obtain a new one, once per client.
             return Err(ApiError::Transport(
                 "the bearer token was refused (401); obtaining a new one".into(),
@@ -365,15 +374,23 @@ impl ApiClient {
         Ok(check(&bytes)?)
     }
 
-    /// Forgets an obtained bearer token so the next request obtains a new one; only once per
-    /// client, and never for a token from the config (a new one cannot be had). Returns whether
-    /// it forgot.
-    async fn forget_bearer(&self) -> bool {
-        if self.settings.bearer_token.is_some() || self.bearer_renewed.swap(true, Ordering::SeqCst)
-        {
+    /// After a 401 on the obtained bearer token `refused`: whether to send again with a new
+    /// one. The first batch to see it refused forgets it (once per client: a new token that is
+    /// refused too is final); batches that sent the same old token concurrently just retry with
+    /// whatever is current. A token from the config is never replaced (a new one cannot be had).
+    async fn forget_bearer(&self, refused: &Secret) -> bool {
+        if self.settings.bearer_token.is_some() {
             return false;
         }
-        *self.bearer.lock().await = None;
+        let mut slot = self.bearer.lock().await;
+        let current = matches!(slot.as_ref(), Some(Ok(t)) if t.expose() == refused.expose());
+        if !current {
+            return true; // already forgotten or replaced by another batch
+        }
+        if self.bearer_renewed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        *slot = None;
         true
     }
 

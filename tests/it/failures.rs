@@ -340,8 +340,8 @@ async fn refused_metrics_are_not_asked_again() {
     assert_eq!(jobs.iter().map(|j| j.tweets.len()).sum::<usize>(), 400);
 }
 
-/// A bearer token obtained from the token endpoint and later invalidated gets 401 once; the
-/// worker obtains a new one and the batch succeeds, with no other request failing.
+/// A bearer token obtained from the token endpoint and later invalidated gets 401 (once per
+/// batch that carried it); the worker obtains one new token and every batch succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_bearer_token_is_obtained_again_once() {
     let app = TestApp::spawn(world(0, 0, 300, 0)).await;
@@ -359,7 +359,9 @@ async fn an_invalidated_bearer_token_is_obtained_again_once() {
             .map(|r| r.count)
             .sum()
     };
+    // One new token for the whole run, however many batches carried the old one at once.
     assert_eq!(count("oauth2/token", 200), 2, "{stats:?}");
-    assert_eq!(count("totals", 401), 1, "{stats:?}");
+    let refused = count("totals", 401);
+    assert!((1..=second.planned as u64).contains(&refused), "{stats:?}");
     assert_eq!(count("totals", 200), 4, "{stats:?}");
 }
