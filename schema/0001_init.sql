@@ -59,11 +59,12 @@ CREATE TABLE series (
 ) STRICT, WITHOUT ROWID;
 
 -- Historical grid cells (28 days, anchored at 2014-09-01T00:00Z) fetched per Tweet.
--- A cell is complete once fetched_at >= cell + 28 days.
+-- A cell is complete once a fetch reached its end: fetched_until >= cell + 28 days.
 CREATE TABLE coverage (
-    tweet_id   INTEGER NOT NULL REFERENCES tweets (tweet_id),
-    cell       INTEGER NOT NULL,                  -- start of the cell
-    fetched_at INTEGER NOT NULL,
+    tweet_id      INTEGER NOT NULL REFERENCES tweets (tweet_id),
+    cell          INTEGER NOT NULL,               -- start of the cell
+    fetched_at    INTEGER NOT NULL,               -- when it was last fetched
+    fetched_until INTEGER NOT NULL,               -- end of the window that fetch covered
     PRIMARY KEY (tweet_id, cell)
 ) STRICT, WITHOUT ROWID;
 

@@ -241,13 +241,6 @@ impl ApiClient {
         check: impl Fn(&[u8]) -> Result<T, ParseError>,
         shutdown: &CancellationToken,
     ) -> Outcome<T> {
-        let _permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => {
-                return Outcome { result: Err(ApiError::Cancelled), attempts: 0, status: None };
-            }
-            permit = self.in_flight.acquire() => permit.expect("the semaphore is never closed"),
-        };
         let attempts = AtomicU32::new(0);
         let last_status = std::sync::Mutex::new(None);
         let payload = serde_json::to_vec(body).expect("a JSON value serializes");
@@ -294,21 +287,37 @@ impl ApiClient {
         attempts: &AtomicU32,
         shutdown: &CancellationToken,
     ) -> Result<T, ApiError> {
-        let paused = *self.pauses[&endpoint].lock().expect("not poisoned");
-        if let Some(until) = paused {
-            tokio::select! {
+        // A pause is waited out without holding a request slot (a paused endpoint must not
+        // starve the others); the pacing slot is taken while holding one, so paced requests go
+        // out as paced. A pause that began meanwhile (another answer said the budget is spent)
+        // sends this request back to wait.
+        let _permit = loop {
+            let paused = *self.pauses[&endpoint].lock().expect("not poisoned");
+            if let Some(until) = paused.filter(|u| *u > tokio::time::Instant::now()) {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Err(ApiError::Cancelled),
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            }
+            let permit = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Err(ApiError::Cancelled),
-                () = tokio::time::sleep_until(until) => {}
+                permit = self.in_flight.acquire() => permit.expect("the semaphore is never closed"),
+            };
+            for limiter in &self.limiters[&endpoint] {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Err(ApiError::Cancelled),
+                    () = limiter.until_ready_with_jitter(Jitter::up_to(self.jitter[&endpoint])) => {}
+                }
             }
-        }
-        for limiter in &self.limiters[&endpoint] {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Err(ApiError::Cancelled),
-                () = limiter.until_ready_with_jitter(Jitter::up_to(self.jitter[&endpoint])) => {}
+            let paused = *self.pauses[&endpoint].lock().expect("not poisoned");
+            if paused.is_some_and(|u| u > tokio::time::Instant::now()) {
+                continue;
             }
-        }
+            break permit;
+        };
         if shutdown.is_cancelled() {
             return Err(ApiError::Cancelled);
         }

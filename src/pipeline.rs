@@ -485,7 +485,14 @@ impl BatchContext {
     ) -> Result<JobDone, PipelineError> {
         let rest = jobs.split_off(1);
         let mut done = self.run_jobs(jobs.clone()).instrument(span.clone()).await?;
-        let rejected = done.requests.iter().any(|r| r.auth_rejected);
+        // Only this account's own answers count (a moved Tweet's follow-up may use another).
+        let own = Credential::UserContext {
+            account: account.clone(),
+        };
+        let rejected = done
+            .requests
+            .iter()
+            .any(|r| r.auth_rejected && r.credential == own);
         if !rejected {
             done.merge(self.run_jobs(rest).instrument(span).await?);
             return Ok(done);
@@ -549,7 +556,9 @@ impl BatchContext {
                 .await;
             if matches!(outcome.result, Err(ApiError::Cancelled)) {
                 done.interrupted = true;
-                return Ok(done);
+                if outcome.attempts == 0 {
+                    return Ok(done); // never sent: nothing to record
+                }
             }
             let mut record = BatchRecord {
                 run_id: self.run_id,
@@ -795,11 +804,16 @@ fn series_write(
     });
     let (answered, status_changes) = answered_tweets(job, parsed, states);
     let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
+    let no_impressions: HashSet<TweetId> = parsed.unsupported_impressions.iter().copied().collect();
     let pairs: HashSet<(TweetId, Metric)> = answered
         .iter()
         .flat_map(|t| job.metrics.iter().map(move |m| (*t, *m)))
-        // The API sends "0" for video views it does not measure: not a zero to store.
-        .filter(|(t, m)| !(*m == Metric::VideoViews && no_video.contains(t)))
+        // What the API says it does not measure is not a zero to store (nor to delete over).
+        .filter(|(t, m)| match m {
+            Metric::VideoViews => !no_video.contains(t),
+            Metric::Impressions | Metric::Engagements => !no_impressions.contains(t),
+            _ => true,
+        })
         .collect();
     let rows = parsed
         .groupings

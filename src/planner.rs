@@ -330,7 +330,13 @@ fn push_batches(
 ) {
     ids.sort_unstable();
     ids.dedup();
-    let asked = metric_mask(metrics);
+    // The 90-day impressions rule is a `/totals` rule; the 1800-day video rule holds everywhere.
+    let asked = match kind {
+        JobKind::Totals => metric_mask(metrics),
+        JobKind::Hourly | JobKind::Historical => {
+            metric_mask(metrics) & metric_mask(&[Metric::VideoViews])
+        }
+    };
     let mut by_mask: BTreeMap<u32, Vec<TweetId>> = BTreeMap::new();
     for id in ids {
         let refused = states.get(&id).map_or(0, |s| s.unsupported) & asked;

@@ -523,11 +523,11 @@ impl Store {
         Ok(written)
     }
 
-    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: fetched after it ended.
+    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: a fetch reached its end.
     pub fn complete_cells(&self, cell_secs: i64) -> Result<Vec<(TweetId, i64)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT tweet_id, cell FROM coverage WHERE fetched_at >= cell + ?1")?;
+            .prepare("SELECT tweet_id, cell FROM coverage WHERE fetched_until >= cell + ?1")?;
         let rows = stmt.query_map([cell_secs], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })?;
@@ -579,11 +579,12 @@ impl Store {
             }
             if let Some(cell) = data.cell {
                 let mut cover = tx.prepare_cached(
-                    "INSERT INTO coverage (tweet_id, cell, fetched_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (tweet_id, cell) DO UPDATE SET fetched_at = excluded.fetched_at",
+                    "INSERT INTO coverage (tweet_id, cell, fetched_at, fetched_until) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (tweet_id, cell) DO UPDATE SET fetched_at = excluded.fetched_at, \
+                     fetched_until = excluded.fetched_until",
                 )?;
                 for id in &data.covered {
-                    cover.execute(params![id.get() as i64, cell, data.fetched_at])?;
+                    cover.execute(params![id.get() as i64, cell, data.fetched_at, data.end])?;
                 }
             }
         }

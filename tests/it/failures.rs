@@ -200,9 +200,9 @@ async fn a_revoked_token_costs_one_request_per_run() {
     );
 }
 
-/// A Tweet that changed hands to another configured account: the first request naming it is
-/// refused once (403 naming the new author), the Tweet is asked again at once under the new
-/// owner's token and stored under it; later runs ask the right owner, with no second 403.
+/// A Tweet that changed hands to another configured account: requests naming it in the first
+/// run are refused (403 naming the new author, never retried), the Tweet is asked again at once
+/// under the new owner's token and stored under it; later runs ask the right owner, with no 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reowned_tweet_moves_to_its_new_owner_without_a_second_403() {
     let w = crate::helpers::world_with(

@@ -17,12 +17,12 @@ fn series(db: &rusqlite::Connection) -> BTreeSet<(i64, i64, i64, i64)> {
         .collect()
 }
 
-/// Coverage rows: (tweet, cell) → fetched_at.
-fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), i64> {
+/// Coverage rows: (tweet, cell) → (fetched_at, fetched_until).
+fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
     let mut stmt = db
-        .prepare("SELECT tweet_id, cell, fetched_at FROM coverage")
+        .prepare("SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage")
         .unwrap();
-    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
         .unwrap()
         .map(Result::unwrap)
         .collect()
@@ -117,15 +117,24 @@ async fn historical_reruns_plan_only_open_or_missing_cells() {
         "cells that have ended"
     );
 
-    // Open cells: those not complete (not fetched after their end), i.e. the current cell here.
-    let open = |cov: &HashMap<(i64, i64), i64>| -> BTreeSet<(i64, i64)> {
+    // Open cells: those no fetch covered to their end, i.e. the current cell here.
+    let open = |cov: &HashMap<(i64, i64), (i64, i64)>| -> BTreeSet<(i64, i64)> {
         cov.iter()
-            .filter(|((_, cell), at)| **at < cell + CELL_SECS)
+            .filter(|((_, cell), (_, until))| *until < cell + CELL_SECS)
             .map(|(k, _)| *k)
             .collect()
     };
     let open_after_first = open(&after_first);
+    assert!(
+        !open_after_first.is_empty(),
+        "young Tweets leave the current cell open"
+    );
     assert!(open_after_first.iter().all(|(_, cell)| *cell == now_cell));
+    assert!(
+        after_first
+            .iter()
+            .all(|((_, cell), (_, until))| *cell == now_cell || *until == cell + CELL_SECS)
+    );
 
     app.clock.advance(1);
     let second = app.run(&ctx, &[JobKind::Historical]).await;
