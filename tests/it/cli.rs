@@ -111,36 +111,6 @@ async fn dry_run_sends_nothing() {
     assert!(!app.db_path.exists());
 }
 
-/// `demo` needs nothing but the binary: it exits 0 and leaves totals for public and owned Tweets
-/// in the database it names, readable through `latest_totals`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_fills_the_database_it_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("demo.sqlite");
-    let out = run_binary(vec![
-        "demo".into(),
-        "--db".into(),
-        db.to_string_lossy().into_owned(),
-    ])
-    .await;
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    assert!(all.contains("top owned Tweets by impressions"), "{all}");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let (public, owned): (i64, i64) = conn
-        .query_row(
-            "SELECT count(DISTINCT CASE WHEN owner IS NULL THEN tweet_id END), \
-                    count(DISTINCT CASE WHEN owner IS NOT NULL THEN tweet_id END) FROM latest_totals",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert!(
-        public > 100 && owned > 100,
-        "public {public}, owned {owned}"
-    );
-}
-
 /// The README's by-hand flow: `sim` as its own process exports a config and an inventory and
 /// announces its address on the first stdout line; `check` and `run` work against it; SIGTERM
 /// stops it with exit 0.

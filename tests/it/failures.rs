@@ -37,13 +37,6 @@ fn snapshot(db: &rusqlite::Connection) -> Snapshot {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let series = db
-        .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let coverage = db
         .prepare("SELECT tweet_id, cell FROM coverage")
         .unwrap()
@@ -51,7 +44,7 @@ fn snapshot(db: &rusqlite::Connection) -> Snapshot {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    (totals, series, coverage)
+    (totals, crate::helpers::series(db), coverage)
 }
 
 /// With 20% server errors, 10% forced 429s and 5% truncated bodies, running until a run exits 0

@@ -192,3 +192,14 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Every stored hourly bucket: (tweet, metric id, hour, value).
+pub fn series(db: &rusqlite::Connection) -> std::collections::BTreeSet<(i64, i64, i64, i64)> {
+    let mut stmt = db
+        .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

@@ -4,18 +4,7 @@ use engagement_ingest::domain::{DAY_SECS, Hour, JobKind, Metric, TweetId};
 use engagement_ingest::planner::{CELL_SECS, Cell};
 use engagement_ingest::sim::{self, Sim, TweetState};
 
-use crate::helpers::{TestApp, run_binary, text, world};
-
-/// Every stored bucket: (tweet, metric id, hour, value).
-fn series(db: &rusqlite::Connection) -> BTreeSet<(i64, i64, i64, i64)> {
-    let mut stmt = db
-        .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
+use crate::helpers::{TestApp, run_binary, series, text, world};
 
 /// Coverage rows: (tweet, cell) → (fetched_at, fetched_until).
 fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
@@ -28,7 +17,8 @@ fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
         .collect()
 }
 
-/// After `demo`, for every owned Tweet whose life lies inside `historical.max_age` (90 days),
+/// `demo` needs nothing but the binary: it exits 0 and leaves totals for public and owned Tweets
+/// in the database it names, readable through `latest_totals`. And for every owned Tweet whose life lies inside `historical.max_age` (90 days),
 /// the hourly buckets of the hours that ended before its totals were checked add up to its
 /// latest total, for favorites and impressions; and every stored bucket is the simulator's own
 /// number (a simulator started the same day from the same world has the same data).
@@ -42,9 +32,23 @@ async fn demo_hourly_series_add_up_to_the_totals() {
         db_path.to_string_lossy().into_owned(),
     ])
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("top owned Tweets by impressions"), "{all}");
     let sim = Sim::new(sim::demo_world(7));
     let db = rusqlite::Connection::open(&db_path).unwrap();
+    let (public, owned): (i64, i64) = db
+        .query_row(
+            "SELECT count(DISTINCT CASE WHEN owner IS NULL THEN tweet_id END), \
+                    count(DISTINCT CASE WHEN owner IS NOT NULL THEN tweet_id END) FROM latest_totals",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        public > 100 && owned > 100,
+        "public {public}, owned {owned}"
+    );
     let mut checked_tweets = 0;
     for t in sim
         .tweets()
