@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, AppKeys, Credential, Pinned, UserToken};
 use crate::config::Secret;
 use crate::domain::{Clock, Endpoint, Handle, TweetId};
+use crate::metrics::Metrics;
 use crate::parse::{self, ParseError};
 
 /// Per-endpoint pacing, from the config's `[limits]`.
@@ -39,6 +40,35 @@ pub struct ClientSettings {
     pub accounts: HashMap<Handle, UserToken>,
     pub limits: HashMap<Endpoint, EndpointLimit>,
     pub retry: RetryPolicy,
+}
+
+impl ClientSettings {
+    /// A digest of every setting, secrets included (it is compared, never shown), telling
+    /// whether a reloaded config needs a new client.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.base_url, &self.token_url, self.timeout).hash(&mut h);
+        (&self.user_agent, self.max_in_flight).hash(&mut h);
+        (&self.app.consumer_key, self.app.consumer_secret.expose()).hash(&mut h);
+        self.bearer_token.as_ref().map(Secret::expose).hash(&mut h);
+        let mut accounts: Vec<_> = self
+            .accounts
+            .iter()
+            .map(|(handle, t)| {
+                let secret = t.access_token_secret.expose();
+                (handle.to_string(), &t.access_token, secret)
+            })
+            .collect();
+        accounts.sort();
+        accounts.hash(&mut h);
+        for e in Endpoint::ALL {
+            let limit = self.limits.get(&e).copied().unwrap_or_default();
+            (limit.per_minute, limit.per_second).hash(&mut h);
+        }
+        format!("{:?}", self.retry).hash(&mut h);
+        h.finish()
+    }
 }
 
 /// How often and how long to retry transient failures.
@@ -164,6 +194,8 @@ pub struct ApiClient {
     /// interval, at most 50 ms), so requests do not march in lockstep yet keep the budget.
     jitter: HashMap<Endpoint, Duration>,
     in_flight: Arc<Semaphore>,
+    /// Where every HTTP answer is counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -219,7 +251,26 @@ impl ApiClient {
                 .map(|e| (e, std::sync::Mutex::new(None)))
                 .collect(),
             settings,
+            metrics: None,
         })
+    }
+
+    /// Counts every HTTP answer in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> ApiClient {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Forgets a refusal from the token endpoint and allows one more renewal of the bearer
+    /// token, so that a long-running process asks again at its next cycle (the operator may
+    /// have fixed the app's keys meanwhile).
+    pub fn new_cycle(&self) {
+        if let Ok(mut slot) = self.bearer.try_lock()
+            && matches!(slot.as_ref(), Some(Err(_)))
+        {
+            *slot = None;
+        }
+        self.bearer_renewed.store(false, Ordering::SeqCst);
     }
 
     /// The full URL of an endpoint.
@@ -357,6 +408,9 @@ impl ApiClient {
             .await
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let status = response.status().as_u16();
+        if let Some(metrics) = &self.metrics {
+            metrics.response(endpoint, status);
+        }
         self.note_budget(endpoint, status, response.headers());
         let bytes = response
             .bytes()

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use toml::de::{DeTable, DeValue};
 use url::{Host, Url};
 
-use crate::domain::{DAY_SECS, Endpoint, Handle, Metric};
+use crate::domain::{DAY_SECS, Endpoint, Handle, JobKind, Metric};
 
 /// The environment variable naming the config file when `--config` is not given.
 pub const CONFIG_PATH_ENV: &str = "ENGAGEMENT_CONFIG";
@@ -48,6 +48,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `[schedule]`.
     pub schedule: ScheduleConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
     /// `[totals]`.
@@ -131,6 +133,28 @@ pub struct ScheduleConfig {
     pub hourly: Cron,
     /// Default `0 30 3 * * *`.
     pub historical: Cron,
+    /// Upper bound of a fixed delay per kind after each trigger (derived from the kind and the
+    /// database path, so it is the same at every cycle); `None`: start on the trigger.
+    pub jitter: Option<Duration>,
+}
+
+impl ScheduleConfig {
+    /// The schedule of `kind`.
+    pub fn of(&self, kind: JobKind) -> &Cron {
+        match kind {
+            JobKind::Totals => &self.totals,
+            JobKind::Hourly => &self.hourly,
+            JobKind::Historical => &self.historical,
+        }
+    }
+}
+
+/// `[runtime]`: how the process behaves when asked to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// After SIGTERM/SIGINT, how long batches in flight may take to finish and be stored
+    /// before the process exits anyway. Default 20 s (below Kubernetes' 30 s).
+    pub shutdown_grace: Duration,
 }
 
 /// `[limits]`: the contract's request limits per endpoint, app-wide.
@@ -470,6 +494,7 @@ const ROOT_KEYS: &[&str] = &[
     "inventory",
     "database",
     "schedule",
+    "runtime",
     "limits",
     "totals",
     "hourly",
@@ -504,6 +529,8 @@ const ACCOUNT_KEYS: &[&str] = &[
 const PATH_KEYS: &[&str] = &["path"];
 const INVENTORY_KEYS: &[&str] = &["path", "recheck_after"];
 const KIND_KEYS: &[&str] = &["totals", "hourly", "historical"];
+const SCHEDULE_KEYS: &[&str] = &["totals", "hourly", "historical", "jitter"];
+const RUNTIME_KEYS: &[&str] = &["shutdown_grace"];
 const LIMIT_KEYS: &[&str] = &["per_minute", "per_second"];
 const TOTALS_KEYS: &[&str] = &["max_requests_per_run"];
 const SERIES_KEYS: &[&str] = &["max_age", "metrics", "max_requests_per_run"];
@@ -630,6 +657,10 @@ impl Section {
             kind: v.kind,
         })
     }
+
+    fn contains(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
 }
 
 /// Whether a credential field is a secret (redacted, warned about inline) or an identifier.
@@ -684,8 +715,17 @@ impl Loader<'_> {
             totals: self.cron(&mut sec, "totals", "0 */15 * * * *"),
             hourly: self.cron(&mut sec, "hourly", "0 5 * * * *"),
             historical: self.cron(&mut sec, "historical", "0 30 3 * * *"),
+            jitter: sec
+                .contains("jitter")
+                .then(|| self.duration(&mut sec, "jitter", "1s")),
         };
-        self.finish(sec, KIND_KEYS);
+        self.finish(sec, SCHEDULE_KEYS);
+
+        let mut sec = self.section(&mut root, "runtime");
+        let runtime = RuntimeConfig {
+            shutdown_grace: self.duration(&mut sec, "shutdown_grace", "20s"),
+        };
+        self.finish(sec, RUNTIME_KEYS);
 
         let mut sec = self.section(&mut root, "limits");
         let limits = LimitsConfig {
@@ -713,6 +753,7 @@ impl Loader<'_> {
             inventory,
             database,
             schedule,
+            runtime,
             limits,
             totals,
             hourly,

@@ -17,6 +17,8 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod inventory;
+pub mod lock;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod planner;

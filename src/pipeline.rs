@@ -17,6 +17,8 @@ use crate::config::Config;
 pub use crate::domain::system_clock;
 use crate::domain::{Clock, Endpoint, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId};
 use crate::inventory::{self, Inventory, InventoryError};
+use crate::lock::{EXIT_LOCKED, LockError, WriterLock};
+use crate::metrics::Metrics;
 use crate::parse::{self, GroupBy, Parsed};
 use crate::planner::{self, Cell, Job, PlanTweet, SeriesPolicy, Skipped, TotalsPolicy};
 use crate::store::{
@@ -36,12 +38,18 @@ const SERIES_GROUP_BY: &[GroupBy] = &[
     GroupBy::Hour,
 ];
 
-/// Everything a cycle needs, built once from the config.
+/// Everything a cycle needs, built once from the config. A clone shares the client (its
+/// limiters), the database connection, the metrics and the writer lock.
+#[derive(Clone)]
 pub struct Context {
     pub config: Config,
     pub client: Arc<ApiClient>,
     pub store: Arc<Mutex<Store>>,
     pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    /// How often a cycle logs its progress (batches done, ETA); `None`: never.
+    pub progress: Option<Duration>,
+    lock: Arc<WriterLock>,
 }
 
 /// Errors that stop a cycle before or outside any batch.
@@ -55,6 +63,8 @@ pub enum PipelineError {
     Client(#[from] ApiError),
     #[error("a batch task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 impl PipelineError {
@@ -62,7 +72,11 @@ impl PipelineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PipelineError::Inventory(_) => 2,
-            PipelineError::Store(_) | PipelineError::Client(_) | PipelineError::Task(_) => 3,
+            PipelineError::Locked(LockError::Held { .. }) => EXIT_LOCKED,
+            PipelineError::Store(_)
+            | PipelineError::Client(_)
+            | PipelineError::Task(_)
+            | PipelineError::Locked(LockError::Io { .. }) => 3,
         }
     }
 }
@@ -138,16 +152,96 @@ impl RunReport {
 }
 
 impl Context {
-    /// Builds the client and opens (creating or migrating) the database.
+    /// Takes the database's writer lock (before anything is written), opens (creating or
+    /// migrating) the database, marks runs a killed process left `running` as interrupted, and
+    /// builds the client.
     pub fn new(config: Config, clock: Clock) -> Result<Context, PipelineError> {
-        let client = ApiClient::new(client_settings(&config), Arc::clone(&clock))?;
-        let store = Store::open(&config.database.path)?;
+        let lock = WriterLock::acquire(&config.database.path)?;
+        let mut store = Store::open(&config.database.path)?;
+        let stale = store.close_stale_runs(clock())?;
+        if stale > 0 {
+            tracing::warn!(
+                runs = stale,
+                "Runs left `running` by a process that ended without finishing them are now marked interrupted"
+            );
+        }
+        let metrics = Arc::new(Metrics::new(clock()));
+        let client = new_client(&config, &clock, &metrics)?;
         Ok(Context {
             config,
-            client: Arc::new(client),
+            client,
             store: Arc::new(Mutex::new(store)),
             clock,
+            metrics,
+            progress: None,
+            lock: Arc::new(lock),
         })
+    }
+
+    /// The writer lock's file.
+    pub fn lock_path(&self) -> &std::path::Path {
+        self.lock.path()
+    }
+
+    /// This context with a newly loaded config: the client is rebuilt only when its settings
+    /// changed (otherwise its limiters and pauses carry over).
+    pub fn reconfigured(&self, config: Config) -> Result<Context, PipelineError> {
+        let client = if client_settings(&config).fingerprint()
+            == client_settings(&self.config).fingerprint()
+        {
+            Arc::clone(&self.client)
+        } else {
+            tracing::info!("API settings, credentials or limits changed: new client");
+            new_client(&config, &self.clock, &self.metrics)?
+        };
+        Ok(Context {
+            config,
+            client,
+            ..self.clone()
+        })
+    }
+}
+
+fn new_client(
+    config: &Config,
+    clock: &Clock,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<ApiClient>, PipelineError> {
+    let client = ApiClient::new(client_settings(config), Arc::clone(clock))?;
+    Ok(Arc::new(client.with_metrics(Arc::clone(metrics))))
+}
+
+/// [`run_once`], bounded after shutdown by the config's `shutdown_grace`: when batches in flight
+/// have not finished by then, the cycle is abandoned (they are planned again next run), its run
+/// is marked interrupted, and `None` is returned.
+pub async fn run_within_grace(
+    ctx: &Context,
+    kinds: &[JobKind],
+    shutdown: &CancellationToken,
+) -> Result<Option<RunReport>, PipelineError> {
+    let grace = ctx.config.runtime.shutdown_grace;
+    let expired = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        report = run_once(ctx, kinds, shutdown) => report.map(Some),
+        () = expired => {
+            tracing::warn!(grace = ?grace, "Batches still in flight at the end of the shutdown grace: \
+                abandoned (they are planned again next run)");
+            let now = (ctx.clock)();
+            let store = Arc::clone(&ctx.store);
+            let kinds = kinds.to_vec();
+            let metrics = Arc::clone(&ctx.metrics);
+            tokio::task::spawn_blocking(move || {
+                let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+                metrics.cycle_finished(&kinds, "interrupted", now, 0.0);
+                store.close_stale_runs(now)
+            })
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))??;
+            Ok(None)
+        }
     }
 }
 
@@ -284,15 +378,24 @@ pub async fn run_once(
 ) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let now = (ctx.clock)();
-    let inventory = load_inventory(&ctx.config)?;
+    // A cycle that cannot start (bad inventory, database error) counts as failed.
+    let failed_to_start = |e: PipelineError| {
+        let seconds = started.elapsed().as_secs_f64();
+        ctx.metrics
+            .cycle_finished(kinds, "failed", (ctx.clock)(), seconds);
+        e
+    };
+    let inventory = load_inventory(&ctx.config).map_err(|e| failed_to_start(e.into()))?;
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let (sync, state, run_id) = {
         let mut store = ctx.store.lock().expect("store mutex poisoned");
         let entries = inventory.entries.iter().map(|e| (e.id, e.owner.as_ref()));
-        let sync = store.sync_inventory(entries, now)?;
-        let state = PlanState::read(&store)?;
-        let run_id = store.begin_run(&kind_names, now)?;
-        (sync, state, run_id)
+        let begun = store.sync_inventory(entries, now).and_then(|sync| {
+            let state = PlanState::read(&store)?;
+            let run_id = store.begin_run(&kind_names, now)?;
+            Ok((sync, state, run_id))
+        });
+        begun.map_err(|e| failed_to_start(e.into()))?
     };
     let (jobs, skipped) = plan(&ctx.config, &inventory, &state, kinds, now);
     let span = tracing::info_span!("run", run_id, kinds = %kind_names.join(","));
@@ -307,6 +410,23 @@ pub async fn run_once(
     });
 
     let planned = jobs.len();
+    let mut per_kind: BTreeMap<JobKind, usize> = kinds.iter().map(|k| (*k, 0)).collect();
+    for job in &jobs {
+        *per_kind.entry(job.kind).or_default() += 1;
+    }
+    ctx.metrics.cycle_started(&per_kind);
+    let progress = ctx.progress.map(|every| {
+        let reporter = Progress {
+            metrics: Arc::clone(&ctx.metrics),
+            kinds: kinds.to_vec(),
+            limits: kinds
+                .iter()
+                .map(|k| (*k, *ctx.config.limit(k.endpoint())))
+                .collect(),
+            started,
+        };
+        tokio::spawn(reporter.run(every).instrument(span.clone()))
+    });
     let batch = Arc::new(BatchContext {
         run_id,
         seq: AtomicI64::new(0),
@@ -322,6 +442,7 @@ pub async fn run_once(
         moved: Mutex::new(HashMap::new()),
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
+        metrics: Arc::clone(&ctx.metrics),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
     // revoked token costs one request, not one per batch.
@@ -360,6 +481,9 @@ pub async fn run_once(
             Err(e) => fatal = Some(PipelineError::Task(e.to_string())),
         }
     }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     requests.sort_by(|a, b| {
         (a.kind, a.endpoint, &a.credential).cmp(&(b.kind, b.endpoint, &b.credential))
     });
@@ -391,6 +515,7 @@ pub async fn run_once(
         error: fatal.as_ref().map(|e| e.to_string()),
     };
     let store = Arc::clone(&ctx.store);
+    let (status, finished_at) = (summary.status, summary.finished_at);
     tokio::task::spawn_blocking(move || {
         store
             .lock()
@@ -399,6 +524,18 @@ pub async fn run_once(
     })
     .await
     .expect("finish_run does not panic")?;
+    ctx.metrics
+        .cycle_finished(kinds, status, finished_at, report.elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            requests = report.requests.len(),
+            failed = report.failed().count(),
+            rows = report.rows_written,
+            seconds = report.elapsed.as_secs_f64(),
+            "Run finished"
+        )
+    });
     match fatal {
         Some(e) => Err(e),
         None => Ok(report),
@@ -418,6 +555,7 @@ struct BatchContext {
     moved: Mutex<HashMap<TweetId, Handle>>,
     clock: Clock,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 /// The requests one job (or one account's jobs) took.
@@ -456,7 +594,15 @@ impl BatchContext {
             let me = Arc::clone(self);
             let span = tracing::info_span!("batch", kind = job.kind.name(),
                 endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
-            set.spawn(async move { me.run_job(job).await }.instrument(span));
+            set.spawn(
+                async move {
+                    let kind = job.kind;
+                    let done = me.run_job(job).await;
+                    me.metrics.batch_done(kind, 1);
+                    done
+                }
+                .instrument(span),
+            );
         }
         let mut done = JobDone::default();
         while let Some(joined) = set.join_next().await {
@@ -511,6 +657,7 @@ impl BatchContext {
                 });
             } else {
                 done.skipped_tweets += job.tweets.len();
+                self.metrics.batch_done(job.kind, 1);
             }
         }
         done.merge(self.run_jobs(fallback).instrument(span).await?);
@@ -610,6 +757,14 @@ impl BatchContext {
                         }
                     };
                     tracing::debug!(received, rows, "Stored");
+                    self.metrics.batch(
+                        job.kind,
+                        job.endpoint,
+                        record.outcome,
+                        record.attempts,
+                        received,
+                        rows,
+                    );
                     let mut report = request_report(&job, &record, rows, false);
                     report.received = received;
                     done.requests.push(report);
@@ -638,6 +793,14 @@ impl BatchContext {
                 store.record_batch(rec, &changes, &moved)
             })
             .await?;
+            self.metrics.batch(
+                job.kind,
+                job.endpoint,
+                record.outcome,
+                record.attempts,
+                0,
+                0,
+            );
             done.requests
                 .push(request_report(&job, &record, 0, auth_rejected));
             if !strip_and_resend {
@@ -694,6 +857,52 @@ impl BatchContext {
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))?;
         Ok(result?)
+    }
+}
+
+/// Logs a cycle's progress: batches done of planned per kind, and when the rest should be done at
+/// the configured limits (or, for an unlimited endpoint, at the rate seen so far).
+struct Progress {
+    metrics: Arc<Metrics>,
+    kinds: Vec<JobKind>,
+    limits: Vec<(JobKind, crate::config::Limit)>,
+    started: Instant,
+}
+
+impl Progress {
+    async fn run(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let mut parts = Vec::new();
+            let mut eta: f64 = 0.0;
+            for &kind in &self.kinds {
+                let state = self.metrics.kind(kind);
+                let (done, planned) = (state.done.min(state.planned), state.planned);
+                parts.push(format!("{} {done}/{planned}", kind.name()));
+                let left = (planned - done) as f64;
+                let limit = self.limits.iter().find(|(k, _)| *k == kind).map(|(_, l)| l);
+                let configured = limit.and_then(|l| {
+                    let per_minute = l.per_minute.map(|n| f64::from(n.get()) / 60.0);
+                    let per_second = l.per_second.map(|n| f64::from(n.get()));
+                    match (per_minute, per_second) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                });
+                let seen = (done > 0).then(|| done as f64 / elapsed.max(0.001));
+                if let Some(rate) = configured.or(seen) {
+                    eta = eta.max(left / rate);
+                }
+            }
+            tracing::info!(
+                batches = %parts.join(", "),
+                eta = %format!("{:.0}s", eta.ceil()),
+                "Progress"
+            );
+        }
     }
 }
 

@@ -120,7 +120,8 @@ pub enum BatchOutcome {
 }
 
 impl BatchOutcome {
-    fn as_str(self) -> &'static str {
+    /// The spelling in the `requests` table.
+    pub fn as_str(self) -> &'static str {
         match self {
             BatchOutcome::Ok => "ok",
             BatchOutcome::Partial => "partial",
@@ -455,6 +456,18 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Marks every run still `running` as interrupted at `now`: called with the writer lock
+    /// held, so no other process is running them (a killed process left them so). Returns how
+    /// many were marked.
+    pub fn close_stale_runs(&mut self, now: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?1, \
+             error = coalesce(error, 'the process ended before the run finished') \
+             WHERE status = 'running'",
+            params![now],
+        )?)
     }
 
     /// Records a batch that produced no data (it failed, or was refused as a whole), with the

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::JobKind;
 
 mod check;
+mod daemon;
 mod demo;
 mod run;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// One cycle of the given kinds, then exit (CronJob, systemd timer, cron).
     Run(RunArgs),
+    /// Long-running: each kind on its [schedule] cron (UTC) until SIGTERM/SIGINT.
+    Daemon(DaemonArgs),
     /// Validate config, inventory, credentials and database; exit 2 listing every problem.
     Check,
     /// Create or upgrade the database; refuses a database newer than this binary.
@@ -74,6 +77,19 @@ pub struct RunArgs {
     /// Plan and print the requests; send nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// At the end, write the run's metrics in Prometheus text format to this file (for
+    /// node_exporter's textfile collector; replaced atomically).
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// `daemon` options.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Serve /metrics (Prometheus text format) and /healthz on this address, e.g.
+    /// 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `sim` options.
@@ -113,6 +129,14 @@ impl Failure {
         }
     }
 
+    /// Another process holds the database's writer lock (exit 4).
+    pub fn locked(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: crate::lock::EXIT_LOCKED,
+            error: error.into(),
+        }
+    }
+
     /// A fatal error (exit 3).
     pub fn fatal(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
@@ -124,12 +148,13 @@ impl Failure {
 
 /// Sets up tracing on stderr: text or JSON, level from -v/-q, RUST_LOG wins when set.
 pub fn init_logging(cli: &Cli) {
+    // The scheduler logs its own start-up at info: noise.
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
-        (false, 0) => "info",
+        (false, 0) => "info,tokio_cron_scheduler=warn",
         // Our own debug lines only: library internals at debug are noise (and may echo headers).
-        (false, 1) => "info,engagement_ingest=debug",
-        (false, _) => "info,engagement_ingest=trace",
+        (false, 1) => "info,tokio_cron_scheduler=warn,engagement_ingest=debug",
+        (false, _) => "info,tokio_cron_scheduler=warn,engagement_ingest=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -148,6 +173,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match &cli.command {
         Command::Demo(args) => demo::demo(args).await,
         Command::Run(args) => run::run(load_config(&cli)?, args).await,
+        Command::Daemon(args) => daemon::daemon(&cli, args).await,
         Command::Check => check::check(&cli),
         Command::Migrate => run::migrate(load_config(&cli)?),
         Command::Sim(args) => sim(args).await,

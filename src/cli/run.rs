@@ -20,15 +20,40 @@ pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
     if args.dry_run {
         return dry_run(&config, &kinds);
     }
-    let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let mut ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    ctx.progress = progress_interval();
     let shutdown = super::cancel_on_signal(
         "Stopping: no new requests; batches in flight finish and are stored (a second signal exits now)",
     );
-    let report = pipeline::run_once(&ctx, &kinds, &shutdown)
-        .await
-        .map_err(pipeline_failure)?;
-    print_report(&report);
-    Ok(report.exit_code())
+    let result = pipeline::run_within_grace(&ctx, &kinds, &shutdown).await;
+    if let Some(path) = &args.metrics_file {
+        // Written whatever happened: a failed run is what the textfile collector should see.
+        if let Err(e) = ctx.metrics.write_file(path) {
+            tracing::error!(path = %path.display(), error = %e, "Cannot write the metrics file");
+        }
+    }
+    match result.map_err(pipeline_failure)? {
+        Some(report) => {
+            print_report(&report);
+            Ok(report.exit_code())
+        }
+        None => {
+            println!(
+                "interrupted: batches still in flight at the end of the shutdown grace were abandoned \
+                 (they are planned again next run)"
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// How often a cycle logs its progress: every 10 s when stderr is a terminal, never otherwise
+/// (logs collected by journald or Kubernetes get the start and end of each run instead).
+pub fn progress_interval() -> Option<std::time::Duration> {
+    use std::io::IsTerminal;
+    std::io::stderr()
+        .is_terminal()
+        .then_some(std::time::Duration::from_secs(10))
 }
 
 /// Maps a pipeline error to its exit code.
@@ -169,6 +194,10 @@ fn dry_run(config: &Config, kinds: &[JobKind]) -> Result<u8, Failure> {
 /// `migrate`: create or upgrade the database.
 pub fn migrate(config: Config) -> Result<u8, Failure> {
     let path = &config.database.path;
+    let _lock = crate::lock::WriterLock::acquire(path).map_err(|e| match e {
+        crate::lock::LockError::Held { .. } => Failure::locked(e),
+        crate::lock::LockError::Io { .. } => Failure::fatal(e),
+    })?;
     let existed = path.exists();
     let mut store = Store::connect(path).map_err(Failure::fatal)?;
     let (before, after) = store

@@ -22,8 +22,14 @@ pub fn world(acme: u32, bob: u32, public: u32, deleted: u32) -> World {
     world_with(acme, bob, public, &format!("deleted = {deleted}"))
 }
 
-/// As [`world`], with `tweets` as the body of the world's `[tweets]` section.
+/// As [`world`], with `tweets` as the body of the world's `[tweets]` section (Tweets spread
+/// over 150 days unless it sets `spread_days`).
 pub fn world_with(acme: u32, bob: u32, public: u32, tweets: &str) -> World {
+    let spread = if tweets.contains("spread_days") {
+        ""
+    } else {
+        "spread_days = 150"
+    };
     World::from_toml_str(&format!(
         r#"
 seed = 11
@@ -46,7 +52,7 @@ tweets = {bob}
 [public]
 tweets = {public}
 [tweets]
-spread_days = 150
+{spread}
 {tweets}
 "#
     ))

@@ -5,6 +5,8 @@ mod helpers;
 
 /// Command-line behaviour: exit codes, error messages, logs, demo.
 mod cli;
+/// The daemon: schedules, metrics, health, shutdown, the writer lock.
+mod daemon;
 /// Faults, rate limits and refused credentials.
 mod failures;
 mod groupings;

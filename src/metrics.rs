@@ -1,0 +1,520 @@
+//! Process metrics in the Prometheus text exposition format (version 0.0.4), served by the
+//! daemon's `/metrics` and written by `run --metrics-file` for node_exporter's textfile
+//! collector; and the health verdict behind `/healthz`.
+//!
+//! The classic text format is written by hand (a few lines) rather than through a client crate:
+//! the crates that exist emit OpenMetrics, whose `# EOF` and counter naming node_exporter's
+//! textfile collector does not expect.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::ScheduleConfig;
+use crate::domain::{Endpoint, JobKind};
+use crate::store::BatchOutcome;
+
+/// Counters and gauges of one process. Cheap to update from any task.
+#[derive(Debug)]
+pub struct Metrics {
+    started_at: i64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Batches as recorded in the `requests` table, by endpoint and outcome.
+    requests: BTreeMap<(&'static str, &'static str), u64>,
+    /// HTTP attempts and retries (attempts after the first) per endpoint.
+    attempts: BTreeMap<&'static str, u64>,
+    retries: BTreeMap<&'static str, u64>,
+    /// HTTP responses by endpoint and status code.
+    responses: BTreeMap<(&'static str, u16), u64>,
+    /// Rows written per kind (changed snapshots, non-zero buckets).
+    rows: BTreeMap<&'static str, u64>,
+    /// Values received per kind (one per Tweet and metric, or per bucket including zeros).
+    received: BTreeMap<&'static str, u64>,
+    cycles: BTreeMap<(&'static str, &'static str), u64>,
+    kinds: BTreeMap<JobKind, KindState>,
+}
+
+/// What is known of one kind's cycles.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KindState {
+    /// Status and end (epoch seconds) of the last finished cycle.
+    pub last: Option<(&'static str, i64)>,
+    pub last_success: Option<i64>,
+    pub last_duration: Option<f64>,
+    pub running: bool,
+    pub planned: usize,
+    pub done: usize,
+}
+
+impl Metrics {
+    /// Empty metrics of a process started at `started_at` (epoch seconds).
+    pub fn new(started_at: i64) -> Metrics {
+        Metrics {
+            started_at,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// One HTTP response from the API.
+    pub fn response(&self, endpoint: Endpoint, status: u16) {
+        self.with(|m| *m.responses.entry((endpoint.name(), status)).or_default() += 1);
+    }
+
+    /// One batch recorded in the `requests` table.
+    pub fn batch(
+        &self,
+        kind: JobKind,
+        endpoint: Endpoint,
+        outcome: BatchOutcome,
+        attempts: u32,
+        received: usize,
+        rows: usize,
+    ) {
+        self.with(|m| {
+            let e = endpoint.name();
+            *m.requests.entry((e, outcome.as_str())).or_default() += 1;
+            *m.attempts.entry(e).or_default() += u64::from(attempts);
+            *m.retries.entry(e).or_default() += u64::from(attempts.saturating_sub(1));
+            *m.rows.entry(kind.name()).or_default() += rows as u64;
+            *m.received.entry(kind.name()).or_default() += received as u64;
+        });
+    }
+
+    /// A cycle of `kinds` started with `planned` batches of each kind.
+    pub fn cycle_started(&self, planned: &BTreeMap<JobKind, usize>) {
+        self.with(|m| {
+            for (kind, n) in planned {
+                let state = m.kinds.entry(*kind).or_default();
+                state.running = true;
+                state.planned = *n;
+                state.done = 0;
+            }
+        });
+    }
+
+    /// A batch of `kind` is done (stored, failed or skipped).
+    pub fn batch_done(&self, kind: JobKind, n: usize) {
+        self.with(|m| m.kinds.entry(kind).or_default().done += n);
+    }
+
+    /// A cycle of `kinds` ended with run status `status` at `finished_at`.
+    pub fn cycle_finished(
+        &self,
+        kinds: &[JobKind],
+        status: &'static str,
+        finished_at: i64,
+        seconds: f64,
+    ) {
+        self.with(|m| {
+            for kind in kinds {
+                *m.cycles.entry((kind.name(), status)).or_default() += 1;
+                let state = m.kinds.entry(*kind).or_default();
+                state.running = false;
+                state.last = Some((status, finished_at));
+                state.last_duration = Some(seconds);
+                if status == "ok" {
+                    state.last_success = Some(finished_at);
+                }
+            }
+        });
+    }
+
+    /// A kind's state.
+    pub fn kind(&self, kind: JobKind) -> KindState {
+        self.with(|m| m.kinds.get(&kind).copied().unwrap_or_default())
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let m = self.with(|m| Inner {
+            requests: m.requests.clone(),
+            attempts: m.attempts.clone(),
+            retries: m.retries.clone(),
+            responses: m.responses.clone(),
+            rows: m.rows.clone(),
+            received: m.received.clone(),
+            cycles: m.cycles.clone(),
+            kinds: m.kinds.clone(),
+        });
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let endpoints = || Endpoint::ALL.into_iter().map(Endpoint::name);
+        let kinds = || JobKind::ALL.into_iter().map(JobKind::name);
+        family(
+            "engagement_requests_total",
+            "counter",
+            "Batches sent to the API, by endpoint and outcome, as recorded in the requests table.",
+            endpoints()
+                .flat_map(|e| {
+                    ["ok", "partial", "refused", "failed"].map(|o| {
+                        let n = m.requests.get(&(e, o)).copied().unwrap_or(0);
+                        (labels(&[("endpoint", e), ("outcome", o)]), n as f64)
+                    })
+                })
+                .collect(),
+        );
+        family(
+            "engagement_http_attempts_total",
+            "counter",
+            "HTTP requests sent to the API (retries included), by endpoint.",
+            per(endpoints(), "endpoint", &m.attempts),
+        );
+        family(
+            "engagement_retries_total",
+            "counter",
+            "HTTP requests that repeated a failed attempt, by endpoint.",
+            per(endpoints(), "endpoint", &m.retries),
+        );
+        let rate_limited: BTreeMap<&str, u64> = endpoints()
+            .map(|e| (e, m.responses.get(&(e, 429)).copied().unwrap_or(0)))
+            .collect();
+        family(
+            "engagement_rate_limited_total",
+            "counter",
+            "HTTP 429 answers, by endpoint.",
+            per(endpoints(), "endpoint", &rate_limited),
+        );
+        family(
+            "engagement_http_responses_total",
+            "counter",
+            "HTTP answers from the API, by endpoint and status code.",
+            m.responses
+                .iter()
+                .map(|((e, code), n)| {
+                    let code = code.to_string();
+                    (labels(&[("endpoint", e), ("code", &code)]), *n as f64)
+                })
+                .collect(),
+        );
+        family(
+            "engagement_rows_written_total",
+            "counter",
+            "Rows written: changed totals snapshots and non-zero hourly buckets, by kind.",
+            per(kinds(), "kind", &m.rows),
+        );
+        family(
+            "engagement_values_received_total",
+            "counter",
+            "Values the API returned, zeros included, by kind.",
+            per(kinds(), "kind", &m.received),
+        );
+        family(
+            "engagement_cycles_total",
+            "counter",
+            "Finished cycles, by kind and run status.",
+            kinds()
+                .flat_map(|k| {
+                    ["ok", "partial", "failed", "interrupted"].map(|s| {
+                        let n = m.cycles.get(&(k, s)).copied().unwrap_or(0);
+                        (labels(&[("kind", k), ("status", s)]), n as f64)
+                    })
+                })
+                .collect(),
+        );
+        let gauge = |f: &dyn Fn(&KindState) -> Option<f64>| -> Vec<(String, f64)> {
+            m.kinds
+                .iter()
+                .filter_map(|(k, s)| Some((labels(&[("kind", k.name())]), f(s)?)))
+                .collect()
+        };
+        family(
+            "engagement_last_success_timestamp_seconds",
+            "gauge",
+            "When the last cycle of each kind that stored everything ended (Unix time).",
+            gauge(&|s| s.last_success.map(|t| t as f64)),
+        );
+        family(
+            "engagement_cycle_duration_seconds",
+            "gauge",
+            "How long the last finished cycle of each kind took.",
+            gauge(&|s| s.last_duration),
+        );
+        family(
+            "engagement_cycle_running",
+            "gauge",
+            "1 while a cycle of the kind runs.",
+            gauge(&|s| Some(if s.running { 1.0 } else { 0.0 })),
+        );
+        family(
+            "engagement_cycle_batches_planned",
+            "gauge",
+            "Batches planned by the current or last cycle of each kind.",
+            gauge(&|s| Some(s.planned as f64)),
+        );
+        family(
+            "engagement_cycle_batches_done",
+            "gauge",
+            "Batches of the current or last cycle of each kind that are done.",
+            gauge(&|s| Some(s.done.min(s.planned) as f64)),
+        );
+        family(
+            "engagement_start_time_seconds",
+            "gauge",
+            "When the process started (Unix time).",
+            vec![(String::new(), self.started_at as f64)],
+        );
+        out
+    }
+
+    /// Writes the metrics to `path` for node_exporter's textfile collector: to a temporary file
+    /// beside it, then renamed, so the collector never reads half a file.
+    pub fn write_file(&self, path: &Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, self.render())?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+fn per<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    label: &str,
+    values: &BTreeMap<&'a str, u64>,
+) -> Vec<(String, f64)> {
+    keys.map(|k| {
+        (
+            labels(&[(label, k)]),
+            values.get(k).copied().unwrap_or(0) as f64,
+        )
+    })
+    .collect()
+}
+
+/// `{a="x",b="y"}` with the text format's escapes.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// One kind's verdict for `/healthz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindHealth {
+    pub kind: JobKind,
+    pub healthy: bool,
+    pub reason: String,
+}
+
+/// The interval between the next two firings of a schedule after `now`: the period a cycle is
+/// expected within (for irregular schedules, the coming one).
+pub fn period(schedule: &ScheduleConfig, kind: JobKind, now: DateTime<Utc>) -> Option<i64> {
+    let cron = schedule.of(kind);
+    let first = cron.next_after(now)?;
+    let second = cron.next_after(first)?;
+    Some((second - first).num_seconds().max(1))
+}
+
+/// Whether the last cycle of every kind in `kinds` succeeded within twice its period; a kind
+/// that has not finished a cycle yet is given twice its period from `started_at` to do so.
+pub fn health(
+    metrics: &Metrics,
+    schedule: &ScheduleConfig,
+    kinds: &[JobKind],
+    now: DateTime<Utc>,
+) -> Vec<KindHealth> {
+    let t = now.timestamp();
+    kinds
+        .iter()
+        .map(|&kind| {
+            let state = metrics.kind(kind);
+            let Some(period) = period(schedule, kind, now) else {
+                return KindHealth {
+                    kind,
+                    healthy: true,
+                    reason: "its schedule does not fire again".into(),
+                };
+            };
+            let allowed = 2 * period;
+            let (healthy, reason) = match state.last {
+                None if t - metrics.started_at <= allowed => {
+                    (true, "starting: no cycle finished yet".to_string())
+                }
+                None => (
+                    false,
+                    format!(
+                        "no cycle finished in the {}s since start (twice its period)",
+                        t - metrics.started_at
+                    ),
+                ),
+                Some((status, _)) if status != "ok" => (
+                    false,
+                    format!(
+                        "the last cycle ended {status}{}",
+                        since(state.last_success, t)
+                    ),
+                ),
+                Some((_, at)) if t - at > allowed => (
+                    false,
+                    format!(
+                        "the last cycle ended {}s ago, more than twice its period ({period}s)",
+                        t - at
+                    ),
+                ),
+                Some((_, at)) => (true, format!("ok {}s ago", t - at)),
+            };
+            KindHealth {
+                kind,
+                healthy,
+                reason,
+            }
+        })
+        .collect()
+}
+
+fn since(last_success: Option<i64>, now: i64) -> String {
+    match last_success {
+        Some(at) => format!("; last success {}s ago", now - at),
+        None => "; no success yet".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn schedule(every_secs: u32) -> ScheduleConfig {
+        let text = format!(
+            "[app]\nconsumer_key = \"k\"\nconsumer_secret = \"s\"\n[schedule]\ntotals = \"*/{every_secs} * * * * *\"\n\
+             hourly = \"*/{every_secs} * * * * *\"\nhistorical = \"0 0 3 * * *\"\n"
+        );
+        Config::parse("t.toml", &text, std::iter::empty())
+            .unwrap()
+            .schedule
+    }
+
+    fn at(t: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(t, 0).unwrap()
+    }
+
+    #[test]
+    fn render_is_prometheus_text_with_the_counts_given() {
+        let m = Metrics::new(1_700_000_000);
+        m.batch(
+            JobKind::Totals,
+            Endpoint::Totals,
+            BatchOutcome::Ok,
+            3,
+            500,
+            20,
+        );
+        m.batch(
+            JobKind::Totals,
+            Endpoint::Totals,
+            BatchOutcome::Failed,
+            1,
+            0,
+            0,
+        );
+        m.response(Endpoint::Totals, 429);
+        m.response(Endpoint::Totals, 429);
+        m.response(Endpoint::Totals, 200);
+        m.cycle_finished(&[JobKind::Totals], "partial", 1_700_000_100, 2.5);
+        let text = m.render();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
+        let value = |name: &str, want: &[(&str, &str)]| -> f64 {
+            let s = scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && want.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+                .unwrap_or_else(|| panic!("{name} {want:?} missing in\n{text}"));
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("unexpected type"),
+            }
+        };
+        let ok = [("endpoint", "totals"), ("outcome", "ok")];
+        assert_eq!(value("engagement_requests_total", &ok), 1.0);
+        let failed = [("endpoint", "totals"), ("outcome", "failed")];
+        assert_eq!(value("engagement_requests_total", &failed), 1.0);
+        let totals = [("endpoint", "totals")];
+        assert_eq!(value("engagement_retries_total", &totals), 2.0);
+        assert_eq!(value("engagement_http_attempts_total", &totals), 4.0);
+        assert_eq!(value("engagement_rate_limited_total", &totals), 2.0);
+        assert_eq!(
+            value("engagement_rows_written_total", &[("kind", "totals")]),
+            20.0
+        );
+        let partial = [("kind", "totals"), ("status", "partial")];
+        assert_eq!(value("engagement_cycles_total", &partial), 1.0);
+        assert_eq!(
+            value("engagement_cycle_duration_seconds", &[("kind", "totals")]),
+            2.5
+        );
+        assert!(
+            !text.contains("engagement_last_success_timestamp_seconds{"),
+            "no success yet:\n{text}"
+        );
+        assert_eq!(labels(&[("a", "x\"y\\z")]), r#"{a="x\"y\\z"}"#);
+    }
+
+    #[test]
+    fn health_needs_a_recent_successful_last_cycle_of_every_kind() {
+        let s = schedule(5); // totals and hourly every 5 s: allowed 10 s
+        let kinds = [JobKind::Totals, JobKind::Hourly];
+        let start = 1_800_000_000;
+        let m = Metrics::new(start);
+        let healthy = |m: &Metrics, t: i64| health(m, &s, &kinds, at(t)).iter().all(|k| k.healthy);
+        assert!(healthy(&m, start + 9), "starting up");
+        assert!(
+            !healthy(&m, start + 11),
+            "nothing finished in twice the period"
+        );
+        m.cycle_finished(&kinds, "ok", start + 12, 1.0);
+        assert!(healthy(&m, start + 13));
+        assert!(!healthy(&m, start + 23), "last success too old");
+        m.cycle_finished(&[JobKind::Hourly], "partial", start + 24, 1.0);
+        m.cycle_finished(&[JobKind::Totals], "ok", start + 24, 1.0);
+        let verdict = health(&m, &s, &kinds, at(start + 25));
+        assert!(verdict[0].healthy);
+        assert!(!verdict[1].healthy);
+        assert!(verdict[1].reason.contains("ended partial"), "{verdict:?}");
+        assert_eq!(period(&s, JobKind::Historical, at(start)), Some(86_400));
+    }
+
+    #[test]
+    fn the_metrics_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engagement.prom");
+        std::fs::write(&path, "old").unwrap();
+        let m = Metrics::new(1);
+        m.write_file(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# HELP engagement_requests_total"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

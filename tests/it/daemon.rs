@@ -1,0 +1,486 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engagement_ingest::sim::Faults;
+
+use crate::helpers::{TestApp, binary, world, world_with};
+
+/// The binary's `daemon`, with JSON logs collected from stderr.
+struct Daemon {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(app: &TestApp, extra: &[&str]) -> Daemon {
+        let mut cmd = binary();
+        cmd.args(["--config", &app.config_path.to_string_lossy()])
+            .args(["--log-format", "json", "daemon"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the daemon starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, logs }
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    async fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The address of /metrics, from the daemon's log.
+    async fn metrics_url(&self) -> String {
+        let line = self
+            .wait_log("Serving /metrics", Duration::from_secs(20))
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        format!("http://{}", v["addr"].as_str().expect("addr logged"))
+    }
+
+    fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its code and how long it took.
+    async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            if start.elapsed() > within {
+                let _ = self.child.kill();
+                panic!(
+                    "the daemon did not exit within {within:?}:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends `[schedule]` and `[runtime]` to the app's config; one request at a time (so a cycle
+/// has batches waiting behind the one in flight), and retries that give up quickly.
+fn schedule(app: &TestApp, totals: &str, series: &str, grace: &str) {
+    app.edit_config(|t| {
+        t.replace(
+            "[api]\n",
+            "[api]\nmax_in_flight = 1\nretry_attempts = 2\nretry_min_delay = \"50ms\"\nretry_max_elapsed = \"1s\"\n",
+        ) + &format!(
+            "\n[schedule]\ntotals = {totals:?}\nhourly = {series:?}\nhistorical = {series:?}\n\
+             \n[runtime]\nshutdown_grace = {grace:?}\n"
+        )
+    });
+}
+
+/// Finished runs per kind.
+fn finished_runs(db: &rusqlite::Connection, kind: &str) -> i64 {
+    db.query_row(
+        "SELECT count(*) FROM runs WHERE kinds = ?1 AND status != 'running'",
+        [kind],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url)
+        .await
+        .expect("the metrics endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+type Counts = (i64, Vec<(String, String, i64, i64)>);
+
+/// Runs, and requests by endpoint and outcome with their attempts, as the database has them.
+fn ledger(db: &rusqlite::Connection) -> Counts {
+    let runs = db
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT endpoint, outcome, count(*), sum(attempts) FROM requests GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (runs, rows)
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name}: unexpected type"),
+        })
+        .sum()
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text format")
+}
+
+/// The daemon runs every kind on its schedule (at least two cycles each), `/metrics` agrees with
+/// the `requests` table, `/healthz` turns 503 when every request fails, and SIGTERM during a cycle
+/// ends the process with 0 within the grace, the run marked interrupted, the database intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() {
+    // Young Tweets, so that every kind has requests to make.
+    let app = TestApp::spawn_live(world_with(4, 3, 4, "spread_days = 2")).await;
+    schedule(&app, "*/2 * * * * *", "*/3 * * * * *", "3s");
+    let mut daemon = Daemon::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = daemon.metrics_url().await;
+
+    // Two finished cycles of every kind.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let db = loop {
+        if app.db_path.exists() {
+            let db = app.db();
+            if ["totals", "hourly", "historical"]
+                .iter()
+                .all(|k| finished_runs(&db, k) >= 2)
+            {
+                break db;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cycles missing:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let statuses: Vec<String> = db
+        .prepare("SELECT DISTINCT status FROM runs WHERE status != 'running'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(statuses, ["ok"], "{}", daemon.logs());
+
+    // /metrics against the ledger, read at a moment when no cycle runs: the ledger unchanged
+    // around the scrape and no cycle running in it.
+    let mut matched = false;
+    for _ in 0..100 {
+        let before = ledger(&db);
+        let (status, body) = get(&format!("{url}/metrics")).await;
+        let after = ledger(&db);
+        assert_eq!(status, 200);
+        let scrape = parse(&body);
+        if before != after || sample(&scrape, "engagement_cycle_running", &[]) != 0.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (_, rows) = &before;
+        for (endpoint, outcome, count, attempts) in rows {
+            let labels = [
+                ("endpoint", endpoint.as_str()),
+                ("outcome", outcome.as_str()),
+            ];
+            assert_eq!(
+                sample(&scrape, "engagement_requests_total", &labels),
+                *count as f64,
+                "{endpoint} {outcome}\n{body}"
+            );
+            let _ = attempts;
+        }
+        for endpoint in ["totals", "28hr", "historical"] {
+            let labels = [("endpoint", endpoint)];
+            let in_db: i64 = rows.iter().filter(|r| r.0 == endpoint).map(|r| r.2).sum();
+            let attempts: i64 = rows.iter().filter(|r| r.0 == endpoint).map(|r| r.3).sum();
+            assert!(in_db > 0, "{endpoint}: {rows:?}");
+            assert_eq!(
+                sample(&scrape, "engagement_requests_total", &labels),
+                in_db as f64,
+                "{body}"
+            );
+            assert_eq!(
+                sample(&scrape, "engagement_http_attempts_total", &labels),
+                attempts as f64,
+                "{body}"
+            );
+            let sent = app.sim().stats().count(endpoint) as f64;
+            assert_eq!(
+                sample(&scrape, "engagement_http_attempts_total", &labels),
+                sent,
+                "every attempt reached the simulator: {body}"
+            );
+        }
+        let cycles = sample(
+            &scrape,
+            "engagement_cycles_total",
+            &[("kind", "totals"), ("status", "ok")],
+        );
+        assert_eq!(cycles, finished_runs(&db, "totals") as f64, "{body}");
+        matched = true;
+        break;
+    }
+    assert!(
+        matched,
+        "never a quiet moment to compare:\n{}",
+        daemon.logs()
+    );
+    let (status, body) = get(&format!("{url}/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every request fails: the next cycle of each kind ends partial, and /healthz says so.
+    app.sim()
+        .set_faults(Faults {
+            server_error: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = get(&format!("{url}/healthz")).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("failing"), "{body}");
+
+    // A slow API: SIGTERM while a cycle waits for an answer.
+    app.sim()
+        .set_faults(Faults {
+            latency_ms: 1500,
+            ..Faults::default()
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running_since = loop {
+        let latest: Option<(i64, String)> = db
+            .query_row(
+                "SELECT run_id, status FROM runs ORDER BY run_id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        let sent = app
+            .sim()
+            .stats()
+            .requests
+            .iter()
+            .map(|r| r.count)
+            .sum::<u64>();
+        if let Some((run_id, status)) = latest
+            && status == "running"
+            && sent > 0
+        {
+            break run_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cycle running:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Let the running cycle's first request go out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.sigterm();
+    let (code, took) = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", daemon.logs());
+    assert!(
+        took < Duration::from_secs(3) + Duration::from_millis(2500),
+        "exit took {took:?}, grace 3 s"
+    );
+    let (status, error): (String, Option<String>) = db
+        .query_row(
+            "SELECT status, error FROM runs WHERE run_id = ?1",
+            [running_since],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "interrupted", "{error:?}\n{}", daemon.logs());
+    let still_running: i64 = db
+        .query_row(
+            "SELECT count(*) FROM runs WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(still_running, 0);
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// While a daemon holds the database, `run` exits 4 naming the holder, and sends and writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_exits_4_and_writes_nothing() {
+    let app = TestApp::spawn_live(world(2, 1, 2, 0)).await;
+    // Schedules that do not fire during the test: the daemon only holds the lock.
+    let never = "0 0 0 1 1 * 2099";
+    schedule(&app, never, never, "2s");
+    let mut daemon = Daemon::start(&app, &[]);
+    daemon
+        .wait_log("Daemon started", Duration::from_secs(20))
+        .await;
+    let before = std::fs::read(&app.db_path).unwrap();
+    let out = app.cli(&["run"]).await;
+    let all = crate::helpers::text(&out);
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    assert!(
+        all.contains("is being written by another engagement-ingest process")
+            && all.contains(&format!("pid {}", daemon.child.id()))
+            && all.contains("engagement.sqlite.lock"),
+        "{all}"
+    );
+    assert_eq!(
+        app.sim()
+            .stats()
+            .requests
+            .iter()
+            .map(|r| r.count)
+            .sum::<u64>(),
+        0
+    );
+    assert_eq!(
+        std::fs::read(&app.db_path).unwrap(),
+        before,
+        "the database changed"
+    );
+    let runs: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 0);
+    // Readers are not locked out.
+    let out = app.cli(&["run", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", crate::helpers::text(&out));
+
+    daemon.sigterm();
+    let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{}", daemon.logs());
+    // Once the daemon is gone, the lock is free.
+    let out = app.cli(&["run", "--job", "totals"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", crate::helpers::text(&out));
+}
+
+/// `run` stopped by SIGTERM while a request takes longer than the grace: it exits 0 once the
+/// grace is over, the run is marked interrupted, and the metrics file says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_abandons_a_request_outlasting_the_grace_and_exits_0() {
+    let app = TestApp::spawn_live(world(3, 2, 3, 0)).await;
+    schedule(&app, "0 */15 * * * *", "0 5 * * * *", "1s");
+    app.sim()
+        .set_faults(Faults {
+            latency_ms: 6000,
+            ..Faults::default()
+        })
+        .unwrap();
+    let prom = app.db_path.with_file_name("engagement.prom");
+    let child = binary()
+        .args(["--config", &app.config_path.to_string_lossy()])
+        .args(["run", "--job", "totals", "--metrics-file"])
+        .arg(&prom)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: i64 = if app.db_path.exists() {
+            app.db()
+                .query_row(
+                    "SELECT count(*) FROM runs WHERE status = 'running'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if running == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    let all = crate::helpers::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "took {took:?} for a 1 s grace and a 6 s answer\n{all}"
+    );
+    assert!(all.contains("shutdown grace"), "{all}");
+    let status: String = app
+        .db()
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    let scrape = parse(&std::fs::read_to_string(&prom).unwrap());
+    let interrupted = [("kind", "totals"), ("status", "interrupted")];
+    assert_eq!(
+        sample(&scrape, "engagement_cycles_total", &interrupted),
+        1.0
+    );
+}
