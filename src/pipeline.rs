@@ -875,9 +875,12 @@ impl Progress {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let elapsed = self.started.elapsed().as_secs_f64();
+            let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
             let mut parts = Vec::new();
-            let mut eta: f64 = 0.0;
+            let mut eta = Some(0.0_f64);
+            let states: Vec<_> = self.kinds.iter().map(|k| self.metrics.kind(*k)).collect();
+            let all_done: usize = states.iter().map(|s| s.done.min(s.planned)).sum();
+            let overall = (all_done > 0).then(|| all_done as f64 / elapsed);
             for &kind in &self.kinds {
                 let state = self.metrics.kind(kind);
                 let (done, planned) = (state.done.min(state.planned), state.planned);
@@ -892,16 +895,15 @@ impl Progress {
                         (a, b) => a.or(b),
                     }
                 });
-                let seen = (done > 0).then(|| done as f64 / elapsed.max(0.001));
-                if let Some(rate) = configured.or(seen) {
-                    eta = eta.max(left / rate);
-                }
+                let seen = (done > 0).then(|| done as f64 / elapsed);
+                eta = match (eta, configured.or(seen).or(overall)) {
+                    _ if left == 0.0 => eta,
+                    (Some(e), Some(rate)) => Some(e.max(left / rate)),
+                    _ => None,
+                };
             }
-            tracing::info!(
-                batches = %parts.join(", "),
-                eta = %format!("{:.0}s", eta.ceil()),
-                "Progress"
-            );
+            let eta = eta.map_or_else(|| "unknown".to_string(), |e| format!("{:.0}s", e.ceil()));
+            tracing::info!(batches = %parts.join(", "), eta = %eta, "Progress");
         }
     }
 }

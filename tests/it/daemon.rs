@@ -484,3 +484,59 @@ async fn run_abandons_a_request_outlasting_the_grace_and_exits_0() {
         1.0
     );
 }
+
+/// The daemon reads the config and the inventory again at every cycle: a Tweet added to the
+/// inventory is picked up without a restart, and a broken config is logged and the last good one
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
+    let app = TestApp::spawn_live(world(3, 2, 3, 0)).await;
+    let never = "0 0 0 1 1 * 2099";
+    schedule(&app, "*/1 * * * * *", never, "2s");
+    let csv = std::fs::read_to_string(&app.inventory_path).unwrap();
+    let (kept, last) = csv.trim_end().rsplit_once('\n').unwrap();
+    std::fs::write(&app.inventory_path, format!("{kept}\n")).unwrap();
+    let daemon = Daemon::start(&app, &[]);
+    let tweets = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM tweets", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    let wait_runs = |n: i64| {
+        let app = &app;
+        let daemon = &daemon;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !app.db_path.exists() || finished_runs(&app.db(), "totals") < n {
+                assert!(Instant::now() < deadline, "{}", daemon.logs());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_runs(1).await;
+    let before = tweets(&app.db());
+    assert_eq!(before, 7, "{}", daemon.logs());
+
+    let good = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(
+        &app.config_path,
+        good.replace("[api]\n", "[api]\ntimout = \"1s\"\n"),
+    )
+    .unwrap();
+    std::fs::write(&app.inventory_path, format!("{kept}\n{last}\n")).unwrap();
+    let line = daemon
+        .wait_log("The config is invalid", Duration::from_secs(10))
+        .await;
+    assert!(line.contains("api.timout"), "{line}");
+    let runs = finished_runs(&app.db(), "totals");
+    wait_runs(runs + 1).await;
+    assert_eq!(tweets(&app.db()), before + 1, "{}", daemon.logs());
+    let failed: i64 = app
+        .db()
+        .query_row(
+            "SELECT count(*) FROM runs WHERE status NOT IN ('ok', 'running')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 0, "{}", daemon.logs());
+}
