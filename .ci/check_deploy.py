@@ -1,0 +1,464 @@
+"""Checks of deploy/ that need more than systemd-analyze: called by .ci/check-deploy.
+
+- Kubernetes: renders deploy/kubernetes with `kubectl kustomize` (placeholder files stand in for
+  the git-ignored secrets), validates every rendered resource against the Kubernetes schemas
+  (kubernetes-validate --strict) for the oldest and newest supported versions, and checks what a
+  schema cannot: the CronJob's safety settings, that every volume, mount and podFailurePolicy
+  container refers to something that exists, quantities, and that config.toml's paths point into
+  the mounted ConfigMap, Secret and volume.
+- systemd: both services load the same credentials and map each to a *_FILE variable of a
+  configured account; stop timeouts exceed shutdown_grace.
+- Both configs use only keys documented in config/example.toml.
+- With a built binary (--binary): each shipped config passes `engagement-ingest check` as the
+  deployment lays it out, and the command lines of the units and the CronJob parse.
+
+Prints what it checked; exits 1 listing every problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    sys.exit("check_deploy.py needs Python 3.11 or newer (tomllib)")
+
+import yaml
+
+# Oldest Kubernetes with podFailurePolicy GA (1.31) and the newest the schemas package knows.
+K8S_VERSIONS = ["1.31.0", "1.37.0"]
+PROBLEMS: list[str] = []
+
+
+def problem(msg: str) -> None:
+    PROBLEMS.append(msg)
+    print(f"  FAIL {msg}")
+
+
+def ok(msg: str) -> None:
+    print(f"  ok   {msg}")
+
+
+def duration_seconds(text: str) -> float:
+    """'20s', '2min', '1h30min', '500ms' (TOML config and systemd time spans)."""
+    units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+    total, pos = 0.0, 0
+    for m in re.finditer(r"\s*(\d+)\s*(ms|sec|min|s|m|h|d)?", text):
+        if m.start() != pos:
+            raise ValueError(text)
+        total += int(m.group(1)) * units[m.group(2) or "s"]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(text)
+    return total
+
+
+# --- config keys -------------------------------------------------------------------------------
+
+KEY_LINE = re.compile(r"^#?\s?([a-z_][a-z0-9_]*)\s*=\s*(.*)$")
+TABLE_LINE = re.compile(r"^#?\s?(\[\[?)([a-z_.]+)\]\]?\s*(#.*)?$")
+
+
+def documented_keys(example: Path) -> set[str]:
+    """Dotted keys of config/example.toml, commented-out ones included ('accounts[].handle')."""
+    keys: set[str] = set()
+    section = None
+    for raw in example.read_text().splitlines():
+        line = raw.strip()
+        t = TABLE_LINE.match(line)
+        if t:
+            section = t.group(2) + ("[]" if t.group(1) == "[[" else "")
+            continue
+        k = KEY_LINE.match(line)
+        if not k or section is None:
+            continue
+        key = f"{section}.{k.group(1)}"
+        keys.add(key)
+        try:
+            value = tomllib.loads(f"x = {k.group(2)}")["x"]
+        except tomllib.TOMLDecodeError:
+            continue
+        if isinstance(value, dict):
+            keys.update(f"{key}.{sub}" for sub in value)
+    return keys
+
+
+def used_keys(config: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in config.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= used_keys(v, path + ".")
+        elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
+            for item in v:
+                out |= used_keys(item, path + "[].")
+        else:
+            out.add(path)
+    return out
+
+
+def check_keys(name: str, config: dict, documented: set[str]) -> None:
+    unknown = sorted(k for k in used_keys(config) if k not in documented)
+    if unknown:
+        problem(f"{name}: keys not documented in config/example.toml: {', '.join(unknown)}")
+    else:
+        ok(f"{name}: every key is documented in config/example.toml")
+
+
+# --- systemd -----------------------------------------------------------------------------------
+
+
+def parse_unit(path: Path) -> list[tuple[str, str, str]]:
+    """(section, key, value) in file order; comments and blank lines dropped."""
+    out, section = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.append((section, key.strip(), value.strip()))
+    return out
+
+
+def unit_values(unit: list[tuple[str, str, str]], key: str) -> list[str]:
+    return [v for _, k, v in unit if k == key]
+
+
+def unit_env(unit: list[tuple[str, str, str]]) -> dict[str, str]:
+    env = {}
+    for value in unit_values(unit, "Environment"):
+        for assignment in shlex.split(value):
+            name, _, val = assignment.partition("=")
+            env[name] = val
+    return env
+
+
+def check_systemd(repo: Path, documented: set[str]) -> dict:
+    print("systemd units and config")
+    d = repo / "deploy/systemd"
+    daemon = parse_unit(d / "engagement-ingest.service")
+    oneshot = parse_unit(d / "engagement-ingest-run.service")
+    config = tomllib.loads((d / "config.toml").read_text())
+    check_keys("deploy/systemd/config.toml", config, documented)
+    before = len(PROBLEMS)
+
+    creds = {}
+    for name, unit in [("engagement-ingest.service", daemon), ("engagement-ingest-run.service", oneshot)]:
+        loaded = {}
+        for v in unit_values(unit, "LoadCredential") + unit_values(unit, "LoadCredentialEncrypted"):
+            cid, _, src = v.partition(":")
+            loaded[cid] = src
+        env = unit_env(unit)
+        files = {k: v for k, v in env.items() if k.startswith("ENGAGEMENT__") and k.endswith("_FILE")}
+        for var, val in sorted(files.items()):
+            m = re.fullmatch(r"%d/(.+)", val)
+            if not m:
+                problem(f"{name}: {var}={val} does not point into the credentials directory (%d/NAME)")
+            elif m.group(1) not in loaded:
+                problem(f"{name}: {var} names credential {m.group(1)!r}, which no LoadCredential= loads")
+        unused = set(loaded) - {v[3:] for v in files.values() if v.startswith("%d/")}
+        for cid in sorted(unused):
+            problem(f"{name}: LoadCredential={cid} is not used by any ENGAGEMENT__…_FILE variable")
+        handles = {a["handle"].lstrip("@").lower() for a in config.get("accounts", [])}
+        for var in files:
+            m = re.fullmatch(r"ENGAGEMENT__ACCOUNTS__(.+)__ACCESS_TOKEN(_SECRET)?_FILE", var)
+            if m and m.group(1).lower() not in handles:
+                problem(f"{name}: {var}: config.toml has no [[accounts]] handle {m.group(1).lower()!r}")
+        if env.get("ENGAGEMENT_CONFIG") != "/etc/engagement-ingest/config.toml":
+            problem(f"{name}: ENGAGEMENT_CONFIG should be /etc/engagement-ingest/config.toml")
+        grace = duration_seconds(config.get("runtime", {}).get("shutdown_grace", "20s"))
+        stop = unit_values(unit, "TimeoutStopSec")
+        if not stop or duration_seconds(stop[-1]) <= grace:
+            problem(f"{name}: TimeoutStopSec must exceed [runtime] shutdown_grace ({grace:g}s)")
+        creds[name] = (loaded, files, env)
+    (l1, f1, _), (l2, f2, _) = creds.values()
+    if (l1, f1) != (l2, f2):
+        problem("the two services' LoadCredential=/ENGAGEMENT__…_FILE lists differ; keep them identical")
+    for key in ["database", "inventory"]:
+        path = config.get(key, {}).get("path", "")
+        if not path.startswith("/"):
+            problem(f"deploy/systemd/config.toml: [{key}] path must be absolute, is {path!r}")
+    if len(PROBLEMS) == before:
+        ok("credentials: each LoadCredential= feeds one *_FILE variable of a configured account, same in both services")
+        ok("stop timeouts exceed shutdown_grace; config paths are absolute")
+    return {"daemon": daemon, "oneshot": oneshot, "creds": creds}
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
+
+
+def render_kustomization(repo: Path, work: Path, kubectl: str) -> list[dict]:
+    src = repo / "deploy/kubernetes"
+    dst = work / "kubernetes"
+    shutil.copytree(src, dst)
+    kz = yaml.safe_load((dst / "kustomization.yaml").read_text())
+    for gen in kz.get("secretGenerator", []):
+        for f in gen.get("files", []):
+            path = dst / f.split("=", 1)[-1]
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"placeholder-{path.name}\n")
+    r = subprocess.run([kubectl, "kustomize", str(dst)], capture_output=True, text=True)
+    if r.returncode != 0:
+        problem(f"kubectl kustomize deploy/kubernetes failed:\n{r.stderr}")
+        return []
+    (work / "rendered.yaml").write_text(r.stdout)
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    ok(f"kustomize rendered {len(docs)} resources: " + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs))
+    return docs
+
+
+def schema_validate(work: Path, validator: str) -> None:
+    for version in K8S_VERSIONS:
+        r = subprocess.run(
+            [validator, "--strict", "--quiet", "-k", version, str(work / "rendered.yaml")],
+            capture_output=True, text=True,
+        )
+        if r.returncode != 0:
+            problem(f"schema validation against Kubernetes {version}:\n{r.stdout}{r.stderr}")
+        else:
+            ok(f"every resource validates against the Kubernetes {version} schemas (strict)")
+
+
+def check_cronjob(docs: list[dict], documented: set[str]) -> dict | None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    cronjobs = list(by_kind.get("CronJob", {}).values())
+    if len(cronjobs) != 1:
+        problem(f"expected one CronJob, found {len(cronjobs)}")
+        return None
+    cj = cronjobs[0]
+    spec = cj["spec"]
+    job = spec["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    before = len(PROBLEMS)
+
+    def expect(cond: bool, msg: str) -> None:
+        if not cond:
+            problem(f"CronJob: {msg}")
+
+    expect(spec.get("concurrencyPolicy") == "Forbid", "concurrencyPolicy must be Forbid (one writer)")
+    expect("startingDeadlineSeconds" in spec, "startingDeadlineSeconds missing")
+    expect(pod.get("restartPolicy") == "Never", "restartPolicy must be Never (podFailurePolicy needs it)")
+    expect(pod.get("automountServiceAccountToken") is False, "automountServiceAccountToken must be false")
+    psc = pod.get("securityContext", {})
+    expect(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    expect(psc.get("fsGroup") is not None, "pod securityContext.fsGroup missing (the volume must be writable)")
+    expect(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "seccompProfile must be RuntimeDefault")
+    containers = {c["name"]: c for c in pod["containers"]}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in containers.values():
+        sc = c.get("securityContext", {})
+        expect(sc.get("readOnlyRootFilesystem") is True, f"{c['name']}: readOnlyRootFilesystem must be true")
+        expect(sc.get("allowPrivilegeEscalation") is False, f"{c['name']}: allowPrivilegeEscalation must be false")
+        expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c['name']}: capabilities.drop must be [ALL]")
+        for kind in ["requests", "limits"]:
+            res = c.get("resources", {}).get(kind, {})
+            expect({"cpu", "memory"} <= set(res), f"{c['name']}: resources.{kind} needs cpu and memory")
+            for k, v in res.items():
+                expect(bool(QUANTITY.match(str(v))), f"{c['name']}: resources.{kind}.{k}: {v!r} is not a quantity")
+        for m in c.get("volumeMounts", []):
+            expect(m["name"] in volumes, f"{c['name']}: volumeMount {m['name']!r} has no volume")
+        expect(any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), f"{c['name']}: /tmp needs a volume (read-only root)")
+    for name, v in volumes.items():
+        if "configMap" in v:
+            expect(v["configMap"]["name"] in by_kind.get("ConfigMap", {}), f"volume {name}: no ConfigMap {v['configMap']['name']!r}")
+        if "secret" in v:
+            expect(v["secret"]["secretName"] in by_kind.get("Secret", {}), f"volume {name}: no Secret {v['secret']['secretName']!r}")
+        if "persistentVolumeClaim" in v:
+            claim = v["persistentVolumeClaim"]["claimName"]
+            expect(claim in by_kind.get("PersistentVolumeClaim", {}), f"volume {name}: no PersistentVolumeClaim {claim!r}")
+    rules = job.get("podFailurePolicy", {}).get("rules", [])
+    fail_codes: set[int] = set()
+    for rule in rules:
+        expect(rule.get("action") in {"FailJob", "Ignore", "Count", "FailIndex"}, f"podFailurePolicy: unknown action {rule.get('action')!r}")
+        codes = rule.get("onExitCodes")
+        if codes:
+            expect(codes.get("operator") in {"In", "NotIn"}, f"podFailurePolicy: operator {codes.get('operator')!r} is not In or NotIn")
+            if "containerName" in codes:
+                expect(codes["containerName"] in containers, f"podFailurePolicy: no container {codes['containerName']!r}")
+            if rule.get("action") == "FailJob" and codes.get("operator") == "In":
+                fail_codes |= set(codes.get("values", []))
+    expect(2 in fail_codes, "podFailurePolicy must fail the Job at once on exit code 2")
+    if len(PROBLEMS) == before:
+        ok("CronJob: Forbid, restartPolicy Never, podFailurePolicy fails the Job on exit codes "
+           + ", ".join(map(str, sorted(fail_codes)))
+           + "; non-root, read-only root, no privilege escalation, capabilities dropped; references resolve")
+    return {"cronjob": cj, "by_kind": by_kind, "containers": containers, "volumes": volumes, "pod": pod,
+            "documented": documented}
+
+
+def pod_files(k8s: dict) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    """The container's mounts: mountPath -> {file name: contents} (ConfigMap, Secret) or {} (other)."""
+    (container,) = k8s["containers"].values()
+    mounts: dict[str, dict[str, bytes]] = {}
+    for m in container.get("volumeMounts", []):
+        v = k8s["volumes"][m["name"]]
+        files: dict[str, bytes] = {}
+        if "configMap" in v:
+            cm = k8s["by_kind"]["ConfigMap"][v["configMap"]["name"]]
+            files = {k: s.encode() for k, s in cm.get("data", {}).items()}
+        elif "secret" in v:
+            sec = k8s["by_kind"]["Secret"][v["secret"]["secretName"]]
+            files = {k: base64.b64decode(s) for k, s in sec.get("data", {}).items()}
+        mounts[m["mountPath"].rstrip("/")] = files
+    return container, mounts
+
+
+def check_k8s_config(k8s: dict) -> tuple[str, dict[str, dict[str, bytes]], dict] | None:
+    container, mounts = pod_files(k8s)
+    args = container.get("args", [])
+    if "--config" not in args:
+        problem("CronJob: the container's args must name --config")
+        return None
+    config_path = args[args.index("--config") + 1]
+    mount, _, name = config_path.rpartition("/")
+    if name not in mounts.get(mount, {}):
+        problem(f"CronJob: --config {config_path} is not a file of a mounted ConfigMap")
+        return None
+    text = mounts[mount][name].decode()
+    config = tomllib.loads(text)
+    before = len(PROBLEMS)
+    check_keys("deploy/kubernetes/config.toml", config, k8s["documented"])
+
+    def file_in_mount(what: str, path: str) -> None:
+        m, _, n = path.rpartition("/")
+        if m not in mounts:
+            problem(f"config.toml {what} = {path!r}: nothing is mounted at {m}")
+        elif mounts[m] and n not in mounts[m]:
+            problem(f"config.toml {what} = {path!r}: the volume at {m} has no key {n!r} (has {sorted(mounts[m])})")
+
+    for key, value in config.get("app", {}).items():
+        if key.endswith("_file"):
+            file_in_mount(f"[app] {key}", value)
+    for account in config.get("accounts", []):
+        for key, value in account.items():
+            if key.endswith("_file"):
+                file_in_mount(f"[[accounts]] {account.get('handle')} {key}", value)
+    file_in_mount("[inventory] path", config.get("inventory", {}).get("path", ""))
+    db = config.get("database", {}).get("path", "")
+    db_mount = db.rpartition("/")[0]
+    if db_mount not in mounts or mounts[db_mount]:
+        problem(f"config.toml [database] path = {db!r}: its directory must be a writable volume mount")
+    grace = duration_seconds(config.get("runtime", {}).get("shutdown_grace", "20s"))
+    if k8s["pod"].get("terminationGracePeriodSeconds", 30) <= grace:
+        problem("CronJob: terminationGracePeriodSeconds must exceed [runtime] shutdown_grace")
+    if len(PROBLEMS) == before:
+        ok("config.toml (from the ConfigMap): secrets, inventory and database point into the mounted Secret, ConfigMap and volume")
+    return config_path, mounts, container
+
+
+# --- the program itself ------------------------------------------------------------------------
+
+
+def run_binary(binary: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT")}
+    clean.update(env)
+    return subprocess.run([binary, *args], env=clean, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def check_with_binary(binary: str, repo: Path, work: Path, sd: dict, k8s_layout) -> None:
+    print(f"against the program ({binary})")
+    # systemd: credentials directory with placeholder files, the unit's environment.
+    for name, (loaded, _, env) in sd["creds"].items():
+        creds = work / f"credentials-{name}"
+        creds.mkdir()
+        for cid in loaded:
+            (creds / cid).write_text(f"placeholder-{cid}\n")
+        unit_env_vars = {k: v.replace("%d", str(creds)) for k, v in env.items()}
+        unit_env_vars["ENGAGEMENT_CONFIG"] = str(repo / "deploy/systemd/config.toml")
+        # The inventory and database of the sample config live in /etc and /var/lib.
+        unit_env_vars["ENGAGEMENT__INVENTORY__PATH"] = str(repo / "deploy/kubernetes/tweets.csv")
+        unit_env_vars["ENGAGEMENT__DATABASE__PATH"] = str(work / f"{name}.sqlite")
+        r = run_binary(binary, ["check"], unit_env_vars, work)
+        if r.returncode != 0:
+            problem(f"{name}: `engagement-ingest check` with deploy/systemd/config.toml exited {r.returncode}:\n{r.stdout}{r.stderr}")
+        else:
+            ok(f"{name}: `engagement-ingest check` passes with deploy/systemd/config.toml and the unit's credentials")
+        unit = sd["daemon"] if name == "engagement-ingest.service" else sd["oneshot"]
+        for key in ["ExecStartPre", "ExecStart"]:
+            for line in unit_values(unit, key):
+                argv = shlex.split(line.lstrip("-@:+!"))[1:]
+                r = run_binary(binary, [*argv, "--help"], unit_env_vars, work)
+                if r.returncode != 0:
+                    problem(f"{name}: {key}= arguments {argv} are not accepted by the program:\n{r.stderr}")
+                else:
+                    ok(f"{name}: {key}= arguments parse: {' '.join(argv)}")
+    if k8s_layout is None:
+        return
+    # Kubernetes: lay the mounted ConfigMap and Secret out under a temporary root and rewrite the
+    # mount paths in the config to point there.
+    config_path, mounts, container = k8s_layout
+    root = work / "pod"
+    for mount, files in mounts.items():
+        d = root / mount.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        for n, data in files.items():
+            (d / n).write_bytes(data)
+    text = (root / config_path.lstrip("/")).read_text()
+
+    def relocate(m: re.Match) -> str:
+        path = m.group(1)
+        inside = [mount for mount in mounts if path.startswith(mount + "/")]
+        return f'"{root}{path}"' if inside else m.group(0)
+
+    text = re.sub(r'"(/[^"]*)"', relocate, text)
+    local_config = work / "pod-config.toml"
+    local_config.write_text(text)
+    r = run_binary(binary, ["--config", str(local_config), "check"], {}, work)
+    if r.returncode != 0:
+        problem(f"CronJob: `engagement-ingest check` with the ConfigMap's config.toml exited {r.returncode}:\n{r.stdout}{r.stderr}")
+    else:
+        ok("CronJob: `engagement-ingest check` passes with the ConfigMap's config.toml, the Secret and the volume as mounted")
+    args = list(container.get("args", []))
+    args[args.index("--config") + 1] = str(local_config)
+    r = run_binary(binary, [*args, "--help"], {}, work)
+    if r.returncode != 0:
+        problem(f"CronJob: container args {container.get('args')} are not accepted by the program:\n{r.stderr}")
+    else:
+        ok(f"CronJob: container args parse: {' '.join(container.get('args', []))}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--kubectl", required=True)
+    ap.add_argument("--validator", required=True)
+    ap.add_argument("--binary")
+    a = ap.parse_args()
+    documented = documented_keys(a.repo / "config/example.toml")
+    sd = check_systemd(a.repo, documented)
+    print("Kubernetes manifests")
+    docs = render_kustomization(a.repo, a.work, a.kubectl)
+    k8s_layout = None
+    if docs:
+        schema_validate(a.work, a.validator)
+        k8s = check_cronjob(docs, documented)
+        if k8s:
+            k8s_layout = check_k8s_config(k8s)
+    if a.binary:
+        check_with_binary(a.binary, a.repo, a.work, sd, k8s_layout)
+    if PROBLEMS:
+        print(f"\n{len(PROBLEMS)} problem(s) in the deployment files")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
