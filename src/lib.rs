@@ -24,3 +24,4 @@ pub mod pipeline;
 pub mod planner;
 pub mod sim;
 pub mod store;
+pub mod timespec;

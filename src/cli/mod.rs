@@ -13,6 +13,9 @@ use crate::domain::JobKind;
 mod check;
 mod daemon;
 mod demo;
+mod plan;
+mod query;
+mod report;
 mod run;
 
 /// engagement-ingest: X Enterprise Engagement API metrics, kept as time series in SQLite.
@@ -52,6 +55,12 @@ pub enum Command {
     Run(RunArgs),
     /// Long-running: each kind on its [schedule] cron (UTC) until SIGTERM/SIGINT.
     Daemon(DaemonArgs),
+    /// The requests the next cycle of each kind would make, their quota and time.
+    Plan(PlanArgs),
+    /// Answers from the database without writing SQL (read-only).
+    Query(QueryArgs),
+    /// A self-contained HTML page of charts from the database.
+    Report(ReportArgs),
     /// Validate config, inventory, credentials and database; exit 2 listing every problem.
     Check,
     /// Create or upgrade the database; refuses a database newer than this binary.
@@ -81,6 +90,117 @@ pub struct RunArgs {
     /// node_exporter's textfile collector; replaced atomically).
     #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// Output format of `query` and `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `plan` options.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Kinds to plan (repeatable): totals, hourly, historical. Default: all.
+    #[arg(long = "job", value_name = "KIND", value_parser = parse_kind)]
+    pub jobs: Vec<JobKind>,
+    /// Output format (default: table).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `query` options.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Database to read (default: the config's [database] path).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+    /// Output format (default: table on a terminal, CSV otherwise).
+    #[arg(long, value_enum, global = true)]
+    pub format: Option<Format>,
+    #[command(subcommand)]
+    pub query: Query,
+}
+
+/// The questions `query` answers.
+#[derive(Debug, Subcommand)]
+pub enum Query {
+    /// Latest lifetime totals per Tweet and metric, with when they were observed.
+    Latest {
+        /// Only these Tweets (repeatable).
+        #[arg(long = "tweet", value_name = "ID")]
+        tweets: Vec<u64>,
+        /// Only this account's Tweets.
+        #[arg(long, value_name = "HANDLE")]
+        owner: Option<String>,
+    },
+    /// One Tweet's time series; zero-filled inside fetched coverage, missing outside it.
+    Series {
+        #[arg(long = "tweet", value_name = "ID")]
+        tweet: u64,
+        /// Metrics (repeatable; default all stored).
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// From (date, RFC 3339, @unix, or an age like 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Until (exclusive; same forms).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = Granularity::Hour)]
+        granularity: Granularity,
+    },
+    /// Top Tweets by a metric over a period, with engagement rate.
+    Top {
+        #[arg(long, value_name = "METRIC")]
+        metric: String,
+        /// Period start (default 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long, value_name = "HANDLE")]
+        owner: Option<String>,
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        limit: usize,
+    },
+    /// What ran: the last runs with their outcome.
+    Runs {
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        last: usize,
+    },
+    /// Batches that failed and will be planned again, and Tweets resting after a refusal.
+    Failures,
+    /// Unique handles queried per billing month, and requests per endpoint.
+    Usage {
+        /// Only this month (YYYY-MM).
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+    },
+}
+
+/// Series granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+/// `report` options.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// HTML file to write.
+    #[arg(long, value_name = "FILE.html")]
+    pub out: PathBuf,
+    /// Period start (default 30d; date, RFC 3339, @unix, or an age like 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only this account.
+    #[arg(long, value_name = "HANDLE")]
+    pub owner: Option<String>,
+    /// Database to read (default: the config's [database] path).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 /// `daemon` options.
@@ -174,6 +294,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Demo(args) => demo::demo(args).await,
         Command::Run(args) => run::run(load_config(&cli)?, args).await,
         Command::Daemon(args) => daemon::daemon(&cli, args).await,
+        Command::Plan(args) => plan::plan(load_config(&cli)?, args),
+        Command::Query(args) => query::query(&cli, args),
+        Command::Report(args) => report::report(&cli, args),
         Command::Check => check::check(&cli),
         Command::Migrate => run::migrate(load_config(&cli)?),
         Command::Sim(args) => sim(args).await,
@@ -187,6 +310,38 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
         tracing::warn!("{warning}");
     }
     Ok(config)
+}
+
+/// The database a read-only command reads: `--db`, else the `[database] path` of the config
+/// (`--config` or ENGAGEMENT_CONFIG; only that key is read, so a config whose secrets are not at
+/// hand still serves), else `ENGAGEMENT__DATABASE__PATH`, else `engagement.sqlite`.
+pub fn database_path(cli: &Cli, db: Option<&std::path::Path>) -> Result<PathBuf, Failure> {
+    if let Some(db) = db {
+        return Ok(db.to_path_buf());
+    }
+    let env: std::collections::HashMap<String, String> = utf8_env().collect();
+    if let Some(path) = env.get("ENGAGEMENT__DATABASE__PATH") {
+        return Ok(PathBuf::from(path));
+    }
+    let config = cli
+        .config
+        .clone()
+        .or_else(|| env.get("ENGAGEMENT_CONFIG").map(PathBuf::from));
+    let Some(config) = config else {
+        return Ok(PathBuf::from("engagement.sqlite"));
+    };
+    let text = std::fs::read_to_string(&config)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read {}: {e}", config.display())))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("{}: invalid TOML: {e}", config.display())))?;
+    match table.get("database").and_then(|d| d.get("path")) {
+        None => Ok(PathBuf::from("engagement.sqlite")),
+        Some(toml::Value::String(p)) => Ok(PathBuf::from(p)),
+        Some(_) => Err(Failure::usage(anyhow::anyhow!(
+            "{}: [database] path must be a string",
+            config.display()
+        ))),
+    }
 }
 
 /// The process environment, without variables whose name or value is not UTF-8 (none of ours is;
