@@ -519,7 +519,7 @@ impl ApiClient {
 /// at exactly the budget rate, one aligned window can receive more than its budget. At 3% under
 /// the rate with burst 1 (and jitter of 2% of the interval), no window of the contract's length
 /// can see more than its budget, and the budget is still used at about 96%.
-const PACING_SLACK: f64 = 1.03;
+pub const PACING_SLACK: f64 = 1.03;
 
 fn limiters_for(limit: EndpointLimit) -> Vec<DefaultDirectRateLimiter> {
     let quota = |window_secs: f64, n: NonZeroU32| {

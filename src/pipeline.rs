@@ -1047,11 +1047,7 @@ fn series_write(
         answered: answered_pairs,
         values,
         cell: job.cell.map(Cell::start),
-        covered: if job.cell.is_some() {
-            answered
-        } else {
-            Vec::new()
-        },
+        covered: answered,
         status_changes,
         handle: account_of(job),
         unsupported: unsupported(job, parsed),

@@ -10,7 +10,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../schema/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../schema/0001_init.sql")),
+    (
+        "0002_recent_coverage.sql",
+        include_str!("../schema/0002_recent_coverage.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -177,8 +183,10 @@ pub struct SeriesWrite {
     pub answered: Vec<(TweetId, Metric)>,
     /// Buckets; zeros are not stored.
     pub values: Vec<(TweetId, Metric, Hour, i64)>,
-    /// `/historical`: the grid cell (start) fetched, and the Tweets it was fetched for.
+    /// `/historical`: the grid cell (start) fetched.
     pub cell: Option<i64>,
+    /// The Tweets the answer covered: recorded in `coverage` (`/historical`) or
+    /// `recent_coverage` (`/28hr`).
     pub covered: Vec<TweetId>,
     pub status_changes: Vec<StatusChange>,
     pub handle: Option<Handle>,
@@ -598,6 +606,21 @@ impl Store {
                 )?;
                 for id in &data.covered {
                     cover.execute(params![id.get() as i64, cell, data.fetched_at, data.end])?;
+                }
+            } else {
+                let mut cover = tx.prepare_cached(
+                    "INSERT INTO recent_coverage (tweet_id, fetched_from, fetched_until, fetched_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tweet_id) DO UPDATE SET \
+                     fetched_from = CASE WHEN excluded.fetched_from <= fetched_until \
+                         AND excluded.fetched_until >= fetched_from \
+                         THEN min(fetched_from, excluded.fetched_from) ELSE excluded.fetched_from END, \
+                     fetched_until = CASE WHEN excluded.fetched_from <= fetched_until \
+                         AND excluded.fetched_until >= fetched_from \
+                         THEN max(fetched_until, excluded.fetched_until) ELSE excluded.fetched_until END, \
+                     fetched_at = excluded.fetched_at",
+                )?;
+                for id in &data.covered {
+                    cover.execute(params![id.get() as i64, data.start, data.end, data.fetched_at])?;
                 }
             }
         }

@@ -12,6 +12,7 @@ use crate::domain::JobKind;
 
 mod check;
 mod daemon;
+mod output;
 mod demo;
 mod plan;
 mod query;
