@@ -620,7 +620,12 @@ impl Store {
                      fetched_at = excluded.fetched_at",
                 )?;
                 for id in &data.covered {
-                    cover.execute(params![id.get() as i64, data.start, data.end, data.fetched_at])?;
+                    cover.execute(params![
+                        id.get() as i64,
+                        data.start,
+                        data.end,
+                        data.fetched_at
+                    ])?;
                 }
             }
         }

@@ -12,8 +12,8 @@ use crate::domain::JobKind;
 
 mod check;
 mod daemon;
-mod output;
 mod demo;
+mod output;
 mod plan;
 mod query;
 mod report;

@@ -122,7 +122,12 @@ impl Rows {
             Format::Csv => {
                 let mut out = String::new();
                 let line = |cells: Vec<String>| {
-                    cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\r\n"
+                    cells
+                        .iter()
+                        .map(|c| csv_field(c))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        + "\r\n"
                 };
                 out += &line(self.columns.iter().map(|c| c.to_string()).collect());
                 for row in &self.rows {

@@ -64,9 +64,7 @@ pub fn plan(config: Config, args: &PlanArgs) -> Result<u8, Failure> {
         .map(|k| plan_kind(&config, &inventory, &state, *k, now))
         .collect();
     let token_request = config.app.bearer_token.is_none()
-        && plans
-            .iter()
-            .any(|p| p.by_credential.contains_key("bearer"));
+        && plans.iter().any(|p| p.by_credential.contains_key("bearer"));
     match args.format {
         Format::Json => {
             let total: usize = plans.iter().map(|p| p.requests).sum();
@@ -146,7 +144,8 @@ fn plan_kind(
         unbounded.historical.max_requests_per_run = None;
         let (all, _) = pipeline::plan(&unbounded, inventory, state, &[kind], now);
         let per_cycle = jobs.len().max(1) as f64;
-        let days = period.map(|p| (all.len() as f64 / per_cycle).ceil() * p as f64 / DAY_SECS as f64);
+        let days =
+            period.map(|p| (all.len() as f64 / per_cycle).ceil() * p as f64 / DAY_SECS as f64);
         (all.len(), if all.is_empty() { Some(0.0) } else { days })
     } else {
         (0, None)
@@ -206,13 +205,20 @@ fn human(secs: f64) -> String {
 fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
     let mut out = String::new();
     let total: usize = plans.iter().map(|p| p.requests).sum();
-    let _ = writeln!(out, "plan: {total} requests for {tweets} Tweets in the inventory (nothing sent)");
+    let _ = writeln!(
+        out,
+        "plan: {total} requests for {tweets} Tweets in the inventory (nothing sent)"
+    );
     if token_request {
-        let _ = writeln!(out, "  + 1 request to the token endpoint for the bearer token");
+        let _ = writeln!(
+            out,
+            "  + 1 request to the token endpoint for the bearer token"
+        );
     }
     for p in plans {
         let handles: Vec<&str> = p.handles.iter().map(String::as_str).collect();
-        let _ = writeln!(out, 
+        let _ = writeln!(
+            out,
             "{:<10} /{:<10} {:>6} requests (lower bound {}), {} Tweets, {} at the configured limits{}",
             p.kind.name(),
             p.kind.endpoint().name(),
@@ -233,14 +239,16 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
             let _ = writeln!(out, "    {credential:<20} {n:>6} requests  {t:>8} Tweets");
         }
         if !handles.is_empty() {
-            let _ = writeln!(out, 
+            let _ = writeln!(
+                out,
                 "    handles touched ({}): {}",
                 handles.len(),
                 handles.join(" ")
             );
         }
         if p.over_budget > 0 {
-            let _ = writeln!(out, 
+            let _ = writeln!(
+                out,
                 "    {} Tweets left for later cycles by the per-run request budget",
                 p.over_budget
             );
@@ -264,7 +272,8 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
             }
         }
         if !fits(p) {
-            let _ = writeln!(out, 
+            let _ = writeln!(
+                out,
                 "    warning: longer than the schedule's period; triggers will be skipped while it runs"
             );
         }

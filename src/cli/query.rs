@@ -559,8 +559,9 @@ fn usage_by_month(conn: &Connection, month: Option<&str>) -> Result<Rows, QueryE
             return Err(usage(format!("--month {m:?}: write YYYY-MM, e.g. 2026-11")));
         }
     }
-    let mut months: BTreeMap<String, (Vec<String>, BTreeMap<String, (i64, i64)>)> =
-        BTreeMap::new();
+    /// Per month: the handles, and (requests, attempts) per endpoint.
+    type Month = (Vec<String>, BTreeMap<String, (i64, i64)>);
+    let mut months: BTreeMap<String, Month> = BTreeMap::new();
     let mut stmt = conn.prepare(
         "SELECT month, handle FROM handle_usage WHERE (?1 IS NULL OR month = ?1) \
          ORDER BY month, handle",
