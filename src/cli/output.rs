@@ -254,8 +254,8 @@ mod tests {
     fn tables_align_numbers_right_and_text_left() {
         let t = sample().render(Format::Table);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "id  name             rate");
-        assert_eq!(lines[2], " 1  a, \"quoted\"    0.5000");
+        assert_eq!(lines[0], "id  name           rate");
+        assert_eq!(lines[2], " 1  a, \"quoted\"  0.5000");
         assert_eq!(lines[3], "22");
     }
 }
