@@ -10,6 +10,8 @@ mod daemon;
 /// Faults, rate limits and refused credentials.
 mod failures;
 mod groupings;
+/// `report`: the HTML page, its numbers, its charts in Chromium.
+mod report;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
 mod series;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
