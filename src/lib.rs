@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod planner;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod timespec;

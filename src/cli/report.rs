@@ -1,8 +1,77 @@
-//! `report`: a self-contained HTML page of charts.
+//! `report`: renders the HTML page of [`crate::report`] from the database, read-only, and writes
+//! it to `--out`.
 
-use super::{Cli, Failure, ReportArgs};
+use std::path::Path;
 
-/// Writes the report.
-pub fn report(_cli: &Cli, _args: &ReportArgs) -> Result<u8, Failure> {
-    Err(Failure::usage(anyhow::anyhow!("report is not built yet")))
+use anyhow::{Context as _, anyhow};
+
+use super::{Cli, Failure, ReportArgs, database_path};
+use crate::domain::{DAY_SECS, Handle};
+use crate::report::{self, Options};
+use crate::store::Store;
+use crate::timespec::parse_time;
+
+/// Writes the report and prints what it wrote.
+pub fn report(cli: &Cli, args: &ReportArgs) -> Result<u8, Failure> {
+    let db = database_path(cli, args.db.as_deref())?;
+    if !db.exists() {
+        return Err(Failure::usage(anyhow!(
+            "database {} does not exist; pass --db PATH, or set [database] path in the config",
+            db.display()
+        )));
+    }
+    if same_file(&db, &args.out) {
+        return Err(Failure::usage(anyhow!(
+            "--out {} is the database itself; name an .html file",
+            args.out.display()
+        )));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let since = match &args.since {
+        Some(text) => parse_time(text, now).map_err(|e| Failure::usage(anyhow!("--since: {e}")))?,
+        None => now - 30 * DAY_SECS,
+    };
+    if since >= now {
+        return Err(Failure::usage(anyhow!(
+            "--since {} is not in the past",
+            args.since.as_deref().unwrap_or_default()
+        )));
+    }
+    let owner = args
+        .owner
+        .as_deref()
+        .map(str::parse::<Handle>)
+        .transpose()
+        .map_err(|e| Failure::usage(anyhow!("--owner: {e}")))?;
+    // Every problem opening it (not a database, a schema this binary does not read) is about the
+    // file named: a usage error.
+    let store = Store::open_read_only(&db).map_err(Failure::usage)?;
+    let options = Options {
+        since,
+        now,
+        owner,
+        database: db.display().to_string(),
+    };
+    let page = report::render(store.conn(), &options)
+        .with_context(|| format!("cannot render the report from {}", db.display()))
+        .map_err(Failure::fatal)?;
+    std::fs::write(&args.out, &page.html)
+        .with_context(|| format!("cannot write {}", args.out.display()))
+        .map_err(Failure::fatal)?;
+    println!(
+        "wrote {} ({} bytes, {} charts) from {}",
+        args.out.display(),
+        page.html.len(),
+        page.charts,
+        db.display()
+    );
+    Ok(0)
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

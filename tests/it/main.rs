@@ -12,6 +12,8 @@ mod failures;
 mod groupings;
 /// `query` and `plan` against the simulator's own numbers.
 mod query;
+/// `report`: the HTML page, its numbers, its charts in Chromium.
+mod report;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
 mod series;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.

@@ -1,0 +1,978 @@
+//! `report`: one self-contained HTML page of tables and inline SVG charts (drawn with plotters'
+//! SVG backend) from a database connection. The page references no script, stylesheet, font or
+//! image, so it opens without a network. This module only reads: it never writes the database,
+//! and where the page goes is the caller's business.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use rusqlite::{Connection, params};
+
+use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, iso_utc};
+
+/// How many Tweets the top table lists.
+const TOP_TABLE: usize = 10;
+/// How many of them get a curve of their first hours.
+const TOP_CURVES: usize = 5;
+/// The curves cover each Tweet's first hours after it was posted.
+const CURVE_HOURS: i64 = 72;
+/// Chart size in SVG pixels; the page scales charts down to its width.
+const CHART_SIZE: (u32, u32) = (960, 360);
+/// Width of the legend column at the right of line charts.
+const LEGEND_WIDTH: u32 = 250;
+/// Tableau 10: distinct hues that stay apart for most colour-blind readers.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(78, 121, 167),
+    RGBColor(242, 142, 43),
+    RGBColor(225, 87, 89),
+    RGBColor(118, 183, 178),
+    RGBColor(89, 161, 79),
+    RGBColor(237, 201, 72),
+    RGBColor(176, 122, 161),
+    RGBColor(255, 157, 167),
+    RGBColor(156, 117, 95),
+    RGBColor(186, 176, 172),
+];
+const FONT: &str = "sans-serif";
+const NO_DATA: &str = "<p class=\"empty\">No data in this period.</p>\n";
+
+/// What a report covers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Start of the period, Unix seconds.
+    pub since: i64,
+    /// End of the period, and what ages count from: the generation time, Unix seconds.
+    pub now: i64,
+    /// Only this account's Tweets.
+    pub owner: Option<Handle>,
+    /// How the page names the database (its path).
+    pub database: String,
+}
+
+/// A rendered page.
+#[derive(Debug)]
+pub struct Page {
+    pub html: String,
+    /// How many SVG charts the page holds.
+    pub charts: usize,
+}
+
+/// Why a page could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read the database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot draw the chart {chart:?}: {message}")]
+    Chart { chart: String, message: String },
+}
+
+/// Renders the page for `options` from `conn`. All reads share one transaction, so the page is
+/// one consistent snapshot even while a writer commits batches (WAL).
+pub fn render(conn: &Connection, options: &Options) -> Result<Page, ReportError> {
+    let tx = conn.unchecked_transaction()?;
+    let data = Data::load(&tx, options)?;
+    drop(tx);
+    let mut page = Html::default();
+    page.header(&data, options);
+    page.daily(&data)?;
+    page.top(&data)?;
+    page.freshness(&data, options.now)?;
+    Ok(page.finish())
+}
+
+/// `text` with the five characters that matter to HTML (`& < > " '`) replaced by entities, safe
+/// inside elements and quoted attributes.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the page shows, read in one go.
+struct Data {
+    tweets: i64,
+    owned: i64,
+    accounts: Vec<String>,
+    /// The UTC days of the period, as days since the epoch.
+    days: std::ops::RangeInclusive<i64>,
+    daily_impressions: BTreeMap<String, BTreeMap<i64, i64>>,
+    daily_engagements: BTreeMap<String, BTreeMap<i64, i64>>,
+    top: Vec<TopTweet>,
+    /// Cumulative impressions by hours since posting, for the first of `top`; `None` when no
+    /// bucket of the Tweet's first hours is stored.
+    curves: Vec<Option<Vec<(f64, f64)>>>,
+    freshness: Vec<Freshness>,
+}
+
+struct TopTweet {
+    id: i64,
+    owner: Option<String>,
+    created_at: i64,
+    impressions: i64,
+    engagements: i64,
+}
+
+struct Freshness {
+    kind: JobKind,
+    /// When the last run with status `ok` that ran this kind finished.
+    last_ok: Option<i64>,
+    /// The last run of this kind, whatever its outcome: (started_at, status).
+    last_run: Option<(i64, String)>,
+}
+
+impl Data {
+    fn load(conn: &Connection, o: &Options) -> rusqlite::Result<Data> {
+        let owner = o.owner.as_ref().map(Handle::as_str);
+        let (tweets, owned) = conn.query_row(
+            "SELECT count(*), count(owner) FROM tweets \
+             WHERE removed_at IS NULL AND (?1 IS NULL OR owner = ?1)",
+            [owner],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let accounts = conn
+            .prepare(
+                "SELECT DISTINCT owner FROM tweets \
+                 WHERE owner IS NOT NULL AND (?1 IS NULL OR owner = ?1) ORDER BY owner",
+            )?
+            .query_map([owner], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let top = top_tweets(conn, o)?;
+        let curves = top
+            .iter()
+            .take(TOP_CURVES)
+            .map(|t| first_hours(conn, t.id, t.created_at, o.now))
+            .collect::<Result<_, _>>()?;
+        let freshness = JobKind::ALL
+            .into_iter()
+            .map(|kind| freshness(conn, kind))
+            .collect::<Result<_, _>>()?;
+        Ok(Data {
+            tweets,
+            owned,
+            accounts,
+            days: o.since.div_euclid(DAY_SECS)..=(o.now - 1).div_euclid(DAY_SECS),
+            daily_impressions: daily(conn, Metric::Impressions, o)?,
+            daily_engagements: daily(conn, Metric::Engagements, o)?,
+            top,
+            curves,
+            freshness,
+        })
+    }
+}
+
+/// Per account and UTC day (days since the epoch), the sum of `metric`'s hourly buckets that
+/// start inside the period.
+fn daily(
+    conn: &Connection,
+    metric: Metric,
+    o: &Options,
+) -> rusqlite::Result<BTreeMap<String, BTreeMap<i64, i64>>> {
+    let mut stmt = conn.prepare(
+        "SELECT w.owner, s.hour / 86400 AS day, sum(s.value) FROM series AS s \
+         JOIN tweets AS w USING (tweet_id) \
+         WHERE s.metric_id = ?1 AND s.hour >= ?2 AND s.hour < ?3 \
+           AND w.owner IS NOT NULL AND (?4 IS NULL OR w.owner = ?4) \
+         GROUP BY w.owner, day",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            metric.id(),
+            o.since,
+            o.now,
+            o.owner.as_ref().map(Handle::as_str)
+        ],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
+    let mut out: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+    for row in rows {
+        let (owner, day, value) = row?;
+        out.entry(owner).or_default().insert(day, value);
+    }
+    Ok(out)
+}
+
+/// The Tweets with the most impressions in the period (sums of their hourly buckets), with their
+/// engagements over the same hours.
+fn top_tweets(conn: &Connection, o: &Options) -> rusqlite::Result<Vec<TopTweet>> {
+    let mut stmt = conn.prepare(
+        "SELECT s.tweet_id, w.owner, w.created_at, \
+                sum(CASE WHEN s.metric_id = ?1 THEN s.value ELSE 0 END) AS impressions, \
+                sum(CASE WHEN s.metric_id = ?2 THEN s.value ELSE 0 END) AS engagements \
+         FROM series AS s JOIN tweets AS w USING (tweet_id) \
+         WHERE s.metric_id IN (?1, ?2) AND s.hour >= ?3 AND s.hour < ?4 \
+           AND (?5 IS NULL OR w.owner = ?5) \
+         GROUP BY s.tweet_id HAVING impressions > 0 \
+         ORDER BY impressions DESC, s.tweet_id LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            Metric::Impressions.id(),
+            Metric::Engagements.id(),
+            o.since,
+            o.now,
+            o.owner.as_ref().map(Handle::as_str),
+            TOP_TABLE as i64
+        ],
+        |r| {
+            Ok(TopTweet {
+                id: r.get(0)?,
+                owner: r.get(1)?,
+                created_at: r.get(2)?,
+                impressions: r.get(3)?,
+                engagements: r.get(4)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+/// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `now`), as
+/// (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they do
+/// inside fetched coverage; `None` when none of these hours is stored at all.
+fn first_hours(
+    conn: &Connection,
+    tweet: i64,
+    created_at: i64,
+    now: i64,
+) -> rusqlite::Result<Option<Vec<(f64, f64)>>> {
+    let first = Hour::floor(created_at);
+    let end = created_at + CURVE_HOURS * HOUR_SECS;
+    let buckets: BTreeMap<i64, i64> = conn
+        .prepare(
+            "SELECT hour, value FROM series \
+             WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
+        )?
+        .query_map(
+            params![tweet, Metric::Impressions.id(), first.secs(), end],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    if buckets.is_empty() {
+        return Ok(None);
+    }
+    let mut points = vec![(0.0, 0.0)];
+    let mut total = 0;
+    let mut hour = first;
+    while hour.secs() < end && hour.plus_hours(1).secs() <= now {
+        total += buckets.get(&hour.secs()).copied().unwrap_or(0);
+        let at = (hour.plus_hours(1).secs().min(end) - created_at) as f64 / HOUR_SECS as f64;
+        points.push((at, total as f64));
+        hour = hour.plus_hours(1);
+    }
+    Ok(Some(points))
+}
+
+/// The last successful run and the last run of any outcome that included `kind`.
+fn freshness(conn: &Connection, kind: JobKind) -> rusqlite::Result<Freshness> {
+    // `kinds` is comma-separated: match whole names only.
+    let has_kind = "instr(',' || kinds || ',', ',' || ?1 || ',') > 0";
+    let last_ok = conn.query_row(
+        &format!(
+            "SELECT max(coalesce(finished_at, started_at)) FROM runs \
+             WHERE status = 'ok' AND {has_kind}"
+        ),
+        [kind.name()],
+        |r| r.get(0),
+    )?;
+    let last_run = conn
+        .prepare(&format!(
+            "SELECT started_at, status FROM runs WHERE {has_kind} \
+             ORDER BY started_at DESC, run_id DESC LIMIT 1"
+        ))?
+        .query_map([kind.name()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    Ok(Freshness {
+        kind,
+        last_ok,
+        last_run,
+    })
+}
+
+/// The page being written, and how many charts it holds.
+#[derive(Default)]
+struct Html {
+    body: String,
+    charts: usize,
+}
+
+impl Html {
+    fn header(&mut self, data: &Data, o: &Options) {
+        let days = (o.now - o.since) as f64 / DAY_SECS as f64;
+        let account = match &o.owner {
+            Some(h) => format!("@{h}"),
+            None => "all".to_string(),
+        };
+        let accounts = if data.accounts.is_empty() {
+            "none".to_string()
+        } else {
+            data.accounts.join(", ")
+        };
+        let rows = [
+            ("Database", o.database.clone()),
+            (
+                "Period",
+                format!(
+                    "{} to {} ({days:.1} days)",
+                    iso_utc(o.since),
+                    iso_utc(o.now)
+                ),
+            ),
+            ("Account", account),
+            (
+                "Tweets",
+                format!(
+                    "{} listed: {} owned, {} public",
+                    data.tweets,
+                    data.owned,
+                    data.tweets - data.owned
+                ),
+            ),
+            ("Accounts", format!("{}: {accounts}", data.accounts.len())),
+            (
+                "Generated",
+                format!(
+                    "{} by engagement-ingest {}",
+                    iso_utc(o.now),
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ),
+        ];
+        self.body
+            .push_str("<h1>Engagement report</h1>\n<dl class=\"meta\">\n");
+        for (term, value) in rows {
+            let _ = writeln!(self.body, "<dt>{term}</dt><dd>{}</dd>", escape_html(&value));
+        }
+        self.body.push_str("</dl>\n");
+    }
+
+    fn daily(&mut self, data: &Data) -> Result<(), ReportError> {
+        self.body.push_str(
+            "<h2>Daily impressions and engagements per account</h2>\n<p class=\"note\">Sums of the \
+             hourly buckets per UTC day; the first and the last day of the period may be partial. \
+             An hour without a stored bucket counts as zero.</p>\n",
+        );
+        if data.daily_impressions.is_empty() && data.daily_engagements.is_empty() {
+            self.body.push_str(NO_DATA);
+            return Ok(());
+        }
+        let x = *data.days.start() as f64
+            ..(*data.days.end() as f64).max(*data.days.start() as f64 + 1.0);
+        let day_label = |v: f64| {
+            if v.fract() != 0.0 {
+                return String::new();
+            }
+            chrono::DateTime::from_timestamp(v as i64 * DAY_SECS, 0)
+                .map(|d| d.format("%m-%d").to_string())
+                .unwrap_or_default()
+        };
+        for (metric, values) in [
+            (Metric::Impressions, &data.daily_impressions),
+            (Metric::Engagements, &data.daily_engagements),
+        ] {
+            // Every account gets a line, zero on days without buckets.
+            let lines: Vec<Line> = data
+                .accounts
+                .iter()
+                .map(|account| Line {
+                    label: format!("@{account}"),
+                    points: data
+                        .days
+                        .clone()
+                        .map(|day| {
+                            let v = values.get(account).and_then(|d| d.get(&day));
+                            (day as f64, v.copied().unwrap_or(0) as f64)
+                        })
+                        .collect(),
+                })
+                .collect();
+            let title = format!("Daily {metric} per account (UTC days)");
+            let svg = line_chart(&LineChart {
+                title: &title,
+                x: x.clone(),
+                x_desc: "day (UTC, month-day)",
+                y_desc: metric.as_str(),
+                x_label: &day_label,
+                lines: &lines,
+                markers: data.days.clone().count() <= 45,
+            })?;
+            self.chart(&svg, &title);
+        }
+        Ok(())
+    }
+
+    fn top(&mut self, data: &Data) -> Result<(), ReportError> {
+        self.body.push_str(
+            "<h2>Top Tweets by impressions in the period</h2>\n<p class=\"note\">Sums of the \
+             hourly buckets inside the period. Engagement rate = engagements / impressions.</p>\n",
+        );
+        if data.top.is_empty() {
+            self.body.push_str(NO_DATA);
+            return Ok(());
+        }
+        self.body.push_str(
+            "<table>\n<thead><tr><th>#</th><th>Tweet</th><th>account</th><th>posted (UTC)</th>\
+             <th class=\"num\">impressions</th><th class=\"num\">engagements</th>\
+             <th class=\"num\">engagement rate</th></tr></thead>\n<tbody>\n",
+        );
+        for (i, t) in data.top.iter().enumerate() {
+            let rate = if t.impressions > 0 {
+                format!(
+                    "{:.2}%",
+                    100.0 * t.engagements as f64 / t.impressions as f64
+                )
+            } else {
+                "n/a".to_string()
+            };
+            let _ = writeln!(
+                self.body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                i + 1,
+                t.id,
+                escape_html(t.owner.as_deref().unwrap_or("(public)")),
+                escape_html(&short_utc(t.created_at)),
+                t.impressions,
+                t.engagements,
+                rate
+            );
+        }
+        self.body.push_str("</tbody>\n</table>\n");
+
+        let mut lines = Vec::new();
+        let mut missing = Vec::new();
+        for (t, curve) in data.top.iter().zip(&data.curves) {
+            let label = match &t.owner {
+                Some(owner) => format!("{} (@{owner})", t.id),
+                None => t.id.to_string(),
+            };
+            match curve {
+                Some(points) => lines.push(Line {
+                    label,
+                    points: points.clone(),
+                }),
+                None => missing.push(label),
+            }
+        }
+        if !missing.is_empty() {
+            let _ = writeln!(
+                self.body,
+                "<p class=\"note\">No hourly data stored for the first {CURVE_HOURS} hours of: {}.</p>",
+                escape_html(&missing.join(", "))
+            );
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let title = format!(
+            "Cumulative impressions in the first {CURVE_HOURS} hours after posting (top {})",
+            lines.len()
+        );
+        let hours = |v: f64| format!("{v}");
+        let svg = line_chart(&LineChart {
+            title: &title,
+            x: 0.0..CURVE_HOURS as f64,
+            x_desc: "hours since posting",
+            y_desc: "impressions (cumulative)",
+            x_label: &hours,
+            lines: &lines,
+            markers: false,
+        })?;
+        self.chart(&svg, &title);
+        Ok(())
+    }
+
+    fn freshness(&mut self, data: &Data, now: i64) -> Result<(), ReportError> {
+        self.body.push_str(
+            "<h2>Freshness</h2>\n<p class=\"note\">The last successful run (status ok) of each \
+             kind, and the last run of any outcome.</p>\n<table>\n<thead><tr><th>kind</th>\
+             <th>last success (UTC)</th><th>age</th><th>last run (UTC)</th><th>its status</th>\
+             </tr></thead>\n<tbody>\n",
+        );
+        for f in &data.freshness {
+            let (ok_at, age) = match f.last_ok {
+                Some(t) => (iso_utc(t), format_age(now - t)),
+                None => ("never".to_string(), "n/a".to_string()),
+            };
+            let (run_at, status) = match &f.last_run {
+                Some((t, status)) => (iso_utc(*t), status.clone()),
+                None => ("never".to_string(), "n/a".to_string()),
+            };
+            let _ = writeln!(
+                self.body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                f.kind,
+                escape_html(&ok_at),
+                escape_html(&age),
+                escape_html(&run_at),
+                escape_html(&status)
+            );
+        }
+        self.body.push_str("</tbody>\n</table>\n");
+        if data.freshness.iter().all(|f| f.last_ok.is_none()) {
+            self.body
+                .push_str("<p class=\"empty\">No successful run yet.</p>\n");
+            return Ok(());
+        }
+        let title = "Time since the last successful run of each kind";
+        let svg = freshness_chart(title, &data.freshness, now)?;
+        self.chart(&svg, title);
+        Ok(())
+    }
+
+    /// Adds an SVG chart, labelled for screen readers.
+    fn chart(&mut self, svg: &str, title: &str) {
+        let labelled = svg.replacen(
+            "<svg ",
+            &format!("<svg role=\"img\" aria-label=\"{}\" ", escape_html(title)),
+            1,
+        );
+        self.body.push_str("<figure>\n");
+        self.body.push_str(&labelled);
+        self.body.push_str("</figure>\n");
+        self.charts += 1;
+    }
+
+    fn finish(self) -> Page {
+        let mut html = String::with_capacity(self.body.len() + 2048);
+        html.push_str(concat!(
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+            // Nothing may be fetched: the page is all there is.
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+            "<title>Engagement report</title>\n<style>\n",
+            "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; }\n",
+            "h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
+            "dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }\n",
+            "dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }\n",
+            "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
+            "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
+            ".num { text-align: right; }\n",
+            ".note { color: #555; font-size: .9rem; } .empty { font-style: italic; color: #a33; }\n",
+            "figure { margin: .5rem 0; } svg { max-width: 100%; height: auto; }\n",
+            "</style>\n</head>\n<body>\n",
+        ));
+        html.push_str(&self.body);
+        html.push_str("</body>\n</html>\n");
+        Page {
+            html,
+            charts: self.charts,
+        }
+    }
+}
+
+/// One line of a line chart.
+struct Line {
+    label: String,
+    points: Vec<(f64, f64)>,
+}
+
+struct LineChart<'a> {
+    title: &'a str,
+    x: std::ops::Range<f64>,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_label: &'a dyn Fn(f64) -> String,
+    lines: &'a [Line],
+    /// Dots on the data points (for short series, where a single point would not show).
+    markers: bool,
+}
+
+/// Draws a line chart as an SVG document.
+fn line_chart(c: &LineChart<'_>) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    draw_lines(&mut svg, c).map_err(|e| ReportError::Chart {
+        chart: c.title.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(svg)
+}
+
+fn draw_lines(svg: &mut String, c: &LineChart<'_>) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, CHART_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let titled = root.titled(c.title, (FONT, 22))?;
+    // The legend gets its own column, so it never hides a line.
+    let (plot, legend) = titled.split_horizontally(CHART_SIZE.0 - LEGEND_WIDTH);
+    let y_max = c
+        .lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&plot)
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(c.x.clone(), 0.0..y_max)?;
+    let x_label = |v: &f64| (c.x_label)(*v);
+    let y_label = |v: &f64| short_number(*v);
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc)
+        .y_desc(c.y_desc)
+        .x_labels(12)
+        .y_labels(8)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .light_line_style(RGBColor(242, 242, 242))
+        .bold_line_style(RGBColor(222, 222, 222))
+        .label_style((FONT, 15))
+        .draw()?;
+    let mut entries = Vec::new();
+    for (i, line) in c.lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart.draw_series(
+            LineSeries::new(line.points.iter().copied(), color.stroke_width(2))
+                .point_size(if c.markers { 3 } else { 0 }),
+        )?;
+        entries.push((line.label.as_str(), color));
+    }
+    draw_legend(&legend, &entries)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One row per line, top down: a stroke of its colour and its label; `+N more` when they do not
+/// all fit.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(&str, RGBColor)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    const ROW: i32 = 20;
+    let style = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let fit = ((area.dim_in_pixel().1 as i32 - 2 * ROW) / ROW).max(1) as usize;
+    let shown = if entries.len() > fit { fit - 1 } else { fit };
+    for (i, (label, color)) in entries.iter().take(shown).enumerate() {
+        let y = ROW + ROW * i as i32;
+        area.draw(&PathElement::new(
+            vec![(4, y), (26, y)],
+            color.stroke_width(3),
+        ))?;
+        area.draw(&Text::new(label.to_string(), (32, y), style.clone()))?;
+    }
+    if entries.len() > shown {
+        let y = ROW + ROW * shown as i32;
+        let more = format!("+{} more", entries.len() - shown);
+        area.draw(&Text::new(more, (32, y), style))?;
+    }
+    Ok(())
+}
+
+/// Horizontal bars: the age of each kind's last successful run, labelled with it.
+fn freshness_chart(title: &str, rows: &[Freshness], now: i64) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    draw_freshness(&mut svg, title, rows, now).map_err(|e| ReportError::Chart {
+        chart: title.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(svg)
+}
+
+fn draw_freshness(
+    svg: &mut String,
+    title: &str,
+    rows: &[Freshness],
+    now: i64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ages: Vec<Option<i64>> = rows
+        .iter()
+        .map(|f| f.last_ok.map(|t| (now - t).max(0)))
+        .collect();
+    let oldest = ages.iter().flatten().copied().max().unwrap_or(0);
+    // One unit for the whole axis, chosen by the oldest age.
+    let (unit, unit_name) = if oldest < 2 * HOUR_SECS {
+        (60.0, "minutes")
+    } else if oldest < 3 * DAY_SECS {
+        (HOUR_SECS as f64, "hours")
+    } else {
+        (DAY_SECS as f64, "days")
+    };
+    // Room on the right for the labels at the end of the bars.
+    let x_max = (oldest as f64 / unit).max(1.0) * 1.45;
+    let n = rows.len() as f64;
+    let root = SVGBackend::with_string(svg, (CHART_SIZE.0, 80 + 46 * rows.len() as u32))
+        .into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0.0..x_max, 0.0..n)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc(unit_name)
+        .x_labels(8)
+        .light_line_style(RGBColor(242, 242, 242))
+        .bold_line_style(RGBColor(222, 222, 222))
+        .label_style((FONT, 15))
+        .draw()?;
+    let label_style =
+        TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (f, age)) in rows.iter().zip(&ages).enumerate() {
+        // First kind on top.
+        let y = n - i as f64 - 0.5;
+        let (end, label) = match age {
+            Some(age) => {
+                let end = *age as f64 / unit;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y - 0.3), (end, y + 0.3)],
+                    PALETTE[i % PALETTE.len()].filled(),
+                )))?;
+                (end, format!("{}: {}", f.kind, format_age(*age)))
+            }
+            None => (0.0, format!("{}: never succeeded", f.kind)),
+        };
+        chart.draw_series(std::iter::once(Text::new(
+            label,
+            (end + x_max * 0.01, y),
+            label_style.clone(),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), for tables.
+fn short_utc(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// A duration in seconds as a person reads it: `45 s ago`, `12 min ago`, `5 h ago`, `3 d ago`.
+fn format_age(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs < 60 {
+        format!("{secs} s ago")
+    } else if secs < 90 * 60 {
+        format!("{} min ago", secs / 60)
+    } else if secs < 2 * DAY_SECS {
+        format!("{} h ago", (secs + HOUR_SECS / 2) / HOUR_SECS)
+    } else {
+        format!("{} d ago", (secs + DAY_SECS / 2) / DAY_SECS)
+    }
+}
+
+/// An axis value in few characters: `950`, `12.5k`, `3M`.
+fn short_number(v: f64) -> String {
+    let (scaled, suffix) = match v.abs() {
+        a if a >= 1e9 => (v / 1e9, "G"),
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let text = format!("{scaled:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    const NOW: i64 = 1_793_404_800; // 2026-10-31T00:00:00Z
+
+    fn options(since: i64, owner: Option<&str>) -> Options {
+        Options {
+            since,
+            now: NOW,
+            owner: owner.map(|h| h.parse().unwrap()),
+            database: "test.sqlite".to_string(),
+        }
+    }
+
+    /// A migrated database in a temporary folder.
+    fn database() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.sqlite")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn escape_html_neutralises_markup_and_quotes() {
+        assert_eq!(
+            escape_html(r#"<script>alert('x')</script> & "q""#),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(escape_html("plain café"), "plain café");
+    }
+
+    /// A path chosen to break the page, shown as text.
+    #[test]
+    fn the_database_path_is_escaped_in_the_page() {
+        let (_dir, store) = database();
+        let mut o = options(NOW - 7 * DAY_SECS, None);
+        o.database = "/tmp/<img src=x onerror=alert(1)>.sqlite".to_string();
+        let page = render(store.conn(), &o).unwrap();
+        assert!(!page.html.contains("<img"), "{}", page.html);
+        assert!(
+            page.html
+                .contains("&lt;img src=x onerror=alert(1)&gt;.sqlite")
+        );
+    }
+
+    #[test]
+    fn an_empty_database_renders_a_page_that_says_so() {
+        let (_dir, store) = database();
+        let page = render(store.conn(), &options(NOW - 30 * DAY_SECS, None)).unwrap();
+        assert_eq!(page.charts, 0);
+        assert!(!page.html.contains("<svg"));
+        assert!(page.html.contains("No data in this period."));
+        assert!(page.html.contains("No successful run yet."));
+        assert!(page.html.ends_with("</html>\n"));
+    }
+
+    /// Buckets before the period, and another account's with `--owner`, are not counted; a
+    /// Tweet's curve is cumulative from its posting.
+    #[test]
+    fn the_period_and_the_owner_bound_what_is_counted() {
+        let (_dir, store) = database();
+        let conn = store.conn();
+        let created = NOW - 3 * DAY_SECS - 1800; // half past the hour
+        for (id, owner) in [(101_i64, "acme"), (202, "bob")] {
+            conn.execute(
+                "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
+                 VALUES (?1, ?2, ?2, ?3, ?3)",
+                params![id, owner, created],
+            )
+            .unwrap();
+        }
+        let first = Hour::floor(created).secs();
+        let bucket = |id: i64, metric: Metric, hour: i64, value: i64| {
+            conn.execute(
+                "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'historical', ?5)",
+                params![id, metric.id(), hour, value, NOW],
+            )
+            .unwrap();
+        };
+        bucket(101, Metric::Impressions, first, 1000);
+        bucket(101, Metric::Impressions, first + 2 * HOUR_SECS, 30);
+        bucket(101, Metric::Engagements, first + 2 * HOUR_SECS, 3);
+        bucket(202, Metric::Impressions, first + 2 * HOUR_SECS, 500);
+
+        // The period starts after acme's first bucket.
+        let o = options(first + HOUR_SECS, None);
+        let data = Data::load(conn, &o).unwrap();
+        let top: Vec<(i64, i64, i64)> = data
+            .top
+            .iter()
+            .map(|t| (t.id, t.impressions, t.engagements))
+            .collect();
+        assert_eq!(top, vec![(202, 500, 0), (101, 30, 3)]);
+        let acme_curve = data.curves[1].as_ref().unwrap();
+        assert_eq!(acme_curve[0], (0.0, 0.0));
+        assert_eq!(
+            acme_curve[1],
+            (0.5, 1000.0),
+            "the first hour ends 30 min in"
+        );
+        assert_eq!(acme_curve[2], (1.5, 1000.0));
+        assert_eq!(acme_curve[3], (2.5, 1030.0));
+        assert_eq!(acme_curve.last().unwrap(), &(72.0, 1030.0));
+
+        let data = Data::load(conn, &options(first - HOUR_SECS, Some("acme"))).unwrap();
+        assert_eq!(data.accounts, vec!["acme".to_string()]);
+        let days: i64 = data.daily_impressions["acme"].values().sum();
+        assert_eq!(days, 1030);
+        assert!(!data.daily_impressions.contains_key("bob"));
+        let page = render(conn, &options(first - HOUR_SECS, Some("acme"))).unwrap();
+        assert_eq!(
+            page.charts, 3,
+            "two daily charts and the curves; no run yet"
+        );
+        assert!(page.html.contains("<td class=\"num\">1030</td>"));
+    }
+
+    /// Freshness reads whole kind names from `runs.kinds`, and only `ok` runs count as success.
+    #[test]
+    fn freshness_is_the_last_ok_run_of_each_kind() {
+        let (_dir, store) = database();
+        let conn = store.conn();
+        for (kinds, started, status) in [
+            ("totals,hourly", NOW - 7200, "ok"),
+            ("totals", NOW - 600, "partial"),
+            ("historical", NOW - 300, "failed"),
+        ] {
+            conn.execute(
+                "INSERT INTO runs (kinds, started_at, finished_at, status) VALUES (?1, ?2, ?3, ?4)",
+                params![kinds, started, started + 60, status],
+            )
+            .unwrap();
+        }
+        let f: Vec<_> = JobKind::ALL
+            .into_iter()
+            .map(|k| freshness(conn, k).unwrap())
+            .collect();
+        assert_eq!(f[0].last_ok, Some(NOW - 7140));
+        assert_eq!(f[0].last_run, Some((NOW - 600, "partial".to_string())));
+        assert_eq!(f[1].last_ok, Some(NOW - 7140));
+        assert_eq!(f[2].last_ok, None);
+        assert_eq!(f[2].last_run, Some((NOW - 300, "failed".to_string())));
+        let page = render(conn, &options(NOW - DAY_SECS, None)).unwrap();
+        assert_eq!(page.charts, 1);
+        assert!(page.html.contains("totals: 2 h ago"), "{}", page.html);
+        assert!(page.html.contains("historical: never succeeded"));
+    }
+
+    /// WAL: a reader renders while a writer holds an open write transaction, and sees the last
+    /// committed state, not the writer's uncommitted rows.
+    #[test]
+    fn a_page_renders_while_a_writer_holds_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let writer = Store::open(&path).unwrap();
+        writer.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
+        writer
+            .conn()
+            .execute(
+                "INSERT INTO runs (kinds, started_at, finished_at, status) \
+                 VALUES ('totals', ?1, ?1, 'ok')",
+                [NOW - 60],
+            )
+            .unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        let page = render(reader.conn(), &options(NOW - DAY_SECS, None)).unwrap();
+        assert!(page.html.contains("No successful run yet."));
+        writer.conn().execute_batch("COMMIT").unwrap();
+        let page = render(reader.conn(), &options(NOW - DAY_SECS, None)).unwrap();
+        assert!(page.html.contains("totals: 1 min ago"), "{}", page.html);
+    }
+
+    #[test]
+    fn ages_and_axis_numbers_read_short() {
+        assert_eq!(format_age(-5), "0 s ago");
+        assert_eq!(format_age(59), "59 s ago");
+        assert_eq!(format_age(12 * 60 + 5), "12 min ago");
+        assert_eq!(format_age(5 * HOUR_SECS + 1200), "5 h ago");
+        assert_eq!(format_age(3 * DAY_SECS), "3 d ago");
+        assert_eq!(short_number(0.0), "0");
+        assert_eq!(short_number(950.0), "950");
+        assert_eq!(short_number(12_500.0), "12.5k");
+        assert_eq!(short_number(3_000_000.0), "3M");
+        assert_eq!(short_number(2.5), "2.5");
+    }
+}
