@@ -1,7 +1,5 @@
 //! `run` (one cycle, or a dry-run plan) and `migrate`.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context as _;
 
 use super::{Failure, RunArgs};
@@ -18,7 +16,7 @@ pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
         args.jobs.clone()
     };
     if args.dry_run {
-        return dry_run(&config, &kinds);
+        return dry_run(config, &kinds);
     }
     let mut ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
     ctx.progress = progress_interval();
@@ -153,42 +151,13 @@ pub fn print_report(report: &RunReport) {
     }
 }
 
-fn dry_run(config: &Config, kinds: &[JobKind]) -> Result<u8, Failure> {
-    let inventory = pipeline::load_inventory(config).map_err(Failure::usage)?;
-    let state = if config.database.path.exists() {
-        let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
-        pipeline::PlanState::read(&store).map_err(Failure::fatal)?
-    } else {
-        pipeline::PlanState::default()
+/// `--dry-run`: the plan of the chosen kinds, as `plan` prints it.
+fn dry_run(config: Config, kinds: &[JobKind]) -> Result<u8, Failure> {
+    let args = super::PlanArgs {
+        jobs: kinds.to_vec(),
+        format: super::Format::Table,
     };
-    let now = chrono::Utc::now().timestamp();
-    let (jobs, skipped) = pipeline::plan(config, &inventory, &state, kinds, now);
-    let mut groups: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
-    for job in &jobs {
-        let entry = groups
-            .entry((
-                job.endpoint.name().to_string(),
-                job.credential.label().to_string(),
-            ))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += job.tweets.len();
-    }
-    println!(
-        "dry run: {} requests for {} Tweets (nothing sent)",
-        jobs.len(),
-        inventory.entries.len()
-    );
-    for ((endpoint, credential), (requests, tweets)) in groups {
-        println!("  /{endpoint:<10} {credential:<16} {requests:>5} requests  {tweets:>7} Tweets");
-    }
-    if skipped.resting + skipped.over_budget > 0 {
-        println!(
-            "  skipped: {} resting, {} over the request budget",
-            skipped.resting, skipped.over_budget
-        );
-    }
-    Ok(0)
+    super::plan::plan(config, &args)
 }
 
 /// `migrate`: create or upgrade the database.
