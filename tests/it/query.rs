@@ -218,9 +218,18 @@ async fn queries_answer_with_the_simulators_numbers() {
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["partial", "ok", "ok"], "{runs}");
+    let stats = sim.stats();
+    let insights = stats.count("totals") + stats.count("28hr") + stats.count("historical");
+    let requests: u64 = rows(&runs)
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        requests, insights,
+        "every request the simulator saw is in a run: {runs}"
+    );
 
     // usage: the handles and requests the simulator saw.
-    let stats = sim.stats();
     let usage = query(&app, &["usage"]).await;
     let month = &rows(&usage)[0];
     assert_eq!(rows(&usage).len(), 1);
@@ -240,7 +249,6 @@ async fn queries_answer_with_the_simulators_numbers() {
             "{column}: {usage}"
         );
     }
-    let insights = stats.count("totals") + stats.count("28hr") + stats.count("historical");
     assert_eq!(month["http_attempts"].as_u64(), Some(insights));
 }
 
