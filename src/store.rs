@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
@@ -502,19 +502,39 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut written = 0;
         {
+            // The latest value of every metric of one Tweet in one statement (a seek per
+            // metric inside SQLite), rather than one statement per value.
             let mut latest = tx.prepare_cached(
-                "SELECT value FROM totals WHERE tweet_id = ?1 AND metric_id = ?2 \
-                 ORDER BY observed_at DESC LIMIT 1",
+                "SELECT m.metric_id, (SELECT t.value FROM totals AS t \
+                 WHERE t.tweet_id = ?1 AND t.metric_id = m.metric_id \
+                 ORDER BY t.observed_at DESC LIMIT 1) \
+                 FROM metrics AS m WHERE m.metric_id BETWEEN ?2 AND ?3",
             )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (tweet_id, metric_id, observed_at) DO UPDATE SET value = excluded.value",
             )?;
+            let ids = data.values.iter().map(|(_, m, _)| m.id());
+            let (low, high) = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
+            let mut current: Option<TweetId> = None;
+            let mut prev_of = [None::<i64>; Metric::ALL.len() + 1];
             for &(id, metric, value) in &data.values {
                 let key = id.get() as i64;
-                let prev: Option<i64> = latest
-                    .query_row(params![key, metric.id()], |r| r.get(0))
-                    .optional()?;
+                if current != Some(id) {
+                    current = Some(id);
+                    prev_of = [None; Metric::ALL.len() + 1];
+                    let mut rows = latest.query(params![key, low, high])?;
+                    while let Some(row) = rows.next()? {
+                        let m: i64 = row.get(0)?;
+                        if let Some(slot) = usize::try_from(m).ok().and_then(|m| prev_of.get_mut(m))
+                        {
+                            *slot = row.get(1)?;
+                        }
+                    }
+                }
+                let prev = usize::try_from(metric.id())
+                    .ok()
+                    .and_then(|m| prev_of.get(m).copied().flatten());
                 if prev != Some(value) {
                     insert.execute(params![key, metric.id(), data.observed_at, value])?;
                     written += 1;
