@@ -10,7 +10,21 @@ use rusqlite::{Connection, OpenFlags, params};
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../schema/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../schema/0001_init.sql")),
+    (
+        "0002_series_source_integer.sql",
+        include_str!("../schema/0002_series_source_integer.sql"),
+    ),
+];
+
+/// `series.source`: the endpoint a bucket came from (schema 0002).
+fn series_source(endpoint: Endpoint) -> i64 {
+    match endpoint {
+        Endpoint::Hour28 => 0,
+        Endpoint::Historical | Endpoint::Totals => 1,
+    }
+}
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -597,6 +611,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
                  DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
             )?;
+            let source = series_source(data.source);
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
                     insert.execute(params![
@@ -604,7 +619,7 @@ impl Store {
                         metric.id(),
                         hour.secs(),
                         value,
-                        data.source.name(),
+                        source,
                         data.fetched_at
                     ])?;
                     written += 1;
@@ -830,6 +845,36 @@ mod tests {
         drop(store);
         let mut again = Store::open(&dir.path().join("e.sqlite")).unwrap();
         assert_eq!(again.migrate().unwrap(), (SCHEMA_VERSION, SCHEMA_VERSION));
+    }
+
+    /// Version 2 rebuilds `series` with an integer `source`; buckets stored by version 1 keep
+    /// their values and views keep working.
+    #[test]
+    fn migration_2_turns_series_source_into_an_integer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO tweets (tweet_id, created_at, first_seen_at) VALUES (5, 0, 0);
+                 INSERT INTO series VALUES (5, 1, 3600, 7, '28hr', 9), (5, 1, 7200, 8, 'historical', 9);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let rows: Vec<(i64, i64, i64)> = store
+            .conn()
+            .prepare("SELECT hour, value, source FROM series ORDER BY hour")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(3600, 7, 0), (7200, 8, 1)]);
+        assert_eq!(store.count("hourly").unwrap(), 2);
+        assert_eq!(store.count("daily").unwrap(), 1);
     }
 
     #[test]
