@@ -89,7 +89,26 @@ pub enum ParseError {
 /// The body is read in one streaming pass: groupings go straight into rows, with no JSON tree in
 /// between (a `/historical` answer has about 300,000 leaves), and keys are borrowed from the body.
 pub fn parse(body: &[u8], groupings: &[(&str, &[GroupBy])]) -> Result<Parsed, ParseError> {
+    parse_with(body, groupings, false)
+}
+
+/// As [`parse`], but hourly buckets (rows of a grouping by `engagement.hour`) that are zero are
+/// left out. Series answers are dense and mostly zeros (96% on the demo world), and a zero
+/// bucket is never stored, so a `/historical` answer of 285,600 buckets keeps ~12,000 rows.
+pub fn parse_nonzero_buckets(
+    body: &[u8],
+    groupings: &[(&str, &[GroupBy])],
+) -> Result<Parsed, ParseError> {
+    parse_with(body, groupings, true)
+}
+
+fn parse_with(
+    body: &[u8],
+    groupings: &[(&str, &[GroupBy])],
+    skip_zero_buckets: bool,
+) -> Result<Parsed, ParseError> {
     let mut state = Top {
+        skip_zero_buckets,
         groupings,
         rows: groupings.iter().map(|_| None).collect(),
         meta: Map::new(),
@@ -165,6 +184,7 @@ const META_KEYS: &[&str] = &[
 
 /// What the streaming pass collects.
 struct Top<'g> {
+    skip_zero_buckets: bool,
     groupings: &'g [(&'g str, &'g [GroupBy])],
     /// Rows per requested grouping, `None` until found.
     rows: Vec<Option<Vec<Row>>>,
@@ -213,6 +233,8 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                         value: 0,
                     },
                     out: &mut Sink {
+                        skip_zero: top.skip_zero_buckets
+                            && top.groupings[i].1.contains(&GroupBy::Hour),
                         rows: &mut rows,
                         unknown: &mut top.unknown,
                         shape: &mut top.shape,
@@ -259,6 +281,8 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// Where the rows of one grouping go.
 struct Sink<'a> {
+    /// Leave zero counts out (hourly buckets of [`parse_nonzero_buckets`]).
+    skip_zero: bool,
     rows: &'a mut Vec<Row>,
     unknown: &'a mut Vec<String>,
     shape: &'a mut Option<String>,
@@ -311,7 +335,9 @@ impl Level<'_, '_> {
         }
         match value {
             Some(value) => {
-                self.out.rows.push(Row { value, ..self.row });
+                if value != 0 || !self.out.skip_zero {
+                    self.out.rows.push(Row { value, ..self.row });
+                }
                 Ok(())
             }
             None => Err(self.fail(format!("expected a count, found {found}"))),
@@ -340,7 +366,9 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
         if self.depth == self.levels.len()
             && let Some(value) = count(v)
         {
-            self.out.rows.push(Row { value, ..self.row });
+            if value != 0 || !self.out.skip_zero {
+                self.out.rows.push(Row { value, ..self.row });
+            }
             return Ok(());
         }
         self.leaf(None, &Value::from(v))
@@ -548,6 +576,27 @@ mod tests {
         let first = rows.iter().find(|r| r.value == 551).unwrap();
         assert_eq!(first.bucket().unwrap().to_string(), "2015-09-14T17:00:00Z");
         assert_eq!(rows.iter().map(|r| r.value).sum::<i64>(), 1757);
+    }
+
+    /// The sparse variant keeps the non-zero hourly buckets only, and every total.
+    #[test]
+    fn zero_buckets_can_be_left_out() {
+        let body =
+            br#"{"h": {"1": {"favorites": {"2015-09-14": {"17": "0", "18": "3", "19": "0"}}}},
+          "t": {"1": {"favorites": "0"}}}"#;
+        let levels = [
+            GroupBy::TweetId,
+            GroupBy::EngagementType,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ];
+        let groupings: &[(&str, &[GroupBy])] = &[("h", &levels), ("t", BY_TWEET)];
+        let dense = parse(body, groupings).unwrap();
+        assert_eq!(dense.groupings["h"].len(), 3);
+        let sparse = parse_nonzero_buckets(body, groupings).unwrap();
+        assert_eq!(sparse.groupings["h"].len(), 1);
+        assert_eq!(sparse.groupings["h"][0].value, 3);
+        assert_eq!(sparse.groupings["t"], dense.groupings["t"]);
     }
 
     /// Type-first nesting and grand totals parse to the same kind of rows.

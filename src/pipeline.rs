@@ -712,7 +712,8 @@ impl BatchContext {
             let window = job.cell.map(|cell| cell.window(started_at));
             let body = request_body(&job, window);
             let grouping = grouping(job.kind);
-            let check = |bytes: &[u8]| parse::parse(bytes, &[grouping]);
+            // Zero buckets are never stored: they are not kept past the parse.
+            let check = |bytes: &[u8]| parse::parse_nonzero_buckets(bytes, &[grouping]);
             let outcome = self
                 .client
                 .send(job.endpoint, &job.credential, &body, check, &self.shutdown)
