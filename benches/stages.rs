@@ -479,7 +479,7 @@ fn bare_series(conn: &mut Connection, write: &SeriesWrite) -> usize {
                 m.id(),
                 h.secs(),
                 v,
-                "historical",
+                1, // schema 0002: 1 = /historical
                 write.fetched_at
             ])
             .unwrap();
