@@ -129,7 +129,7 @@ fn plan_input() -> PlanInput {
             1 => TweetStatus::Forbidden,
             _ => TweetStatus::Active,
         };
-        let checked = h % 3 == 0;
+        let checked = h.is_multiple_of(3);
         let unsupported = if h % 50 == 7 {
             1 << Metric::VideoViews.id()
         } else {
