@@ -7,6 +7,9 @@
 #
 #   tests/e2e_bench.sh                    100,000 owned Tweets over 200 accounts + 100,000 public
 #   tests/e2e_bench.sh rss                peak RSS of the worker at 20k, 200k and 1M Tweets
+#   E2E_JOBS="totals hourly" tests/e2e_bench.sh rss
+#                                         the same without /historical, whose backfill of a 1M
+#                                         world is ~25G dense buckets (hours on 2 cores)
 #
 # Not part of `cargo test`: run it by hand on an otherwise idle machine. Settings (environment):
 #   E2E_OWNED=100000 E2E_ACCOUNTS=200 E2E_PUBLIC=100000   the world
