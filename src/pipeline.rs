@@ -443,21 +443,26 @@ pub async fn run_once(
         clock: Arc::clone(&ctx.clock),
         shutdown: shutdown.clone(),
         metrics: Arc::clone(&ctx.metrics),
+        tasks: Arc::new(tokio::sync::Semaphore::new(
+            BATCH_TASKS_PER_SLOT * ctx.config.api.max_in_flight.max(1),
+        )),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
     // revoked token costs one request, not one per batch.
     let mut set = JoinSet::new();
     let mut per_account: BTreeMap<Handle, Vec<Job>> = BTreeMap::new();
+    let mut bearer = Vec::new();
     for job in jobs {
         match &job.credential {
             Credential::UserContext { account } => {
                 per_account.entry(account.clone()).or_default().push(job)
             }
-            Credential::Bearer => {
-                let batch = Arc::clone(&batch);
-                set.spawn(async move { batch.run_jobs(vec![job]).await }.instrument(span.clone()));
-            }
+            Credential::Bearer => bearer.push(job),
         }
+    }
+    if !bearer.is_empty() {
+        let batch = Arc::clone(&batch);
+        set.spawn(async move { batch.run_jobs(bearer).await }.instrument(span.clone()));
     }
     for (account, jobs) in per_account {
         let batch = Arc::clone(&batch);
@@ -556,7 +561,13 @@ struct BatchContext {
     clock: Clock,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Batch tasks alive at once, run-wide: a task per batch exists only while its batch is
+    /// sent and stored, not for every planned batch at once (memory at a million Tweets).
+    tasks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Batch tasks per request slot (`api.max_in_flight`): enough that a slot never waits for a task.
+const BATCH_TASKS_PER_SLOT: usize = 2;
 
 /// The requests one job (or one account's jobs) took.
 #[derive(Default)]
@@ -592,10 +603,15 @@ impl BatchContext {
         let mut set = JoinSet::new();
         for job in jobs {
             let me = Arc::clone(self);
+            let permit = Arc::clone(&self.tasks)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let span = tracing::info_span!("batch", kind = job.kind.name(),
                 endpoint = job.endpoint.name(), credential = %job.credential, tweets = job.tweets.len());
             set.spawn(
                 async move {
+                    let _permit = permit;
                     let kind = job.kind;
                     let done = me.run_job(job).await;
                     me.metrics.batch_done(kind, 1);
@@ -696,7 +712,8 @@ impl BatchContext {
             let window = job.cell.map(|cell| cell.window(started_at));
             let body = request_body(&job, window);
             let grouping = grouping(job.kind);
-            let check = |bytes: &[u8]| parse::parse(bytes, &[grouping]);
+            // Zero buckets are never stored: they are not kept past the parse.
+            let check = |bytes: &[u8]| parse::parse_nonzero_buckets(bytes, &[grouping]);
             let outcome = self
                 .client
                 .send(job.endpoint, &job.credential, &body, check, &self.shutdown)

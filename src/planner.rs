@@ -246,12 +246,17 @@ pub fn plan_historical<'a>(
     policy: &SeriesPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
-    let mut groups: BTreeMap<(Reverse<Cell>, &Handle), Vec<TweetId>> = BTreeMap::new();
+    // Groups are keyed by an owner number, not the handle: a million Tweets make millions of
+    // (Tweet, cell) pairs, and comparing integers is what keeps planning them under a second.
+    let mut owners: Vec<&Handle> = Vec::new();
+    let mut owner_number: HashMap<&Handle, u32> = HashMap::new();
+    let mut pairs: Vec<(Reverse<Cell>, u32, TweetId)> = Vec::new();
     let mut skipped = Skipped::default();
+    let last_hour = Hour::floor(now).secs();
     for t in tweets {
         let Some(owner) = t.owner else { continue };
         let born = t.id.created_at().max(HISTORICAL_EPOCH);
-        let life_end = (t.id.created_at() + policy.max_age_secs).min(Hour::floor(now).secs());
+        let life_end = (t.id.created_at() + policy.max_age_secs).min(last_hour);
         if life_end <= born {
             continue;
         }
@@ -259,18 +264,41 @@ pub fn plan_historical<'a>(
             skipped.resting += 1;
             continue;
         }
+        let number = *owner_number.entry(owner).or_insert_with(|| {
+            owners.push(owner);
+            owners.len() as u32 - 1
+        });
         let mut cell = Cell::of(born);
         while cell.start() < life_end {
-            if !complete.contains(&(t.id, cell)) {
-                groups.entry((Reverse(cell), owner)).or_default().push(t.id);
+            if complete.is_empty() || !complete.contains(&(t.id, cell)) {
+                pairs.push((Reverse(cell), number, t.id));
             }
             cell = Cell(cell.end());
         }
     }
+    // Most recent cell first, then owners in handle order (numbers were given in first-seen order).
+    let mut rank = vec![0u32; owners.len()];
+    let mut by_handle: Vec<u32> = (0..owners.len() as u32).collect();
+    by_handle.sort_unstable_by_key(|n| owners[*n as usize]);
+    for (r, n) in by_handle.iter().enumerate() {
+        rank[*n as usize] = r as u32;
+    }
+    for pair in &mut pairs {
+        pair.1 = rank[pair.1 as usize];
+    }
+    pairs.sort_unstable();
+    let owners: Vec<&Handle> = by_handle.iter().map(|n| owners[*n as usize]).collect();
+    let mut groups: Vec<(Cell, u32, Vec<TweetId>)> = Vec::new();
+    for (Reverse(cell), n, id) in pairs {
+        match groups.last_mut() {
+            Some((c, o, ids)) if *c == cell && *o == n => ids.push(id),
+            _ => groups.push((cell, n, vec![id])),
+        }
+    }
     let mut jobs = Vec::new();
-    for ((Reverse(cell), owner), ids) in groups {
+    for (cell, n, ids) in groups {
         let credential = Credential::UserContext {
-            account: owner.clone(),
+            account: owners[n as usize].clone(),
         };
         let first = jobs.len();
         push_batches(

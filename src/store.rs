@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
@@ -16,7 +16,19 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_recent_coverage.sql",
         include_str!("../schema/0002_recent_coverage.sql"),
     ),
+    (
+        "0003_series_source_integer.sql",
+        include_str!("../schema/0003_series_source_integer.sql"),
+    ),
 ];
+
+/// `series.source`: the endpoint a bucket came from (schema 0003).
+fn series_source(endpoint: Endpoint) -> i64 {
+    match endpoint {
+        Endpoint::Hour28 => 0,
+        Endpoint::Historical | Endpoint::Totals => 1,
+    }
+}
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -510,19 +522,39 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut written = 0;
         {
+            // The latest value of every metric of one Tweet in one statement (a seek per
+            // metric inside SQLite), rather than one statement per value.
             let mut latest = tx.prepare_cached(
-                "SELECT value FROM totals WHERE tweet_id = ?1 AND metric_id = ?2 \
-                 ORDER BY observed_at DESC LIMIT 1",
+                "SELECT m.metric_id, (SELECT t.value FROM totals AS t \
+                 WHERE t.tweet_id = ?1 AND t.metric_id = m.metric_id \
+                 ORDER BY t.observed_at DESC LIMIT 1) \
+                 FROM metrics AS m WHERE m.metric_id BETWEEN ?2 AND ?3",
             )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (tweet_id, metric_id, observed_at) DO UPDATE SET value = excluded.value",
             )?;
+            let ids = data.values.iter().map(|(_, m, _)| m.id());
+            let (low, high) = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
+            let mut current: Option<TweetId> = None;
+            let mut prev_of = [None::<i64>; Metric::ALL.len() + 1];
             for &(id, metric, value) in &data.values {
                 let key = id.get() as i64;
-                let prev: Option<i64> = latest
-                    .query_row(params![key, metric.id()], |r| r.get(0))
-                    .optional()?;
+                if current != Some(id) {
+                    current = Some(id);
+                    prev_of = [None; Metric::ALL.len() + 1];
+                    let mut rows = latest.query(params![key, low, high])?;
+                    while let Some(row) = rows.next()? {
+                        let m: i64 = row.get(0)?;
+                        if let Some(slot) = usize::try_from(m).ok().and_then(|m| prev_of.get_mut(m))
+                        {
+                            *slot = row.get(1)?;
+                        }
+                    }
+                }
+                let prev = usize::try_from(metric.id())
+                    .ok()
+                    .and_then(|m| prev_of.get(m).copied().flatten());
                 if prev != Some(value) {
                     insert.execute(params![key, metric.id(), data.observed_at, value])?;
                     written += 1;
@@ -585,6 +617,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
                  DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
             )?;
+            let source = series_source(data.source);
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
                     insert.execute(params![
@@ -592,7 +625,7 @@ impl Store {
                         metric.id(),
                         hour.secs(),
                         value,
-                        data.source.name(),
+                        source,
                         data.fetched_at
                     ])?;
                     written += 1;
@@ -838,6 +871,36 @@ mod tests {
         drop(store);
         let mut again = Store::open(&dir.path().join("e.sqlite")).unwrap();
         assert_eq!(again.migrate().unwrap(), (SCHEMA_VERSION, SCHEMA_VERSION));
+    }
+
+    /// Version 3 rebuilds `series` with an integer `source`; buckets stored by version 1 keep
+    /// their values and views keep working.
+    #[test]
+    fn migration_3_turns_series_source_into_an_integer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO tweets (tweet_id, created_at, first_seen_at) VALUES (5, 0, 0);
+                 INSERT INTO series VALUES (5, 1, 3600, 7, '28hr', 9), (5, 1, 7200, 8, 'historical', 9);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let rows: Vec<(i64, i64, i64)> = store
+            .conn()
+            .prepare("SELECT hour, value, source FROM series ORDER BY hour")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(3600, 7, 0), (7200, 8, 1)]);
+        assert_eq!(store.count("hourly").unwrap(), 2);
+        assert_eq!(store.count("daily").unwrap(), 1);
     }
 
     #[test]
