@@ -864,7 +864,7 @@ mod tests {
         let bucket = |id: i64, metric: Metric, hour: i64, value: i64| {
             conn.execute(
                 "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
-                 VALUES (?1, ?2, ?3, ?4, 'historical', ?5)",
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                 params![id, metric.id(), hour, value, NOW],
             )
             .unwrap();
