@@ -510,6 +510,64 @@ fn bare_totals(conn: &mut Connection, write: &TotalsWrite) -> usize {
 /// Rows per second measured by each store benchmark, for the ratio printed at the end.
 static RATES: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
 
+/// A database connection that can empty a table.
+trait Emptied {
+    fn empty(&mut self, table: &str);
+}
+
+impl Emptied for Store {
+    fn empty(&mut self, table: &str) {
+        self.conn()
+            .execute(&format!("DELETE FROM {table}"), [])
+            .unwrap();
+    }
+}
+
+impl Emptied for Connection {
+    fn empty(&mut self, table: &str) {
+        self.execute(&format!("DELETE FROM {table}"), []).unwrap();
+    }
+}
+
+/// Runs `iters` timed batch writes (`write(target, i, n)` returns rows and time taken), cycling
+/// through the `STORE_BATCHES` prepared batches; each time every batch's Tweets were used once,
+/// `table` is emptied (untimed). Notes the rate under `name` and returns the time.
+fn timed_batches<T: Emptied>(
+    iters: u64,
+    name: &str,
+    target: &mut T,
+    table: &str,
+    mut write: impl FnMut(&mut T, usize, usize) -> (usize, Duration),
+) -> Duration {
+    let mut took = Duration::ZERO;
+    let mut rows = 0;
+    for i in 0..iters as usize {
+        let n = i % STORE_BATCHES;
+        if i > 0 && n == 0 {
+            target.empty(table);
+        }
+        let (r, t) = write(target, i, n);
+        rows += r;
+        took += t;
+    }
+    note_rate(name, rows, took);
+    took
+}
+
+/// A plain connection to a fresh database with the same schema and Tweets as [`fresh_store`]
+/// and the store's pragmas: the bare-insert limit.
+fn bare_connection(dir: &Path, name: &str, per_batch: usize) -> Connection {
+    let (store, _) = fresh_store(dir, name, STORE_BATCHES, per_batch);
+    let path = store.path().to_path_buf();
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+    )
+    .unwrap();
+    conn
+}
+
 fn note_rate(name: &str, rows: usize, took: Duration) {
     let mut rates = RATES.lock().unwrap();
     rates.retain(|(n, _)| n != name);
@@ -541,49 +599,30 @@ fn bench_store(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let (mut store, run) =
                 fresh_store(dir.path(), "s.sqlite", STORE_BATCHES, SERIES_TWEETS);
-            let mut took = Duration::ZERO;
-            let mut rows = 0;
-            for i in 0..iters as usize {
-                let n = i % STORE_BATCHES;
-                if i > 0 && n == 0 {
-                    // Every batch's Tweets used once: start again on an empty table (untimed).
-                    store.conn().execute("DELETE FROM series", []).unwrap();
-                }
-                let rec = record(run, i as i64 + 1, Endpoint::Historical, SERIES_TWEETS);
-                let t = Instant::now();
-                rows += store.write_series_batch(&rec, &writes[n]).unwrap();
-                took += t.elapsed();
-            }
-            note_rate("series_store", rows, took);
-            took
+            timed_batches(
+                iters,
+                "series_store",
+                &mut store,
+                "series",
+                |store, i, n| {
+                    let rec = record(run, i as i64 + 1, Endpoint::Historical, SERIES_TWEETS);
+                    let t = Instant::now();
+                    let rows = store.write_series_batch(&rec, &writes[n]).unwrap();
+                    (rows, t.elapsed())
+                },
+            )
         })
     });
     g.bench_function(
         BenchmarkId::new("bare_insert", "sparse_historical_batch"),
         |b| {
             b.iter_custom(|iters| {
-                let mut took = Duration::ZERO;
-                let mut rows = 0;
-                let (store, _) = fresh_store(dir.path(), "b.sqlite", STORE_BATCHES, SERIES_TWEETS);
-                let path = store.path().to_path_buf();
-                drop(store);
-                let mut conn = Connection::open(&path).unwrap();
-                conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-            )
-            .unwrap();
-                for i in 0..iters as usize {
-                    let n = i % STORE_BATCHES;
-                    if i > 0 && n == 0 {
-                        // Every batch's Tweets used once: start again on an empty table (untimed).
-                        conn.execute("DELETE FROM series", []).unwrap();
-                    }
+                let mut conn = bare_connection(dir.path(), "b.sqlite", SERIES_TWEETS);
+                timed_batches(iters, "series_bare", &mut conn, "series", |conn, _, n| {
                     let t = Instant::now();
-                    rows += bare_series(&mut conn, &writes[n]);
-                    took += t.elapsed();
-                }
-                note_rate("series_bare", rows, took);
-                took
+                    let rows = bare_series(conn, &writes[n]);
+                    (rows, t.elapsed())
+                })
             })
         },
     );
@@ -599,45 +638,28 @@ fn bench_store(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let (mut store, run) =
                 fresh_store(dir.path(), "t.sqlite", STORE_BATCHES, TOTALS_TWEETS);
-            let mut took = Duration::ZERO;
-            let mut rows = 0;
-            for i in 0..iters as usize {
-                let n = i % STORE_BATCHES;
-                if i > 0 && n == 0 {
-                    store.conn().execute("DELETE FROM totals", []).unwrap();
-                }
-                let rec = record(run, i as i64 + 1, Endpoint::Totals, TOTALS_TWEETS);
-                let t = Instant::now();
-                rows += store.write_totals_batch(&rec, &first[n]).unwrap();
-                took += t.elapsed();
-            }
-            note_rate("totals_store", rows, took);
-            took
+            timed_batches(
+                iters,
+                "totals_store",
+                &mut store,
+                "totals",
+                |store, i, n| {
+                    let rec = record(run, i as i64 + 1, Endpoint::Totals, TOTALS_TWEETS);
+                    let t = Instant::now();
+                    let rows = store.write_totals_batch(&rec, &first[n]).unwrap();
+                    (rows, t.elapsed())
+                },
+            )
         })
     });
     g.bench_function(BenchmarkId::new("bare_insert", "first_observation"), |b| {
         b.iter_custom(|iters| {
-            let (store, _) = fresh_store(dir.path(), "tb.sqlite", STORE_BATCHES, TOTALS_TWEETS);
-            let path = store.path().to_path_buf();
-            drop(store);
-            let mut conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-            )
-            .unwrap();
-            let mut took = Duration::ZERO;
-            let mut rows = 0;
-            for i in 0..iters as usize {
-                let n = i % STORE_BATCHES;
-                if i > 0 && n == 0 {
-                    conn.execute("DELETE FROM totals", []).unwrap();
-                }
+            let mut conn = bare_connection(dir.path(), "tb.sqlite", TOTALS_TWEETS);
+            timed_batches(iters, "totals_bare", &mut conn, "totals", |conn, _, n| {
                 let t = Instant::now();
-                rows += bare_totals(&mut conn, &first[n]);
-                took += t.elapsed();
-            }
-            note_rate("totals_bare", rows, took);
-            took
+                let rows = bare_totals(conn, &first[n]);
+                (rows, t.elapsed())
+            })
         })
     });
     // A later check: every value read back, 10% changed and written (values/s, no bare twin:
