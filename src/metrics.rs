@@ -24,7 +24,7 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inner {
     /// Batches as recorded in the `requests` table, by endpoint and outcome.
     requests: BTreeMap<(&'static str, &'static str), u64>,
@@ -137,16 +137,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
-        let m = self.with(|m| Inner {
-            requests: m.requests.clone(),
-            attempts: m.attempts.clone(),
-            retries: m.retries.clone(),
-            responses: m.responses.clone(),
-            rows: m.rows.clone(),
-            received: m.received.clone(),
-            cycles: m.cycles.clone(),
-            kinds: m.kinds.clone(),
-        });
+        let m = self.with(|m| m.clone());
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -219,6 +219,7 @@ pub async fn run_within_grace(
     kinds: &[JobKind],
     shutdown: &CancellationToken,
 ) -> Result<Option<RunReport>, PipelineError> {
+    let started = Instant::now();
     let grace = ctx.config.runtime.shutdown_grace;
     let expired = async {
         shutdown.cancelled().await;
@@ -231,15 +232,13 @@ pub async fn run_within_grace(
                 abandoned (they are planned again next run)");
             let now = (ctx.clock)();
             let store = Arc::clone(&ctx.store);
-            let kinds = kinds.to_vec();
-            let metrics = Arc::clone(&ctx.metrics);
             tokio::task::spawn_blocking(move || {
-                let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-                metrics.cycle_finished(&kinds, "interrupted", now, 0.0);
-                store.close_stale_runs(now)
+                store.lock().unwrap_or_else(|e| e.into_inner()).close_stale_runs(now)
             })
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))??;
+            let seconds = started.elapsed().as_secs_f64();
+            ctx.metrics.cycle_finished(kinds, "interrupted", now, seconds);
             Ok(None)
         }
     }

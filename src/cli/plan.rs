@@ -137,7 +137,8 @@ fn plan_kind(
     let limit = *config.limit(kind.endpoint());
     let interval = pacing_interval(&limit);
     let estimated_seconds = interval.map_or(0.0, |i| i * jobs.len().saturating_sub(1) as f64);
-    let period = period(&config.schedule, kind, chrono::Utc::now());
+    let at = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+    let period = period(&config.schedule, kind, at);
     // The whole backfill, without the per-run budget.
     let (backfill_requests, backfill_days) = if kind == JobKind::Historical {
         let mut unbounded = config.clone();

@@ -226,7 +226,7 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
             continue;
         }
         let (_, rows) = &before;
-        for (endpoint, outcome, count, attempts) in rows {
+        for (endpoint, outcome, count, _) in rows {
             let labels = [
                 ("endpoint", endpoint.as_str()),
                 ("outcome", outcome.as_str()),
@@ -236,7 +236,6 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
                 *count as f64,
                 "{endpoint} {outcome}\n{body}"
             );
-            let _ = attempts;
         }
         for endpoint in ["totals", "28hr", "historical"] {
             let labels = [("endpoint", endpoint)];
