@@ -24,7 +24,13 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
     }
     let store = Store::open_read_only(&path).map_err(Failure::fatal)?;
     let now = chrono::Utc::now().timestamp();
-    let rows = answer(store.conn(), &args.query, now, recheck_after(cli)).map_err(|e| match e {
+    // Only `failures` needs the config (how long refused Tweets rest); the others read no more
+    // than the database path.
+    let rest = match args.query {
+        Query::Failures => recheck_after(cli),
+        _ => DAY_SECS,
+    };
+    let rows = answer(store.conn(), &args.query, now, rest).map_err(|e| match e {
         QueryError::Usage(e) => Failure::usage(e),
         QueryError::Db(e) => Failure::fatal(e),
     })?;
