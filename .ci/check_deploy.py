@@ -11,6 +11,12 @@
 - Both configs use only keys documented in config/example.toml.
 - With a built binary (--binary): each shipped config passes `engagement-ingest check` as the
   deployment lays it out, and the command lines of the units and the CronJob parse.
+- Prometheus alert rules (deploy/prometheus/): the structure of every rule (alert, expr, for,
+  labels.severity, annotations.summary and description), that every metric an expression or a
+  test's input series names is one the program exports, that templates use only labels those
+  metrics carry, and that the tests fire and stay silent at least once for every alert. promtool
+  (run by check-deploy when it can be installed) checks the PromQL and runs the tests; these
+  checks cover what it does not, and are all there is without it.
 
 Prints what it checked; exits 1 listing every problem.
 """
@@ -434,6 +440,151 @@ def check_with_binary(binary: str, repo: Path, work: Path, sd: dict, k8s_layout)
         ok(f"CronJob: container args parse: {' '.join(container.get('args', []))}")
 
 
+# --- Prometheus alert rules --------------------------------------------------------------------
+
+# The metrics the program exports that rules may use, with their labels (target labels such as
+# job and instance come on top). A name not here is a typo, or a metric to add here first.
+METRICS: dict[str, set[str]] = {
+    "engagement_last_success_timestamp_seconds": {"kind"},
+    "engagement_schedule_period_seconds": {"kind"},
+    "engagement_start_time_seconds": set(),
+    "engagement_account_state": {"account", "state"},
+    "engagement_api_reachable": set(),
+    "engagement_backfill_left_requests": set(),
+    "engagement_inventory_invalid_lines": set(),
+    "engagement_cycles_total": {"kind", "status"},
+}
+TARGET_LABELS = {"job", "instance"}
+SEVERITIES = {"critical", "warning", "info"}
+RULE_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+PROM_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
+                "group_right", "offset", "bool", "inf", "nan", "atan2"}
+
+
+def promql_names(expr: str) -> tuple[set[str], list[str]]:
+    """Metric names an expression selects, and anything the scan cannot vouch for."""
+    doubts = []
+    text = re.sub(r'"(\\.|[^"\\])*"|\'(\\.|[^\'\\])*\'|`[^`]*`', '""', expr)  # strings
+    text = re.sub(r"#[^\n]*", "", text)  # comments
+    if "__name__" in text:
+        doubts.append("selects by __name__: name the metric instead, so that it can be checked")
+    for opening, closing in ["()", "{}", "[]"]:
+        if text.count(opening) != text.count(closing):
+            doubts.append(f"unbalanced {opening}{closing}")
+    text = re.sub(r"\{[^{}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\[\]]*\]", " ", text)  # ranges and subqueries
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
+    names = set()
+    for m in re.finditer(r"(?<![\w:.])[A-Za-z_:][\w:]*", text):
+        word = m.group(0)
+        if word.lower() in PROMQL_WORDS or re.match(r"\s*\(", text[m.end():]):
+            continue  # operators, keywords, functions and aggregations
+        names.add(word)
+    return names, doubts
+
+
+def series_name(selector: str) -> str:
+    """The metric name of a promtool input series 'name{label="value"}'."""
+    return re.match(r"\s*([A-Za-z_:][\w:]*)?", selector).group(1) or ""
+
+
+def check_alerts(repo: Path) -> None:
+    print("Prometheus alert rules (deploy/prometheus)")
+    d = repo / "deploy/prometheus"
+    before = len(PROBLEMS)
+    try:
+        rules_doc = yaml.safe_load((d / "alerts.yaml").read_text())
+        tests_doc = yaml.safe_load((d / "alerts.test.yaml").read_text())
+    except (OSError, yaml.YAMLError) as e:
+        problem(f"deploy/prometheus: {e}")
+        return
+    if not isinstance(rules_doc, dict) or set(rules_doc) != {"groups"} or not rules_doc["groups"]:
+        problem("alerts.yaml: must be a mapping with a non-empty groups: list and nothing else")
+        return
+    alerts: dict[str, int] = {}
+    group_names = set()
+    for gi, group in enumerate(rules_doc["groups"]):
+        name = group.get("name") if isinstance(group, dict) else None
+        if not isinstance(name, str) or not name:
+            problem(f"alerts.yaml: group {gi} has no name")
+            continue
+        if name in group_names:
+            problem(f"alerts.yaml: group name {name!r} is used twice")
+        group_names.add(name)
+        if not isinstance(group.get("rules"), list) or not group["rules"]:
+            problem(f"alerts.yaml: group {name}: no rules")
+            continue
+        for ri, rule in enumerate(group["rules"]):
+            where = f"alerts.yaml: {name}: rule {ri}"
+            if not isinstance(rule, dict) or not isinstance(rule.get("alert"), str):
+                problem(f"{where}: not an alert rule (alert: missing)")
+                continue
+            alert = rule["alert"]
+            where = f"alerts.yaml: {alert}"
+            alerts[alert] = alerts.get(alert, 0) + 1
+            if not re.fullmatch(r"Engagement[A-Z][A-Za-z0-9]*", alert):
+                problem(f"{where}: alert names are Engagement<CamelCase>")
+            unknown = set(rule) - RULE_KEYS
+            if unknown:
+                problem(f"{where}: unknown keys {sorted(unknown)}")
+            expr = rule.get("expr")
+            if not isinstance(expr, str) or not expr.strip():
+                problem(f"{where}: expr missing")
+                continue
+            for key in ["for", "keep_firing_for"]:
+                if key in rule and not PROM_DURATION.match(str(rule[key])):
+                    problem(f"{where}: {key}: {rule[key]!r} is not a Prometheus duration")
+            labels = rule.get("labels") or {}
+            if labels.get("severity") not in SEVERITIES:
+                problem(f"{where}: labels.severity must be one of {sorted(SEVERITIES)}, is {labels.get('severity')!r}")
+            annotations = rule.get("annotations") or {}
+            for key in ["summary", "description"]:
+                if not isinstance(annotations.get(key), str) or not annotations[key].strip():
+                    problem(f"{where}: annotations.{key} missing")
+            names, doubts = promql_names(expr)
+            for doubt in doubts:
+                problem(f"{where}: expr {doubt}")
+            if not names:
+                problem(f"{where}: expr selects no metric")
+            for n in sorted(names - set(METRICS)):
+                problem(f"{where}: expr uses {n!r}, which the program does not export")
+            known = TARGET_LABELS.union(*(METRICS.get(n, set()) for n in names))
+            for key, text in {**labels, **annotations}.items():
+                for label in re.findall(r"\$labels\.(\w+)", str(text)):
+                    if label not in known:
+                        problem(f"{where}: {key} uses $labels.{label}, which none of {sorted(names)} carries")
+    if len(PROBLEMS) == before:
+        ok(f"alerts.yaml: {sum(alerts.values())} rules ({', '.join(alerts)}): each has expr, "
+           "severity, summary and description, and uses only exported metrics and their labels")
+
+    before = len(PROBLEMS)
+    tests = tests_doc.get("tests") if isinstance(tests_doc, dict) else None
+    if not tests or "alerts.yaml" not in (tests_doc.get("rule_files") or []):
+        problem("alerts.test.yaml: needs rule_files: [alerts.yaml] and tests:")
+        return
+    fires: dict[str, int] = {}
+    silent: dict[str, int] = {}
+    for ti, test in enumerate(tests):
+        for s in test.get("input_series", []):
+            n = series_name(s.get("series", ""))
+            if n not in METRICS:
+                problem(f"alerts.test.yaml: test {ti}: input series {n!r} is not a metric the program exports")
+        for case in test.get("alert_rule_test", []):
+            name = case.get("alertname")
+            if name not in alerts:
+                problem(f"alerts.test.yaml: test {ti}: alertname {name!r} is not in alerts.yaml")
+            counts = fires if case.get("exp_alerts") else silent
+            counts[name] = counts.get(name, 0) + 1
+    for name in alerts:
+        if not fires.get(name) or not silent.get(name):
+            problem(f"alerts.test.yaml: {name} needs a case where it fires and one where it does not "
+                    f"(has {fires.get(name, 0)} and {silent.get(name, 0)})")
+    if len(PROBLEMS) == before:
+        ok("alerts.test.yaml: every alert has cases that fire and cases that stay silent; "
+           "input series are exported metrics")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", type=Path, required=True)
@@ -454,6 +605,7 @@ def main() -> int:
             k8s_layout = check_k8s_config(k8s)
     if a.binary:
         check_with_binary(a.binary, a.repo, a.work, sd, k8s_layout)
+    check_alerts(a.repo)
     if PROBLEMS:
         print(f"\n{len(PROBLEMS)} problem(s) in the deployment files")
         return 1

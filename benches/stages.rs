@@ -23,9 +23,11 @@ use rusqlite::{Connection, params};
 
 use engagement_ingest::domain::{DAY_SECS, Endpoint, HOUR_SECS, Handle, Hour, Metric, TweetId};
 use engagement_ingest::parse::{self, GroupBy};
-use engagement_ingest::planner::{self, Cell, PlanTweet, SeriesPolicy, TotalsPolicy};
+use engagement_ingest::planner::{
+    self, Cell, CellState, HistoricalPolicy, PlanTweet, Refresh, SeriesPolicy, TotalsPolicy,
+};
 use engagement_ingest::store::{
-    BatchOutcome, BatchRecord, SeriesWrite, Store, TotalsWrite, TweetState, TweetStatus,
+    BatchOutcome, BatchRecord, RunStart, SeriesWrite, Store, TotalsWrite, TweetState, TweetStatus,
 };
 use engagement_ingest::{inventory, sim};
 
@@ -113,7 +115,7 @@ struct PlanInput {
     tweets: Vec<(TweetId, Option<usize>)>,
     owners: Vec<Handle>,
     states: HashMap<TweetId, TweetState>,
-    complete: HashSet<(TweetId, Cell)>,
+    cells: CellState,
 }
 
 /// 1M Tweets over 500 owners with mixed coverage: a third checked by `/totals` before, 1% resting
@@ -143,6 +145,7 @@ fn plan_input() -> PlanInput {
                     status_checked_at: (status != TweetStatus::Active).then_some(NOW - 3600),
                     totals_checked_at: checked.then_some(NOW - (h % 86_400) as i64),
                     unsupported,
+                    hourly_fetched_at: None,
                 },
             );
         }
@@ -163,7 +166,10 @@ fn plan_input() -> PlanInput {
         tweets,
         owners: handles(),
         states,
-        complete,
+        cells: CellState {
+            complete,
+            open: HashMap::new(),
+        },
     }
 }
 
@@ -178,17 +184,29 @@ fn plan_all(input: &PlanInput) -> usize {
     let totals = TotalsPolicy {
         max_requests: None,
         recheck_after_secs: recheck,
+        unconfirmed_since: None,
     };
     let series = |days: i64| SeriesPolicy {
         max_age_secs: days * DAY_SECS,
         metrics: Endpoint::Hour28.metrics(),
         max_requests: None,
         recheck_after_secs: recheck,
+        unconfirmed_since: None,
+    };
+    let history = HistoricalPolicy {
+        refresh_after_secs: DAY_SECS,
+        refresh: Refresh::Due,
     };
     let (a, _) = planner::plan_totals(tweets(), &input.states, totals, NOW);
     let (b, _) = planner::plan_hourly(tweets(), &input.states, &series(3), NOW);
-    let (c, _) =
-        planner::plan_historical(tweets(), &input.states, &input.complete, &series(90), NOW);
+    let (c, _) = planner::plan_historical(
+        tweets(),
+        &input.states,
+        &input.cells,
+        &series(90),
+        &history,
+        NOW,
+    );
     a.len() + b.len() + c.len()
 }
 
@@ -199,7 +217,7 @@ fn bench_planner(c: &mut Criterion) {
         "planner: {} Tweets, {} states, {} complete cells -> {jobs} requests",
         input.tweets.len(),
         input.states.len(),
-        input.complete.len()
+        input.cells.complete.len()
     );
     let mut g = c.benchmark_group("planner");
     g.throughput(Throughput::Elements(TWEETS as u64));
@@ -457,7 +475,7 @@ fn fresh_store(dir: &Path, name: &str, batches: usize, per_batch: usize) -> (Sto
         .map(|id| (id, Some(&owner)))
         .collect();
     store.sync_inventory(entries, NOW).unwrap();
-    let run = store.begin_run(&["bench"], NOW).unwrap();
+    let run = store.begin_run(&RunStart::new(&["bench"], NOW)).unwrap();
     (store, run)
 }
 

@@ -118,6 +118,13 @@ pub fn classify(status: Option<u16>) -> Decision {
 pub enum ApiError {
     #[error("transport error: {0}")]
     Transport(String),
+    /// No connection could be made, or no answer came in time (connection refused, DNS, TLS,
+    /// timeout): the API may be unreachable. The text is the root cause, with the URL.
+    #[error("{0}")]
+    Connect(String),
+    /// Not sent: consecutive connection failures showed the API unreachable this cycle.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("HTTP {status}: {}", if errors.is_empty() { "(no error text)".to_string() } else { errors.join("; ") })]
     Status {
         status: u16,
@@ -138,9 +145,12 @@ pub enum ApiError {
 impl ApiError {
     fn decision(&self) -> Decision {
         match self {
-            ApiError::Transport(_) | ApiError::Body(_) => Decision::Retry,
+            ApiError::Transport(_) | ApiError::Connect(_) | ApiError::Body(_) => Decision::Retry,
             ApiError::Status { status, .. } => classify(Some(*status)),
-            ApiError::NoToken(_) | ApiError::Token(_) | ApiError::Cancelled => Decision::GiveUp,
+            ApiError::NoToken(_)
+            | ApiError::Token(_)
+            | ApiError::Cancelled
+            | ApiError::Unreachable(_) => Decision::GiveUp,
         }
     }
 
@@ -290,6 +300,7 @@ impl ApiClient {
         credential: &Credential,
         body: &serde_json::Value,
         check: impl Fn(&[u8]) -> Result<T, ParseError>,
+        breaker: &Breaker,
         shutdown: &CancellationToken,
     ) -> Outcome<T> {
         let attempts = AtomicU32::new(0);
@@ -303,7 +314,9 @@ impl ApiClient {
             .with_total_delay(Some(policy.max_elapsed));
         let attempt = || async {
             let result = self
-                .attempt(endpoint, credential, &payload, &check, &attempts, shutdown)
+                .attempt(
+                    endpoint, credential, &payload, &check, &attempts, breaker, shutdown,
+                )
                 .await;
             *last_status.lock().expect("not poisoned") = match &result {
                 Ok(_) => Some(200),
@@ -317,8 +330,14 @@ impl ApiClient {
             // Full jitter: a random delay up to the exponential one, so retries spread out.
             .adjust(|_, delay| delay.map(|d| d.mul_f64(rand::random::<f64>())))
             .notify(|e, delay| {
-                tracing::warn!(endpoint = endpoint.name(), credential = %credential, error = %e,
-                    "Retrying in {:.1}s", delay.as_secs_f64());
+                // A connection failure is reported once, by the breaker, if it persists.
+                if matches!(e, ApiError::Connect(_)) {
+                    tracing::debug!(endpoint = endpoint.name(), credential = %credential, error = %e,
+                        "Retrying in {:.1}s", delay.as_secs_f64());
+                } else {
+                    tracing::warn!(endpoint = endpoint.name(), credential = %credential, error = %e,
+                        "Retrying in {:.1}s", delay.as_secs_f64());
+                }
             })
             .await;
         let status = *last_status.lock().expect("not poisoned");
@@ -329,6 +348,7 @@ impl ApiClient {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt<T>(
         &self,
         endpoint: Endpoint,
@@ -336,6 +356,7 @@ impl ApiClient {
         payload: &[u8],
         check: &impl Fn(&[u8]) -> Result<T, ParseError>,
         attempts: &AtomicU32,
+        breaker: &Breaker,
         shutdown: &CancellationToken,
     ) -> Result<T, ApiError> {
         // A pause is waited out without holding a request slot (a paused endpoint must not
@@ -369,10 +390,38 @@ impl ApiClient {
             }
             break permit;
         };
+        // Until the API has answered (and again after a connection failure) attempts go out
+        // one at a time: a dead API costs the breaker's limit in connection attempts, not one
+        // per batch in flight.
+        let _probe = match breaker.gate() {
+            Gate::Open => None,
+            Gate::Probe => Some(breaker.probe.lock().await),
+            Gate::Tripped(why) => return Err(ApiError::Unreachable(why)),
+        };
+        if let Gate::Tripped(why) = breaker.gate() {
+            return Err(ApiError::Unreachable(why));
+        }
         if shutdown.is_cancelled() {
             return Err(ApiError::Cancelled);
         }
         attempts.fetch_add(1, Ordering::Relaxed);
+        let result = self.exchange(endpoint, credential, payload, check).await;
+        match &result {
+            Err(ApiError::Connect(cause)) => breaker.connect_failed(cause),
+            Err(ApiError::NoToken(_) | ApiError::Cancelled | ApiError::Unreachable(_)) => {}
+            _ => breaker.answered(),
+        }
+        result
+    }
+
+    /// One HTTP exchange: sign, send, classify.
+    async fn exchange<T>(
+        &self,
+        endpoint: Endpoint,
+        credential: &Credential,
+        payload: &[u8],
+        check: &impl Fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<T, ApiError> {
         let url = self.url(endpoint);
         // Signed per attempt: a retried request needs a fresh nonce and timestamp.
         let mut bearer_used = None;
@@ -406,7 +455,7 @@ impl ApiClient {
             .body(payload.to_vec())
             .send()
             .await
-            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+            .map_err(|e| send_error(&self.settings.base_url, &e))?;
         let status = response.status().as_u16();
         if let Some(metrics) = &self.metrics {
             metrics.response(endpoint, status);
@@ -435,6 +484,23 @@ impl ApiClient {
             });
         }
         Ok(check(&bytes)?)
+    }
+
+    /// Whether the token endpoint accepts the app's consumer key and secret: the cheapest
+    /// request that tells the app's own keys apart from an account's token after a 401.
+    pub async fn verify_app(&self) -> AppVerdict {
+        // Without a configured bearer token, the keys' answer is the bearer token's: asked once
+        // per cycle, shared with the batches that need it.
+        let answer = if self.settings.bearer_token.is_none() {
+            self.bearer().await.map(|_| ())
+        } else {
+            self.fetch_bearer().await.map(|_| ())
+        };
+        match answer {
+            Ok(()) => AppVerdict::Accepted,
+            Err(ApiError::Token(why)) => AppVerdict::Refused(why),
+            Err(e) => AppVerdict::Unknown(e.to_string()),
+        }
     }
 
     /// After a 401 on the obtained bearer token `refused`: whether to send again with a new
@@ -487,7 +553,7 @@ impl ApiClient {
             .body("grant_type=client_credentials")
             .send()
             .await
-            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+            .map_err(|e| send_error(&self.settings.token_url, &e))?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -649,6 +715,122 @@ impl ApiClient {
             *slot = Some(until);
         }
     }
+}
+
+/// What the token endpoint says of the app's consumer key and secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppVerdict {
+    Accepted,
+    /// Refused, with the endpoint's words.
+    Refused(String),
+    /// No answer (transport error): the keys could not be verified.
+    Unknown(String),
+}
+
+/// Tells an unreachable API apart from a failing request, for one cycle. After `limit`
+/// consecutive connection failures (refused, DNS, TLS, timeouts) with no HTTP answer in
+/// between, nothing more is sent: one error line names the URL and the cause. Until the API
+/// has answered, and after every connection failure, attempts go out one at a time, so a dead
+/// API costs at most `limit` connection attempts however many batches are waiting.
+#[derive(Debug)]
+pub struct Breaker {
+    limit: u32,
+    state: std::sync::Mutex<BreakerState>,
+    probe: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    answered: bool,
+    consecutive: u32,
+    last_cause: Option<String>,
+    tripped: Option<String>,
+}
+
+/// What an attempt may do, per the breaker.
+enum Gate {
+    Open,
+    /// One at a time: take the probe lock.
+    Probe,
+    Tripped(String),
+}
+
+impl Breaker {
+    /// A breaker that opens after `limit` consecutive connection failures (`api.retry_attempts`).
+    pub fn new(limit: u32) -> Breaker {
+        Breaker {
+            limit: limit.max(1),
+            state: std::sync::Mutex::new(BreakerState::default()),
+            probe: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gate(&self) -> Gate {
+        let state = self.lock();
+        match (&state.tripped, state.answered) {
+            (Some(why), _) => Gate::Tripped(why.clone()),
+            (None, true) => Gate::Open,
+            (None, false) => Gate::Probe,
+        }
+    }
+
+    fn answered(&self) {
+        let mut state = self.lock();
+        state.answered = true;
+        state.consecutive = 0;
+    }
+
+    fn connect_failed(&self, cause: &str) {
+        let mut state = self.lock();
+        state.answered = false;
+        state.consecutive += 1;
+        state.last_cause = Some(cause.to_string());
+        if state.consecutive >= self.limit && state.tripped.is_none() {
+            let why = format!(
+                "the API cannot be reached: {cause} ({} connection attempts in a row failed); \
+                 nothing more is sent this cycle, and what was not sent is planned next time",
+                state.consecutive
+            );
+            tracing::error!("{why}");
+            state.tripped = Some(why);
+        }
+    }
+
+    /// Why the API was found unreachable, once it was.
+    pub fn tripped(&self) -> Option<String> {
+        self.lock().tripped.clone()
+    }
+}
+
+/// A failed send: a connection failure (with its root cause and the URL) or another
+/// transport error.
+fn send_error(url: &str, e: &reqwest::Error) -> ApiError {
+    if e.is_connect() || e.is_timeout() {
+        let cause = root_cause(e);
+        let cause = if e.is_timeout() && !cause.to_ascii_lowercase().contains("timed out") {
+            format!("no answer within api.timeout ({cause})")
+        } else {
+            cause
+        };
+        ApiError::Connect(format!("{}: {cause}", url.trim_end_matches('/')))
+    } else {
+        ApiError::Transport(error_chain(e))
+    }
+}
+
+/// The innermost error of a chain: the OS error of a refused connection, the resolver's words.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
 }
 
 /// The `errors` strings of an error body, or the start of a body that is not JSON.
@@ -832,6 +1014,7 @@ mod tests {
                     &Credential::Bearer,
                     &serde_json::json!({}),
                     |_| Ok(()),
+                    &Breaker::new(3),
                     &CancellationToken::new(),
                 )
                 .await;
@@ -841,5 +1024,93 @@ mod tests {
             assert_eq!(outcome.attempts as usize, expected);
             server.abort();
         }
+    }
+
+    fn settings_for(base_url: String, attempts: u32) -> ClientSettings {
+        ClientSettings {
+            token_url: format!("{base_url}/oauth2/token"),
+            base_url,
+            timeout: Duration::from_secs(5),
+            user_agent: "test".into(),
+            max_in_flight: 4,
+            app: AppKeys {
+                consumer_key: "k".into(),
+                consumer_secret: Secret::new("s"),
+            },
+            bearer_token: Some(Secret::new("b")),
+            accounts: HashMap::new(),
+            limits: HashMap::new(),
+            retry: RetryPolicy {
+                max_attempts: attempts,
+                max_elapsed: Duration::from_secs(10),
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+            },
+        }
+    }
+
+    /// A closed port: twenty batches sent at once cost the breaker's limit in connection
+    /// attempts, not twenty times the retry policy; the rest are not sent, and the reason names
+    /// the URL and the OS error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_api_costs_the_breakers_limit_in_attempts() {
+        // A port that was just free: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = Arc::new(
+            ApiClient::new(settings_for(base.clone(), 4), crate::domain::system_clock()).unwrap(),
+        );
+        let breaker = Arc::new(Breaker::new(4));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (client, breaker) = (Arc::clone(&client), Arc::clone(&breaker));
+            tasks.spawn(async move {
+                client
+                    .send(
+                        Endpoint::Totals,
+                        &Credential::Bearer,
+                        &serde_json::json!({}),
+                        |_| Ok(()),
+                        &breaker,
+                        &CancellationToken::new(),
+                    )
+                    .await
+            });
+        }
+        let mut attempts = 0;
+        let mut unreachable = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            let outcome = outcome.unwrap();
+            attempts += outcome.attempts;
+            if matches!(outcome.result, Err(ApiError::Unreachable(_))) {
+                unreachable += 1;
+            }
+        }
+        assert_eq!(attempts, 4, "connection attempts in all");
+        assert!(
+            unreachable >= 19,
+            "{unreachable} batches stopped by the breaker"
+        );
+        let why = breaker.tripped().expect("tripped");
+        assert!(why.contains(&base), "{why}");
+        assert!(why.contains("os error"), "{why}");
+    }
+
+    /// Connection failures separated by answers never trip the breaker.
+    #[test]
+    fn answers_reset_the_breaker() {
+        let b = Breaker::new(2);
+        for _ in 0..5 {
+            b.connect_failed("x: refused");
+            b.answered();
+        }
+        assert!(b.tripped().is_none());
+        b.connect_failed("x: refused");
+        b.connect_failed("x: refused");
+        assert!(b.tripped().is_some());
     }
 }

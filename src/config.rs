@@ -106,6 +106,9 @@ pub struct AccountConfig {
     /// The owner's numeric user id, when known: lets the worker recognise its Tweets in the
     /// API's "Forbidden to access tweets for author id …" answers.
     pub user_id: Option<u64>,
+    /// `false` pauses the account: no request uses its token; its Tweets' public metrics are
+    /// still read with the bearer token. Default `true`.
+    pub enabled: bool,
 }
 
 /// `[inventory]`.
@@ -115,6 +118,17 @@ pub struct InventoryConfig {
     pub path: PathBuf,
     /// How long a Tweet the API reported unavailable, protected or forbidden is left alone.
     pub recheck_after: Duration,
+    /// What a cycle does with an inventory that has bad lines.
+    pub on_invalid: OnInvalid,
+}
+
+/// `inventory.on_invalid`: what a cycle does with an inventory that has bad lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// Nothing is sent (`run` exits 2); the daemon keeps the last good inventory.
+    Fail,
+    /// The valid lines are collected and the bad ones reported.
+    Skip,
 }
 
 /// `[database]`.
@@ -193,6 +207,9 @@ pub struct SeriesConfig {
     pub metrics: Vec<Metric>,
     /// Request budget of one run; `None` = no cap.
     pub max_requests_per_run: Option<NonZeroU32>,
+    /// `[historical]` only: how often a cell that runs into the present (or ended less than
+    /// this long ago) is fetched again; default a day (`/28hr` covers the recent hours meanwhile).
+    pub refresh_after: Duration,
 }
 
 /// A secret string: `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
@@ -525,15 +542,22 @@ const ACCOUNT_KEYS: &[&str] = &[
     "access_token_secret",
     "access_token_secret_file",
     "user_id",
+    "enabled",
 ];
 const PATH_KEYS: &[&str] = &["path"];
-const INVENTORY_KEYS: &[&str] = &["path", "recheck_after"];
+const INVENTORY_KEYS: &[&str] = &["path", "recheck_after", "on_invalid"];
 const KIND_KEYS: &[&str] = &["totals", "hourly", "historical"];
 const SCHEDULE_KEYS: &[&str] = &["totals", "hourly", "historical", "jitter"];
 const RUNTIME_KEYS: &[&str] = &["shutdown_grace"];
 const LIMIT_KEYS: &[&str] = &["per_minute", "per_second"];
 const TOTALS_KEYS: &[&str] = &["max_requests_per_run"];
 const SERIES_KEYS: &[&str] = &["max_age", "metrics", "max_requests_per_run"];
+const HISTORICAL_KEYS: &[&str] = &[
+    "max_age",
+    "metrics",
+    "max_requests_per_run",
+    "refresh_after",
+];
 
 const DEFAULT_BASE_URL: &str = "https://data-api.twitter.com";
 const DEFAULT_TOKEN_URL: &str = "https://api.twitter.com/oauth2/token";
@@ -701,6 +725,7 @@ impl Loader<'_> {
         let inventory = InventoryConfig {
             path: self.path(&mut sec, "path", "tweets.csv"),
             recheck_after: self.duration(&mut sec, "recheck_after", "1d"),
+            on_invalid: self.on_invalid(&mut sec),
         };
         self.finish(sec, INVENTORY_KEYS);
 
@@ -918,6 +943,10 @@ impl Loader<'_> {
                 .take("user_id")
                 .and_then(|item| self.int(&item))
                 .map(|n| n as u64);
+            let enabled = sec
+                .take("enabled")
+                .and_then(|item| self.boolean(&item))
+                .unwrap_or(true);
             self.finish(sec, ACCOUNT_KEYS);
             if let (Some(handle), Some(access_token), Some(secret)) =
                 (handle, access_token, access_token_secret)
@@ -927,6 +956,7 @@ impl Loader<'_> {
                     access_token,
                     access_token_secret: Secret::new(secret),
                     user_id,
+                    enabled,
                 });
             }
         }
@@ -956,6 +986,7 @@ impl Loader<'_> {
             "access_token_secret",
             "access_token_file",
             "access_token",
+            "enabled",
         ];
         for (var, value) in vars {
             if value.is_empty() {
@@ -979,7 +1010,7 @@ impl Loader<'_> {
                 Some((handle, field)) => out.entry(handle).or_default().push((field, var, value)),
                 None => self.problems.push(format!(
                     "{} (env {var}): not an account setting; use {ACCOUNTS_ENV_PREFIX}<HANDLE>__ACCESS_TOKEN, \
-                     __ACCESS_TOKEN_SECRET or __ACCESS_TOKEN_SECRET_FILE",
+                     __ACCESS_TOKEN_SECRET, __ACCESS_TOKEN_SECRET_FILE or __ENABLED",
                     self.name
                 )),
             }
@@ -1076,11 +1107,66 @@ impl Loader<'_> {
             Some(item) => self.metrics(item),
         };
         let max_requests_per_run = self.budget(&mut sec);
-        self.finish(sec, SERIES_KEYS);
+        // Only /historical refreshes cells; /28hr always asks for the last 28 hours.
+        let historical = name == "historical";
+        let refresh_after = if historical {
+            let d = self.duration(&mut sec, "refresh_after", "1d");
+            if d < Duration::from_secs(3600) {
+                let path = sec.path.child("refresh_after");
+                self.problem_at(
+                    &path,
+                    None,
+                    "must be at least 1h (an open cell is refreshed at most this often; /28hr covers the last 28 hours)",
+                );
+            }
+            d
+        } else {
+            Duration::from_secs(DAY_SECS as u64)
+        };
+        self.finish(
+            sec,
+            if historical {
+                HISTORICAL_KEYS
+            } else {
+                SERIES_KEYS
+            },
+        );
         SeriesConfig {
             max_age,
             metrics,
             max_requests_per_run,
+            refresh_after,
+        }
+    }
+
+    fn on_invalid(&mut self, sec: &mut Section) -> OnInvalid {
+        let Some(item) = sec.take("on_invalid") else {
+            return OnInvalid::Fail;
+        };
+        match self.string(&item).as_deref() {
+            Some("fail") => OnInvalid::Fail,
+            Some("skip") => OnInvalid::Skip,
+            Some(other) => {
+                self.problem(
+                    &item,
+                    &format!("{other:?} is not one of \"fail\" (send nothing while a line is bad) or \"skip\" (collect the valid lines)"),
+                );
+                OnInvalid::Fail
+            }
+            None => OnInvalid::Fail,
+        }
+    }
+
+    fn boolean(&mut self, item: &Item) -> Option<bool> {
+        match &item.kind {
+            ValueKind::Boolean(b) => Some(*b),
+            // From the environment: a string.
+            ValueKind::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            ValueKind::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => {
+                self.problem(item, "must be true or false");
+                None
+            }
         }
     }
 
@@ -1282,10 +1368,20 @@ impl Loader<'_> {
         let Some(text) = self.string(&item) else {
             return fallback();
         };
-        text.parse().unwrap_or_else(|e: String| {
-            self.problem(&item, &e);
-            fallback()
-        })
+        match text.parse::<Cron>() {
+            Ok(cron) if cron.next_after(Utc::now()).is_none() => {
+                self.problem(
+                    &item,
+                    &format!("{text:?} never fires (no such date from now on); check the day and month fields"),
+                );
+                fallback()
+            }
+            Ok(cron) => cron,
+            Err(e) => {
+                self.problem(&item, &e);
+                fallback()
+            }
+        }
     }
 
     fn path(&mut self, sec: &mut Section, key: &str, default: &str) -> PathBuf {

@@ -107,11 +107,26 @@ impl fmt::Display for Problem {
 
 /// Reads and validates the inventory at `path`; owners must be among `accounts`.
 pub fn load(path: &Path, accounts: &[Handle]) -> Result<Inventory, InventoryError> {
+    let (inventory, problems) = load_valid_lines(path, accounts)?;
+    strict(inventory, problems)
+}
+
+/// Reads the inventory at `path`, keeping its valid lines: the inventory they make, and every
+/// bad line (empty when the file validates). Only an unreadable file is an error.
+pub fn load_valid_lines(
+    path: &Path,
+    accounts: &[Handle],
+) -> Result<(Inventory, Vec<Problem>), InventoryError> {
     let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-        path: path.to_path_buf(),
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         source,
     })?;
-    parse(&path.display().to_string(), &text, accounts)
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(parse_valid_lines(
+        &shown.display().to_string(),
+        &text,
+        accounts,
+    ))
 }
 
 /// Validates inventory `text`, naming it `source_name` in messages.
@@ -120,6 +135,28 @@ pub fn parse(
     text: &str,
     accounts: &[Handle],
 ) -> Result<Inventory, InventoryError> {
+    let (inventory, problems) = parse_valid_lines(source_name, text, accounts);
+    strict(inventory, problems)
+}
+
+fn strict(inventory: Inventory, problems: Vec<Problem>) -> Result<Inventory, InventoryError> {
+    if problems.is_empty() {
+        Ok(inventory)
+    } else {
+        Err(InventoryError::Invalid {
+            source_name: inventory.source,
+            problems,
+        })
+    }
+}
+
+/// Validates inventory `text`: the inventory of its valid lines, and every bad line (sorted).
+/// A Tweet listed again with another owner keeps its first listing; the later one is a problem.
+pub fn parse_valid_lines(
+    source_name: &str,
+    text: &str,
+    accounts: &[Handle],
+) -> (Inventory, Vec<Problem>) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let by_key: HashMap<String, usize> = accounts
         .iter()
@@ -230,19 +267,13 @@ pub fn parse(
         }
     }
 
-    if problems.is_empty() {
-        Ok(Inventory {
-            entries,
-            duplicates_skipped,
-            source: source_name.to_string(),
-        })
-    } else {
-        problems.sort_by_key(|p| p.line);
-        Err(InventoryError::Invalid {
-            source_name: source_name.to_string(),
-            problems,
-        })
-    }
+    problems.sort_by_key(|p| p.line);
+    let inventory = Inventory {
+        entries,
+        duplicates_skipped,
+        source: source_name.to_string(),
+    };
+    (inventory, problems)
 }
 
 /// A valid line before duplicate checks; `owner` indexes the accounts.
@@ -434,6 +465,20 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("tweet_id,owner"), "{shown}");
+    }
+
+    /// The valid lines of a file with bad ones, and the bad ones, for `on_invalid = "skip"` and
+    /// for the daemon's last good inventory.
+    #[test]
+    fn valid_lines_are_kept_apart_from_bad_ones() {
+        let text = "tweet_id,owner\n1,acme\nx,acme\n2,\n1,\n";
+        let (inv, problems) = parse_valid_lines("t.csv", text, &handles(&["acme"]));
+        let ids: Vec<u64> = inv.entries.iter().map(|e| e.id.get()).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(inv.entries[0].owner.as_ref().unwrap().as_str(), "acme");
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![3, 5]);
+        assert!(parse("t.csv", text, &handles(&["acme"])).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::ScheduleConfig;
 use crate::domain::{Endpoint, JobKind};
-use crate::store::BatchOutcome;
+use crate::store::{AccountState, BatchOutcome};
 
 /// Counters and gauges of one process. Cheap to update from any task.
 #[derive(Debug)]
@@ -39,6 +39,55 @@ struct Inner {
     received: BTreeMap<&'static str, u64>,
     cycles: BTreeMap<(&'static str, &'static str), u64>,
     kinds: BTreeMap<JobKind, KindState>,
+    /// Each kind's schedule period, seconds.
+    periods: BTreeMap<JobKind, i64>,
+    /// Every configured account's condition.
+    accounts: Vec<(String, AccountState)>,
+    /// Why, and since when, the API was unreachable in the last cycle; `None`: reached.
+    unreachable: Option<(String, i64)>,
+    /// The inventory's bad lines at its last read.
+    inventory: Option<InventoryProblem>,
+    /// `/historical` requests the remaining backfill needs, when known.
+    backfill_left: Option<usize>,
+}
+
+/// Bad lines of the inventory, what the cycle did about them, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryProblem {
+    /// The first bad line, `file:line: reason`.
+    pub first: String,
+    /// Bad lines in all.
+    pub count: usize,
+    /// What the cycle used instead.
+    pub how: String,
+    /// When the inventory was first found with bad lines (Unix seconds).
+    pub since: i64,
+}
+
+impl InventoryProblem {
+    /// The problem of `lines` (each `file:line: reason`), found at `now`.
+    pub fn new(lines: &[String], how: String, now: i64) -> InventoryProblem {
+        InventoryProblem {
+            first: lines.first().cloned().unwrap_or_default(),
+            count: lines.len(),
+            how,
+            since: now,
+        }
+    }
+
+    /// One line for people: the first bad line, how many, what was done, since when.
+    pub fn summary(&self) -> String {
+        let more = match self.count {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more bad lines)", n - 1),
+        };
+        format!(
+            "inventory {}{more}; {}; since {}",
+            self.first,
+            self.how,
+            crate::domain::iso_utc(self.since)
+        )
+    }
 }
 
 /// What is known of one kind's cycles.
@@ -128,6 +177,94 @@ impl Metrics {
                 }
             }
         });
+    }
+
+    /// What the database knows of a kind's earlier cycles (a new process starts from it).
+    pub fn seed_kind(
+        &self,
+        kind: JobKind,
+        last: Option<(&'static str, i64)>,
+        last_success: Option<i64>,
+    ) {
+        self.with(|m| {
+            let state = m.kinds.entry(kind).or_default();
+            state.last = last;
+            state.last_success = last_success;
+        });
+    }
+
+    /// Each kind's schedule period.
+    pub fn set_periods(&self, periods: Vec<(JobKind, i64)>) {
+        self.with(|m| m.periods = periods.into_iter().collect());
+    }
+
+    /// Every configured account's condition.
+    pub fn set_accounts(&self, accounts: Vec<(String, AccountState)>) {
+        self.with(|m| m.accounts = accounts);
+    }
+
+    /// The accounts' conditions.
+    pub fn accounts(&self) -> Vec<(String, AccountState)> {
+        self.with(|m| m.accounts.clone())
+    }
+
+    /// Why the last cycle found the API unreachable, and when; `None` once it was reached.
+    pub fn set_unreachable(&self, unreachable: Option<(String, i64)>) {
+        self.with(|m| {
+            m.unreachable = match (m.unreachable.take(), unreachable) {
+                // Still unreachable: since the first cycle that found it so.
+                (Some((_, since)), Some((why, _))) => Some((why, since)),
+                (_, now) => now,
+            }
+        });
+    }
+
+    /// The inventory's bad lines at its last read; `since` carries over while they persist.
+    pub fn set_inventory_problem(&self, problem: Option<InventoryProblem>) {
+        self.with(|m| {
+            m.inventory = match (m.inventory.take(), problem) {
+                (Some(old), Some(new)) => Some(InventoryProblem {
+                    since: old.since,
+                    ..new
+                }),
+                (_, new) => new,
+            }
+        });
+    }
+
+    /// The inventory's bad lines at its last read.
+    pub fn inventory_problem(&self) -> Option<InventoryProblem> {
+        self.with(|m| m.inventory.clone())
+    }
+
+    /// `/historical` requests the remaining backfill needs.
+    pub fn set_backfill_left(&self, requests: usize) {
+        self.with(|m| m.backfill_left = Some(requests));
+    }
+
+    /// Conditions a person should know of that do not fail a kind: refused and paused
+    /// accounts, an unreachable API, a bad inventory.
+    pub fn warnings(&self, now: i64) -> Vec<String> {
+        let m = self.with(|m| m.clone());
+        let mut out = Vec::new();
+        if let Some((why, since)) = &m.unreachable {
+            out.push(format!("API unreachable since {}s ago: {why}", now - since));
+        }
+        for (account, state) in &m.accounts {
+            match state {
+                AccountState::Refused => out.push(format!(
+                    "account {account}: token refused (401); re-authorize it (its public metrics are still read)"
+                )),
+                AccountState::Paused => out.push(format!(
+                    "account {account}: paused (enabled = false); public metrics only"
+                )),
+                AccountState::Ok => {}
+            }
+        }
+        if let Some(p) = &m.inventory {
+            out.push(p.summary());
+        }
+        out
     }
 
     /// A kind's state.
@@ -254,6 +391,58 @@ impl Metrics {
             "gauge",
             "Batches of the current or last cycle of each kind that are done.",
             gauge(&|s| Some(s.done.min(s.planned) as f64)),
+        );
+        family(
+            "engagement_schedule_period_seconds",
+            "gauge",
+            "The schedule period of each kind: a kind is due again this long after its last full cycle.",
+            m.periods
+                .iter()
+                .map(|(k, p)| (labels(&[("kind", k.name())]), *p as f64))
+                .collect(),
+        );
+        family(
+            "engagement_account_state",
+            "gauge",
+            "1 for each configured account's condition: ok, refused (the API refused its token; re-authorize it) or paused (enabled = false).",
+            m.accounts
+                .iter()
+                .flat_map(|(account, state)| {
+                    AccountState::ALL.map(|s| {
+                        let value = if s == *state { 1.0 } else { 0.0 };
+                        (
+                            labels(&[("account", account), ("state", s.as_str())]),
+                            value,
+                        )
+                    })
+                })
+                .collect(),
+        );
+        family(
+            "engagement_api_reachable",
+            "gauge",
+            "0 when the last cycle found the API unreachable (connection refused, DNS, TLS, timeouts) and stopped sending; else 1.",
+            vec![(
+                String::new(),
+                if m.unreachable.is_some() { 0.0 } else { 1.0 },
+            )],
+        );
+        family(
+            "engagement_backfill_left_requests",
+            "gauge",
+            "/historical requests the remaining backfill needs (refreshes of open cells aside).",
+            m.backfill_left
+                .map(|n| vec![(String::new(), n as f64)])
+                .unwrap_or_default(),
+        );
+        family(
+            "engagement_inventory_invalid_lines",
+            "gauge",
+            "Bad lines in the inventory at its last read (the daemon keeps the last good inventory meanwhile).",
+            vec![(
+                String::new(),
+                m.inventory.as_ref().map_or(0.0, |p| p.count as f64),
+            )],
         );
         family(
             "engagement_start_time_seconds",

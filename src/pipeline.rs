@@ -1,10 +1,11 @@
-//! The pipeline: the only place that knows the order of the stages. `run_once` reads the
-//! inventory, mirrors it into the database, plans, sends every job through the client, parses,
-//! and stores each batch in its own transaction. `run`, `demo` and (later) the daemon call it.
+//! The pipeline: the only place that knows the order of the stages. A cycle reads the
+//! inventory, mirrors it into the database, decides which kinds are due (or catch up on what an
+//! earlier cycle left undone), plans, sends every job through the client, parses, and stores
+//! each batch in its own transaction. `run`, `demo` and the daemon call it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -12,18 +13,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::{AppKeys, Credential, UserToken};
-use crate::client::{ApiClient, ApiError, ClientSettings, EndpointLimit, RetryPolicy};
-use crate::config::Config;
+use crate::client::{
+    ApiClient, ApiError, AppVerdict, Breaker, ClientSettings, EndpointLimit, RetryPolicy,
+};
+use crate::config::{Config, OnInvalid, ScheduleConfig};
 pub use crate::domain::system_clock;
 use crate::domain::{Clock, Endpoint, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId};
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::lock::{EXIT_LOCKED, LockError, WriterLock};
-use crate::metrics::Metrics;
+use crate::metrics::{InventoryProblem, Metrics};
 use crate::parse::{self, GroupBy, Parsed};
-use crate::planner::{self, Cell, Job, PlanTweet, SeriesPolicy, Skipped, TotalsPolicy};
+use crate::planner::{
+    self, Cell, CellState, HistoricalPolicy, Job, PlanTweet, Refresh, SeriesPolicy, Skipped,
+    TotalsPolicy,
+};
 use crate::store::{
-    BatchOutcome, BatchRecord, RunSummary, SeriesWrite, StatusChange, Store, StoreError,
-    SyncReport, TotalsWrite, TweetState, TweetStatus,
+    AccountRecord, AccountState, BatchOutcome, BatchRecord, KindHistory, RunStart, RunStatus,
+    RunSummary, SeriesWrite, StatusChange, Store, StoreError, SyncReport, TotalsWrite, TweetState,
+    TweetStatus,
 };
 
 /// The grouping every `/totals` request asks for.
@@ -39,7 +46,8 @@ const SERIES_GROUP_BY: &[GroupBy] = &[
 ];
 
 /// Everything a cycle needs, built once from the config. A clone shares the client (its
-/// limiters), the database connection, the metrics and the writer lock.
+/// limiters), the database connection, the metrics, the writer lock and the last good
+/// inventory.
 #[derive(Clone)]
 pub struct Context {
     pub config: Config,
@@ -49,7 +57,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How often a cycle logs its progress (batches done, ETA); `None`: never.
     pub progress: Option<Duration>,
+    /// Why the config in use is not the file's current one (the daemon keeps the last good
+    /// config when an edit does not validate): noted in each cycle's `runs` row.
+    pub config_problem: Option<String>,
+    /// The last inventory that validated, and when it was read.
+    last_inventory: Arc<Mutex<Option<GoodInventory>>>,
     lock: Arc<WriterLock>,
+}
+
+/// An inventory that validated, and when it was read.
+type GoodInventory = (Arc<Inventory>, i64);
+
+/// What a run learned of the accounts: the refused ones with the API's words, and the ones
+/// whose token answered.
+struct AccountNews {
+    refused: Vec<(Handle, String)>,
+    answered: Vec<Handle>,
 }
 
 /// Errors that stop a cycle before or outside any batch.
@@ -98,25 +121,172 @@ pub struct RequestReport {
     pub error: Option<String>,
     /// The credential itself was refused (401, or no bearer token could be had).
     pub auth_rejected: bool,
+    /// `/historical`: only refreshed cells still settling (see [`planner::HistoricalPolicy`]).
+    pub refresh: bool,
+}
+
+/// Which kinds a cycle runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The kinds that are due by their `[schedule]` period, and what earlier cycles of the
+    /// others left undone (`run` without `--job`): a CronJob sends what the daemon would.
+    Due,
+    /// These kinds in full, due or not (`run --job`, the daemon's triggers, `demo`).
+    Forced(Vec<JobKind>),
+}
+
+/// How much of a kind a cycle plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything the kind covers now.
+    Full,
+    /// Only what the full cycle that started at `since` left undone: Tweets it did not confirm,
+    /// `/historical` cells it did not fetch or refresh. Refused accounts are not asked again.
+    CatchUp { since: i64 },
+}
+
+/// Whether a kind is due, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindDue {
+    pub kind: JobKind,
+    /// Due by its schedule (or forced).
+    pub due: bool,
+    /// Forced by `--job` or a daemon trigger.
+    pub forced: bool,
+    /// Start of the last cycle that planned the kind in full.
+    pub last_full_start: Option<i64>,
+    /// The schedule's period, seconds.
+    pub period: Option<i64>,
+    /// When the kind is due next, when not due now (Unix seconds).
+    pub next_due: Option<i64>,
+}
+
+/// How early a cycle may come and still count as due: a tenth of the period, at most a
+/// minute, so a CronJob that starts a few seconds early still runs the kind and one that runs
+/// more often than the schedule does not run it twice.
+pub fn schedule_tolerance(period: i64) -> i64 {
+    (period / 10).min(60)
+}
+
+impl KindDue {
+    /// Whether `kind` is due at `now`: never run in full, or its last full cycle started a
+    /// period (less [`schedule_tolerance`]) ago.
+    pub fn at(
+        kind: JobKind,
+        history: &KindHistory,
+        schedule: &ScheduleConfig,
+        now: i64,
+    ) -> KindDue {
+        let at = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+        let period = crate::metrics::period(schedule, kind, at);
+        let (due, next_due) = match (history.last_full_start, period) {
+            (None, _) => (true, None),
+            (Some(last), Some(period)) => {
+                let next = last + period - schedule_tolerance(period);
+                (now >= next, (now < next).then_some(next))
+            }
+            (Some(_), None) => (false, None),
+        };
+        KindDue {
+            kind,
+            due,
+            forced: false,
+            last_full_start: history.last_full_start,
+            period,
+            next_due,
+        }
+    }
+
+    /// A kind run in full because it was asked for.
+    pub fn forced(
+        kind: JobKind,
+        history: &KindHistory,
+        schedule: &ScheduleConfig,
+        now: i64,
+    ) -> KindDue {
+        KindDue {
+            due: true,
+            forced: true,
+            next_due: None,
+            ..KindDue::at(kind, history, schedule, now)
+        }
+    }
+
+    /// The scope of this kind's work in a cycle.
+    pub fn scope(&self) -> Scope {
+        match (self.due, self.last_full_start) {
+            (false, Some(since)) => Scope::CatchUp { since },
+            _ => Scope::Full,
+        }
+    }
+
+    /// Why it is due or not, for people.
+    pub fn reason(&self, now: i64) -> String {
+        let ago = |t: i64| format!("{} ago", human_secs(now - t));
+        let every = self
+            .period
+            .map_or(String::new(), |p| format!(", every {}", human_secs(p)));
+        match (self.forced, self.due, self.last_full_start) {
+            (true, _, _) => "asked for (--job)".to_string(),
+            (_, true, None) => "due: never run".to_string(),
+            (_, true, Some(last)) => format!("due: last full cycle {}{every}", ago(last)),
+            (_, false, Some(last)) => format!(
+                "not due: last full cycle {}{every}; due in {}",
+                ago(last),
+                self.next_due.map_or("?".into(), |n| human_secs(n - now))
+            ),
+            (_, false, None) => "not due".to_string(),
+        }
+    }
+}
+
+/// A duration in seconds, for people: `45s`, `14m`, `2h05m`, `3d04h`.
+pub fn human_secs(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", (s + 30) / 60),
+        7200..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }
 
 /// What one cycle did.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    pub run_id: i64,
+    /// `None` when nothing was due and nothing was left undone: no run was recorded.
+    pub run_id: Option<i64>,
+    /// The kinds the cycle worked on.
     pub kinds: Vec<JobKind>,
+    /// Those among `kinds` that only caught up on undone work.
+    pub catch_up: Vec<JobKind>,
+    /// Every kind considered, with whether it was due.
+    pub dues: Vec<KindDue>,
     pub inventory: SyncReport,
     pub inventory_len: usize,
+    /// Bad inventory lines the cycle worked around (`file:line: reason`), with how.
+    pub inventory_problems: Option<InventoryProblem>,
     pub skipped: Skipped,
     pub planned: usize,
     pub requests: Vec<RequestReport>,
+    /// Planned batches never sent: the API was unreachable, the app's keys were refused, or
+    /// the process was stopping. Planned again next time.
+    pub not_attempted: usize,
     pub rows_written: usize,
     pub interrupted: bool,
-    /// Accounts whose token the API refused (401): skipped for the rest of the run, their
-    /// public metrics read with the bearer token.
+    /// Accounts whose token the API refused (401) while it accepted the app's keys: their
+    /// public metrics were read with the bearer token; a person must re-authorize them.
     pub rejected_accounts: Vec<Handle>,
+    /// Accounts paused in the config (`enabled = false`).
+    pub paused_accounts: Vec<Handle>,
+    /// The app's own credentials were refused: what and why (exit 3).
+    pub app_refused: Option<String>,
+    /// The API could not be reached: the root cause (exit 3).
+    pub unreachable: Option<String>,
     /// Tweets the API attributed to another configured account than the inventory does.
     pub moved: usize,
+    /// `/historical` requests the remaining backfill needs (refreshes aside), when planned.
+    pub backfill_left: Option<usize>,
     pub elapsed: Duration,
 }
 
@@ -128,16 +298,29 @@ impl RunReport {
             .filter(|r| r.outcome == BatchOutcome::Failed)
     }
 
-    /// `0` when everything planned was stored, `1` when some batch failed, `3` when every
-    /// request failed because its credential was refused (design §3).
+    /// `3` when the API could not be reached or refused the app's own credentials; `1` when a
+    /// batch failed after retries; else `0`. A refused or paused account is that account's
+    /// condition, reported, not a failed job.
     pub fn exit_code(&self) -> u8 {
-        let failed = self.failed().count();
-        if failed == 0 {
-            0
-        } else if failed == self.requests.len() && self.failed().all(|r| r.auth_rejected) {
+        if self.unreachable.is_some() || self.app_refused.is_some() {
             3
-        } else {
+        } else if self.failed().next().is_some() {
             1
+        } else {
+            0
+        }
+    }
+
+    /// The run's status in `runs`.
+    pub fn status(&self) -> RunStatus {
+        if self.unreachable.is_some() || self.app_refused.is_some() {
+            RunStatus::Failed
+        } else if self.interrupted {
+            RunStatus::Interrupted
+        } else if self.failed().next().is_some() {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
         }
     }
 
@@ -154,7 +337,7 @@ impl RunReport {
 impl Context {
     /// Takes the database's writer lock (before anything is written), opens (creating or
     /// migrating) the database, marks runs a killed process left `running` as interrupted, and
-    /// builds the client.
+    /// builds the client. The metrics start from what the database knows of earlier cycles.
     pub fn new(config: Config, clock: Clock) -> Result<Context, PipelineError> {
         let lock = WriterLock::acquire(&config.database.path)?;
         let mut store = Store::open(&config.database.path)?;
@@ -166,6 +349,7 @@ impl Context {
             );
         }
         let metrics = Arc::new(Metrics::new(clock()));
+        seed_metrics(&metrics, &store, &config, clock())?;
         let client = new_client(&config, &clock, &metrics)?;
         Ok(Context {
             config,
@@ -174,6 +358,8 @@ impl Context {
             clock,
             metrics,
             progress: None,
+            config_problem: None,
+            last_inventory: Arc::new(Mutex::new(None)),
             lock: Arc::new(lock),
         })
     }
@@ -194,12 +380,149 @@ impl Context {
             tracing::info!("API settings, credentials or limits changed: new client");
             new_client(&config, &self.clock, &self.metrics)?
         };
+        self.metrics
+            .set_periods(periods(&config.schedule, (self.clock)()));
         Ok(Context {
             config,
             client,
             ..self.clone()
         })
     }
+
+    /// The inventory this cycle uses: the file's when it validates; with bad lines, its valid
+    /// lines (`on_invalid = "skip"`) or the last good inventory of this process (the daemon),
+    /// else an error. Problems are logged with `file:line` and kept for `/healthz`.
+    fn inventory(
+        &self,
+        now: i64,
+    ) -> Result<(Arc<Inventory>, Option<InventoryProblem>), InventoryError> {
+        let config = &self.config;
+        let last_good = self
+            .last_inventory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let read = inventory::load_valid_lines(&config.inventory.path, &config.handles());
+        let (inventory, problem) = match read {
+            Ok((inventory, problems)) if problems.is_empty() => {
+                let inventory = Arc::new(inventory);
+                *self
+                    .last_inventory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&inventory), now));
+                (inventory, None)
+            }
+            Ok((inventory, problems)) => {
+                let lines: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("{}:{}: {}", inventory.source, p.line, p.message))
+                    .collect();
+                for line in &lines {
+                    tracing::error!("{line}");
+                }
+                let (used, how) = match (config.inventory.on_invalid, last_good) {
+                    (OnInvalid::Skip, _) => (
+                        Arc::new(inventory.clone()),
+                        format!(
+                            "its {} valid lines were used (on_invalid = \"skip\")",
+                            inventory.len()
+                        ),
+                    ),
+                    (OnInvalid::Fail, Some((good, read_at))) => (
+                        good,
+                        format!(
+                            "the last good inventory, read at {}, was used",
+                            crate::domain::iso_utc(read_at)
+                        ),
+                    ),
+                    (OnInvalid::Fail, None) => {
+                        self.metrics
+                            .set_inventory_problem(Some(InventoryProblem::new(
+                                &lines,
+                                "nothing was sent".into(),
+                                now,
+                            )));
+                        return Err(InventoryError::Invalid {
+                            source_name: inventory.source,
+                            problems,
+                        });
+                    }
+                };
+                (used, Some(InventoryProblem::new(&lines, how, now)))
+            }
+            Err(e) => match last_good {
+                Some((good, read_at)) => {
+                    let line = e.to_string();
+                    tracing::error!("{line}");
+                    let how = format!(
+                        "the last good inventory, read at {}, was used",
+                        crate::domain::iso_utc(read_at)
+                    );
+                    (good, Some(InventoryProblem::new(&[line], how, now)))
+                }
+                None => return Err(e),
+            },
+        };
+        if let Some(p) = &problem {
+            tracing::warn!("The inventory has {} bad lines: {}", p.count, p.how);
+        }
+        self.metrics.set_inventory_problem(problem.clone());
+        Ok((inventory, self.metrics.inventory_problem()))
+    }
+}
+
+/// Starts the metrics from the database: each kind's last cycle and last success (a `run`
+/// writes them to its metrics file even for kinds it did not run), the accounts' conditions,
+/// and the schedules' periods.
+fn seed_metrics(
+    metrics: &Metrics,
+    store: &Store,
+    config: &Config,
+    now: i64,
+) -> Result<(), StoreError> {
+    for kind in JobKind::ALL {
+        let history = store.kind_history(kind.name())?;
+        metrics.seed_kind(
+            kind,
+            history.last_finished.map(|(s, at)| (s.as_str(), at)),
+            history.last_success,
+        );
+    }
+    metrics.set_periods(periods(&config.schedule, now));
+    metrics.set_accounts(account_states(config, &store.accounts()?));
+    Ok(())
+}
+
+/// Each kind's schedule period at `now`.
+fn periods(schedule: &ScheduleConfig, now: i64) -> Vec<(JobKind, i64)> {
+    let at = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+    JobKind::ALL
+        .into_iter()
+        .filter_map(|k| Some((k, crate::metrics::period(schedule, k, at)?)))
+        .collect()
+}
+
+/// Every configured account's condition: paused by the config, else what the database says
+/// (an account with no record yet is taken as ok).
+pub fn account_states(config: &Config, records: &[AccountRecord]) -> Vec<(String, AccountState)> {
+    config
+        .accounts
+        .iter()
+        .map(|a| {
+            let state = if !a.enabled {
+                AccountState::Paused
+            } else {
+                records
+                    .iter()
+                    .find(|r| r.handle == a.handle.as_str())
+                    .map_or(AccountState::Ok, |r| match r.state {
+                        AccountState::Paused => AccountState::Ok,
+                        s => s,
+                    })
+            };
+            (a.handle.to_string(), state)
+        })
+        .collect()
 }
 
 fn new_client(
@@ -211,12 +534,12 @@ fn new_client(
     Ok(Arc::new(client.with_metrics(Arc::clone(metrics))))
 }
 
-/// [`run_once`], bounded after shutdown by the config's `shutdown_grace`: when batches in flight
-/// have not finished by then, the cycle is abandoned (they are planned again next run), its run
-/// is marked interrupted, and `None` is returned.
+/// [`run_cycle`], bounded after shutdown by the config's `shutdown_grace`: when batches in
+/// flight have not finished by then, the cycle is abandoned (they are planned again next run),
+/// its run is marked interrupted, and `None` is returned.
 pub async fn run_within_grace(
     ctx: &Context,
-    kinds: &[JobKind],
+    selection: &Selection,
     shutdown: &CancellationToken,
 ) -> Result<Option<RunReport>, PipelineError> {
     let started = Instant::now();
@@ -226,7 +549,7 @@ pub async fn run_within_grace(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        report = run_once(ctx, kinds, shutdown) => report.map(Some),
+        report = run_cycle(ctx, selection, shutdown) => report.map(Some),
         () = expired => {
             tracing::warn!(grace = ?grace, "Batches still in flight at the end of the shutdown grace: \
                 abandoned (they are planned again next run)");
@@ -238,13 +561,18 @@ pub async fn run_within_grace(
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))??;
             let seconds = started.elapsed().as_secs_f64();
-            ctx.metrics.cycle_finished(kinds, "interrupted", now, seconds);
+            let kinds = match selection {
+                Selection::Due => JobKind::ALL.to_vec(),
+                Selection::Forced(kinds) => kinds.clone(),
+            };
+            ctx.metrics.cycle_finished(&kinds, "interrupted", now, seconds);
             Ok(None)
         }
     }
 }
 
-/// The client's settings, taken from the config.
+/// The client's settings, taken from the config. Paused accounts get no token: nothing can
+/// be signed with it.
 pub fn client_settings(config: &Config) -> ClientSettings {
     let limit = |e: Endpoint| {
         let l = config.limit(e);
@@ -267,6 +595,7 @@ pub fn client_settings(config: &Config) -> ClientSettings {
         accounts: config
             .accounts
             .iter()
+            .filter(|a| a.enabled)
             .map(|a| {
                 let token = UserToken {
                     access_token: a.access_token.clone(),
@@ -293,73 +622,175 @@ pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
 /// What the planner needs from the database.
 #[derive(Debug, Default)]
 pub struct PlanState {
-    /// Status and last `/totals` check of known Tweets.
+    /// Status and last `/totals` and `/28hr` answers of known Tweets.
     pub tweets: HashMap<TweetId, TweetState>,
-    /// `/historical` cells already complete, per Tweet.
-    pub complete: HashSet<(TweetId, Cell)>,
+    /// `/historical` cells complete, and fetched but open, per Tweet.
+    pub cells: CellState,
     /// Tweets the API attributes to another configured account than the inventory does.
     pub moved: HashMap<TweetId, Handle>,
+    /// The accounts' conditions as the last runs found them.
+    pub accounts: Vec<AccountRecord>,
+    /// Each kind's last cycles.
+    pub history: BTreeMap<JobKind, KindHistory>,
 }
 
 impl PlanState {
-    /// Reads the state the planner needs.
-    pub fn read(store: &Store) -> Result<PlanState, StoreError> {
+    /// Reads the state the planner needs; `refresh_after` decides which cells are complete.
+    pub fn read(store: &Store, refresh_after: Duration) -> Result<PlanState, StoreError> {
+        let settle = i64::try_from(refresh_after.as_secs()).unwrap_or(i64::MAX / 4);
         let complete = store
-            .complete_cells(planner::CELL_SECS)?
+            .complete_cells(planner::CELL_SECS, settle)?
             .into_iter()
             .filter_map(|(id, start)| Some((id, Cell::starting_at(start)?)))
             .collect();
+        let open = store
+            .open_cells(planner::CELL_SECS, settle)?
+            .into_iter()
+            .filter_map(|c| {
+                Some((
+                    (c.tweet, Cell::starting_at(c.cell)?),
+                    (c.fetched_at, c.fetched_until),
+                ))
+            })
+            .collect();
+        let mut history = BTreeMap::new();
+        for kind in JobKind::ALL {
+            history.insert(kind, store.kind_history(kind.name())?);
+        }
         Ok(PlanState {
             tweets: store.tweet_states()?,
-            complete,
+            cells: CellState { complete, open },
             moved: store.moved_owners()?,
+            accounts: store.accounts()?,
+            history,
         })
+    }
+
+    /// Whether `kind` is due at `now` under `schedule`.
+    pub fn due(&self, kind: JobKind, schedule: &ScheduleConfig, now: i64) -> KindDue {
+        let history = self.history.get(&kind).copied().unwrap_or_default();
+        KindDue::at(kind, &history, schedule, now)
+    }
+
+    /// Accounts whose token the API refused at their last use.
+    fn refused(&self) -> HashSet<&str> {
+        self.accounts
+            .iter()
+            .filter(|a| a.state == AccountState::Refused)
+            .map(|a| a.handle.as_str())
+            .collect()
     }
 }
 
-/// Plans the jobs of `kinds` for `inventory` (no I/O besides the state already read).
+/// Plans the jobs of `kinds`, each in its scope, for `inventory` (no I/O besides the state
+/// already read). Paused accounts' Tweets (and, when catching up, refused accounts') are
+/// planned as public Tweets: their public totals with the bearer token, no series.
 pub fn plan(
     config: &Config,
     inventory: &Inventory,
     state: &PlanState,
-    kinds: &[JobKind],
+    kinds: &[(JobKind, Scope)],
     now: i64,
 ) -> (Vec<Job>, Skipped) {
+    plan_with(config, inventory, state, kinds, now, false)
+}
+
+/// `/historical` backfill left (never fetched, or fetched short): requests it needs, budget
+/// aside; refreshes of open cells do not count.
+pub fn backfill_left(config: &Config, inventory: &Inventory, state: &PlanState, now: i64) -> usize {
+    let mut unbounded = config.clone();
+    unbounded.historical.max_requests_per_run = None;
+    plan_with(
+        &unbounded,
+        inventory,
+        state,
+        &[(JobKind::Historical, Scope::Full)],
+        now,
+        true,
+    )
+    .0
+    .len()
+}
+
+fn plan_with(
+    config: &Config,
+    inventory: &Inventory,
+    state: &PlanState,
+    kinds: &[(JobKind, Scope)],
+    now: i64,
+    backfill_only: bool,
+) -> (Vec<Job>, Skipped) {
+    let paused: HashSet<&str> = config
+        .accounts
+        .iter()
+        .filter(|a| !a.enabled)
+        .map(|a| a.handle.as_str())
+        .collect();
+    let refused = state.refused();
     // The owner the API says wrote a Tweet wins over the inventory's, once the API said so.
-    let tweets = || {
-        inventory.entries.iter().map(|e| PlanTweet {
-            id: e.id,
-            owner: state.moved.get(&e.id).or(e.owner.as_ref()),
+    let tweets = |scope: Scope| {
+        let paused = &paused;
+        let refused = &refused;
+        inventory.entries.iter().map(move |e| {
+            let owner = state.moved.get(&e.id).or(e.owner.as_ref()).filter(|o| {
+                let catching_up = matches!(scope, Scope::CatchUp { .. });
+                !(paused.contains(o.as_str()) || catching_up && refused.contains(o.as_str()))
+            });
+            PlanTweet { id: e.id, owner }
         })
     };
     let recheck = i64::try_from(config.inventory.recheck_after.as_secs()).unwrap_or(i64::MAX);
-    let series = |c: &crate::config::SeriesConfig| SeriesPolicy {
+    let since = |scope: Scope| match scope {
+        Scope::Full => None,
+        Scope::CatchUp { since } => Some(since),
+    };
+    let series = |c: &crate::config::SeriesConfig, scope: Scope| SeriesPolicy {
         max_age_secs: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
         metrics: c.metrics.clone(),
         max_requests: c.max_requests_per_run.map(|n| n.get()),
         recheck_after_secs: recheck,
+        unconfirmed_since: since(scope),
     };
     let mut jobs = Vec::new();
     let mut skipped = Skipped::default();
-    for kind in kinds {
+    for &(kind, scope) in kinds {
         let (mut j, s) = match kind {
             JobKind::Totals => {
                 let policy = TotalsPolicy {
                     max_requests: config.totals.max_requests_per_run.map(|n| n.get()),
                     recheck_after_secs: recheck,
+                    unconfirmed_since: since(scope),
                 };
-                planner::plan_totals(tweets(), &state.tweets, policy, now)
+                planner::plan_totals(tweets(scope), &state.tweets, policy, now)
             }
-            JobKind::Hourly => {
-                planner::plan_hourly(tweets(), &state.tweets, &series(&config.hourly), now)
-            }
-            JobKind::Historical => planner::plan_historical(
-                tweets(),
+            JobKind::Hourly => planner::plan_hourly(
+                tweets(scope),
                 &state.tweets,
-                &state.complete,
-                &series(&config.historical),
+                &series(&config.hourly, scope),
                 now,
             ),
+            JobKind::Historical => {
+                let history = HistoricalPolicy {
+                    refresh_after_secs: i64::try_from(config.historical.refresh_after.as_secs())
+                        .unwrap_or(i64::MAX / 4),
+                    refresh: match (backfill_only, scope) {
+                        (true, _) => Refresh::Never,
+                        (false, Scope::Full) => Refresh::Due,
+                        (false, Scope::CatchUp { since }) => Refresh::DueAt { since },
+                    },
+                };
+                let mut policy = series(&config.historical, scope);
+                // A backfill is not a catch-up's to narrow: never-fetched cells are undone work.
+                policy.unconfirmed_since = None;
+                planner::plan_historical(
+                    tweets(scope),
+                    &state.tweets,
+                    &state.cells,
+                    &policy,
+                    &history,
+                    now,
+                )
+            }
         };
         jobs.append(&mut j);
         skipped.resting += s.resting;
@@ -368,42 +799,111 @@ pub fn plan(
     (jobs, skipped)
 }
 
-/// Runs one cycle of `kinds`. When `shutdown` is cancelled no new request is sent; requests in
-/// flight finish and are stored, and the run is marked interrupted.
+/// Runs one cycle of `kinds` in full (as `run --job`, the daemon's triggers and `demo` do).
 pub async fn run_once(
     ctx: &Context,
     kinds: &[JobKind],
     shutdown: &CancellationToken,
 ) -> Result<RunReport, PipelineError> {
+    run_cycle(ctx, &Selection::Forced(kinds.to_vec()), shutdown).await
+}
+
+/// Runs one cycle of what `selection` picks. When `shutdown` is cancelled no new request is
+/// sent; requests in flight finish and are stored, and the run is marked interrupted. A cycle
+/// that fails before planning (inventory, database) is recorded in `runs` as failed.
+pub async fn run_cycle(
+    ctx: &Context,
+    selection: &Selection,
+    shutdown: &CancellationToken,
+) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let now = (ctx.clock)();
-    // A cycle that cannot start (bad inventory, database error) counts as failed.
-    let failed_to_start = |e: PipelineError| {
-        let seconds = started.elapsed().as_secs_f64();
-        ctx.metrics
-            .cycle_finished(kinds, "failed", (ctx.clock)(), seconds);
-        e
+    let considered: Vec<JobKind> = match selection {
+        Selection::Due => JobKind::ALL.to_vec(),
+        Selection::Forced(kinds) => kinds.clone(),
     };
-    let inventory = load_inventory(&ctx.config).map_err(|e| failed_to_start(e.into()))?;
+    let begun = begin_cycle(ctx, selection, &considered, now).await;
+    let begun = match begun {
+        Ok(begun) => begun,
+        Err(e) => {
+            let seconds = started.elapsed().as_secs_f64();
+            ctx.metrics
+                .cycle_finished(&considered, "failed", (ctx.clock)(), seconds);
+            record_failed_cycle(ctx, &considered, now, &e).await;
+            return Err(e);
+        }
+    };
+    let Begun {
+        inventory,
+        inventory_problems,
+        sync,
+        state,
+        dues,
+        scopes,
+        jobs,
+        skipped,
+        backfill_left,
+        run_id,
+    } = begun;
+    let kinds: Vec<JobKind> = scopes.iter().map(|(k, _)| *k).collect();
+    let catch_up: Vec<JobKind> = scopes
+        .iter()
+        .filter(|(_, s)| matches!(s, Scope::CatchUp { .. }))
+        .map(|(k, _)| *k)
+        .collect();
+    let paused_accounts: Vec<Handle> = ctx
+        .config
+        .accounts
+        .iter()
+        .filter(|a| !a.enabled)
+        .map(|a| a.handle.clone())
+        .collect();
+    let Some(run_id) = run_id else {
+        let report = RunReport {
+            run_id: None,
+            kinds,
+            catch_up,
+            dues,
+            inventory: sync,
+            inventory_len: inventory.entries.len(),
+            inventory_problems,
+            skipped,
+            planned: 0,
+            requests: Vec::new(),
+            not_attempted: 0,
+            rows_written: 0,
+            interrupted: false,
+            rejected_accounts: Vec::new(),
+            paused_accounts,
+            app_refused: None,
+            unreachable: None,
+            moved: 0,
+            backfill_left,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            "Nothing due and nothing left undone: {}",
+            report
+                .dues
+                .iter()
+                .map(|d| format!("{} {}", d.kind.name(), d.reason(now)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        return Ok(report);
+    };
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    let (sync, state, run_id) = {
-        let mut store = ctx.store.lock().expect("store mutex poisoned");
-        let entries = inventory.entries.iter().map(|e| (e.id, e.owner.as_ref()));
-        let begun = store.sync_inventory(entries, now).and_then(|sync| {
-            let state = PlanState::read(&store)?;
-            let run_id = store.begin_run(&kind_names, now)?;
-            Ok((sync, state, run_id))
-        });
-        begun.map_err(|e| failed_to_start(e.into()))?
-    };
-    let (jobs, skipped) = plan(&ctx.config, &inventory, &state, kinds, now);
     let span = tracing::info_span!("run", run_id, kinds = %kind_names.join(","));
     span.in_scope(|| {
+        for d in &dues {
+            tracing::debug!(kind = d.kind.name(), reason = %d.reason(now), "Due?");
+        }
         tracing::info!(
             tweets = inventory.entries.len(),
             added = sync.added,
             removed = sync.removed,
             requests = jobs.len(),
+            catch_up = %catch_up.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
             "Planned"
         )
     });
@@ -432,10 +932,12 @@ pub async fn run_once(
         client: Arc::clone(&ctx.client),
         store: Arc::clone(&ctx.store),
         states: state.tweets,
+        // Paused accounts are left out: no request may use their token.
         authors: ctx
             .config
             .accounts
             .iter()
+            .filter(|a| a.enabled)
             .filter_map(|a| Some((a.user_id?, a.handle.clone())))
             .collect(),
         moved: Mutex::new(HashMap::new()),
@@ -445,6 +947,11 @@ pub async fn run_once(
         tasks: Arc::new(tokio::sync::Semaphore::new(
             BATCH_TASKS_PER_SLOT * ctx.config.api.max_in_flight.max(1),
         )),
+        breaker: Breaker::new(ctx.config.api.retry_attempts),
+        app: tokio::sync::OnceCell::new(),
+        app_refused: OnceLock::new(),
+        bearer_refused: OnceLock::new(),
+        answered_accounts: Mutex::new(BTreeSet::new()),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
     // revoked token costs one request, not one per batch.
@@ -470,16 +977,18 @@ pub async fn run_once(
     }
     let mut requests = Vec::new();
     let mut interrupted = false;
-    let mut rejected_accounts = Vec::new();
+    let mut rejected: Vec<(Handle, String)> = Vec::new();
     let mut skipped = skipped;
+    let mut not_attempted = 0;
     let mut fatal = None;
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(Ok(done)) => {
                 interrupted |= done.interrupted;
                 requests.extend(done.requests);
-                rejected_accounts.extend(done.rejected_account);
+                rejected.extend(done.rejected_account);
                 skipped.rejected += done.skipped_tweets;
+                not_attempted += done.not_attempted;
             }
             Ok(Err(e)) => fatal = Some(e),
             Err(e) => fatal = Some(PipelineError::Task(e.to_string())),
@@ -491,50 +1000,119 @@ pub async fn run_once(
     requests.sort_by(|a, b| {
         (a.kind, a.endpoint, &a.credential).cmp(&(b.kind, b.endpoint, &b.credential))
     });
-    let report = RunReport {
-        run_id,
-        kinds: kinds.to_vec(),
+    let unreachable = batch.breaker.tripped();
+    let app_refused = batch
+        .app_refused
+        .get()
+        .or(batch.bearer_refused.get())
+        .cloned();
+    // An account refused while the app's keys were refused too is not the account's fault.
+    if app_refused.is_some() {
+        rejected.clear();
+    }
+    let mut report = RunReport {
+        run_id: Some(run_id),
+        kinds: kinds.clone(),
+        catch_up,
+        dues,
         inventory: sync,
         inventory_len: inventory.entries.len(),
+        inventory_problems: inventory_problems.clone(),
         skipped,
         planned,
         rows_written: requests.iter().map(|r| r.rows).sum(),
         requests,
+        not_attempted,
         interrupted,
-        rejected_accounts,
+        rejected_accounts: rejected.iter().map(|(h, _)| h.clone()).collect(),
+        paused_accounts,
+        app_refused,
+        unreachable,
         moved: batch.moved.lock().expect("not poisoned").len(),
+        backfill_left,
         elapsed: started.elapsed(),
     };
+    if fatal.is_some() && report.unreachable.is_none() {
+        report.interrupted = false;
+    }
+    let status = match &fatal {
+        Some(_) => RunStatus::Failed,
+        None => report.status(),
+    };
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(e) = &fatal {
+        notes.push(e.to_string());
+    }
+    notes.extend(report.unreachable.clone());
+    notes.extend(report.app_refused.clone());
+    for (account, why) in &rejected {
+        notes.push(format!("account {account}: token refused (401): {why}"));
+    }
+    if let Some(p) = &inventory_problems {
+        notes.push(p.summary());
+    }
+    notes.extend(ctx.config_problem.clone());
     let summary = RunSummary {
         finished_at: (ctx.clock)(),
-        status: match (&fatal, interrupted, report.failed().count()) {
-            (Some(_), _, _) => "failed",
-            (None, true, _) => "interrupted",
-            (None, false, 0) => "ok",
-            (None, false, _) => "partial",
-        },
+        status: status.as_str(),
         requests: report.requests.len(),
         failed_batches: report.failed().count(),
+        not_attempted: report.not_attempted,
         rows_written: report.rows_written,
-        error: fatal.as_ref().map(|e| e.to_string()),
+        error: (!notes.is_empty()).then(|| notes.join("; ")),
     };
+    // What this run learned of the accounts: refused, answering, paused; unconfigured forgotten.
+    let answered: Vec<Handle> = batch
+        .answered_accounts
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .cloned()
+        .collect();
+    let account_updates = if report.app_refused.is_some() {
+        None
+    } else {
+        Some(AccountNews {
+            refused: rejected.clone(),
+            answered,
+        })
+    };
+    let configured: Vec<(String, bool)> = ctx
+        .config
+        .accounts
+        .iter()
+        .map(|a| (a.handle.to_string(), a.enabled))
+        .collect();
     let store = Arc::clone(&ctx.store);
-    let (status, finished_at) = (summary.status, summary.finished_at);
-    tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .expect("store mutex poisoned")
-            .finish_run(run_id, &summary)
+    let finished_at = summary.finished_at;
+    let records = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().expect("store mutex poisoned");
+        store.finish_run(run_id, &summary)?;
+        record_accounts(&mut store, &configured, account_updates, finished_at)?;
+        store.accounts()
     })
     .await
     .expect("finish_run does not panic")?;
     ctx.metrics
-        .cycle_finished(kinds, status, finished_at, report.elapsed.as_secs_f64());
+        .set_accounts(account_states(&ctx.config, &records));
+    ctx.metrics.set_unreachable(
+        report
+            .unreachable
+            .as_ref()
+            .map(|why| (why.clone(), finished_at)),
+    );
+    ctx.metrics.cycle_finished(
+        &kinds,
+        status.as_str(),
+        finished_at,
+        report.elapsed.as_secs_f64(),
+    );
     span.in_scope(|| {
         tracing::info!(
-            status,
+            status = status.as_str(),
             requests = report.requests.len(),
             failed = report.failed().count(),
+            not_attempted = report.not_attempted,
             rows = report.rows_written,
             seconds = report.elapsed.as_secs_f64(),
             "Run finished"
@@ -544,6 +1122,189 @@ pub async fn run_once(
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// What a cycle knows once it has planned.
+struct Begun {
+    inventory: Arc<Inventory>,
+    inventory_problems: Option<InventoryProblem>,
+    sync: SyncReport,
+    state: PlanState,
+    dues: Vec<KindDue>,
+    /// The kinds with work, each in its scope.
+    scopes: Vec<(JobKind, Scope)>,
+    jobs: Vec<Job>,
+    skipped: Skipped,
+    backfill_left: Option<usize>,
+    /// `None`: nothing to do, nothing recorded.
+    run_id: Option<i64>,
+}
+
+/// Reads the inventory, mirrors it, reads the plan state, decides what is due, plans, and
+/// records the run (when there is anything to do). The database work runs off the async
+/// threads.
+async fn begin_cycle(
+    ctx: &Context,
+    selection: &Selection,
+    considered: &[JobKind],
+    now: i64,
+) -> Result<Begun, PipelineError> {
+    let (inventory, inventory_problems) = ctx.inventory(now)?;
+    let store = Arc::clone(&ctx.store);
+    let mirror = Arc::clone(&inventory);
+    let refresh_after = ctx.config.historical.refresh_after;
+    let (sync, state) = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().expect("store mutex poisoned");
+        let entries = mirror.entries.iter().map(|e| (e.id, e.owner.as_ref()));
+        let sync = store.sync_inventory(entries, now)?;
+        Ok::<_, StoreError>((sync, PlanState::read(&store, refresh_after)?))
+    })
+    .await
+    .map_err(|e| PipelineError::Task(e.to_string()))??;
+
+    let schedule = &ctx.config.schedule;
+    let dues: Vec<KindDue> = considered
+        .iter()
+        .map(|&kind| {
+            let history = state.history.get(&kind).copied().unwrap_or_default();
+            match selection {
+                Selection::Due => KindDue::at(kind, &history, schedule, now),
+                Selection::Forced(_) => KindDue::forced(kind, &history, schedule, now),
+            }
+        })
+        .collect();
+    let mut scopes = Vec::new();
+    let mut jobs = Vec::new();
+    let mut skipped = Skipped::default();
+    for due in &dues {
+        let scope = due.scope();
+        let (mut j, s) = plan(&ctx.config, &inventory, &state, &[(due.kind, scope)], now);
+        // A due kind is recorded even with nothing to send, so its period starts again; a
+        // catch-up with nothing undone is no work at all.
+        if scope == Scope::Full || !j.is_empty() {
+            scopes.push((due.kind, scope));
+            jobs.append(&mut j);
+            skipped.resting += s.resting;
+            skipped.over_budget += s.over_budget;
+        }
+    }
+    let backfill_left = considered
+        .contains(&JobKind::Historical)
+        .then(|| backfill_left(&ctx.config, &inventory, &state, now));
+    if let Some(n) = backfill_left {
+        ctx.metrics.set_backfill_left(n);
+    }
+    skipped.paused = inventory
+        .entries
+        .iter()
+        .filter(|e| {
+            e.owner
+                .as_ref()
+                .and_then(|o| ctx.config.account(o))
+                .is_some_and(|a| !a.enabled)
+        })
+        .count();
+    let run_id = if scopes.is_empty() {
+        None
+    } else {
+        let kinds: Vec<&'static str> = scopes.iter().map(|(k, _)| k.name()).collect();
+        let catch_up: Vec<&'static str> = scopes
+            .iter()
+            .filter(|(_, s)| matches!(s, Scope::CatchUp { .. }))
+            .map(|(k, _)| k.name())
+            .collect();
+        let planned = jobs.len();
+        let store = Arc::clone(&ctx.store);
+        let id = tokio::task::spawn_blocking(move || {
+            let start = RunStart {
+                kinds,
+                catch_up,
+                planned,
+                started_at: now,
+            };
+            store
+                .lock()
+                .expect("store mutex poisoned")
+                .begin_run(&start)
+        })
+        .await
+        .map_err(|e| PipelineError::Task(e.to_string()))??;
+        Some(id)
+    };
+    Ok(Begun {
+        inventory,
+        inventory_problems,
+        sync,
+        state,
+        dues,
+        scopes,
+        jobs,
+        skipped,
+        backfill_left,
+        run_id,
+    })
+}
+
+/// Records in `runs` a cycle that failed before it planned anything, when the database can
+/// take it.
+async fn record_failed_cycle(
+    ctx: &Context,
+    kinds: &[JobKind],
+    started_at: i64,
+    error: &PipelineError,
+) {
+    let store = Arc::clone(&ctx.store);
+    let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+    let (finished_at, text) = ((ctx.clock)(), error.to_string());
+    let written = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_failed_cycle(&names, started_at, finished_at, &text)
+    })
+    .await;
+    if let Ok(Err(e)) = written {
+        tracing::warn!(error = %e, "Cannot record the failed cycle in the runs table");
+    }
+}
+
+/// Writes what a run learned of the accounts. `updates` is `None` when the app's own keys were
+/// refused (then no account's condition is known).
+fn record_accounts(
+    store: &mut Store,
+    configured: &[(String, bool)],
+    updates: Option<AccountNews>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let handles: Vec<&str> = configured.iter().map(|(h, _)| h.as_str()).collect();
+    store.retain_accounts(&handles)?;
+    let records = store.accounts()?;
+    for (handle, enabled) in configured {
+        if !enabled {
+            store.set_account_state(handle, AccountState::Paused, None, now)?;
+        } else if records
+            .iter()
+            .any(|r| &r.handle == handle && r.state == AccountState::Paused)
+        {
+            // Enabled again: its condition is unknown until its token is used.
+            store.forget_account(handle)?;
+        }
+    }
+    if let Some(AccountNews {
+        refused: rejected,
+        answered,
+    }) = updates
+    {
+        for (handle, why) in &rejected {
+            store.set_account_state(handle.as_str(), AccountState::Refused, Some(why), now)?;
+        }
+        for handle in answered {
+            if !rejected.iter().any(|(h, _)| *h == handle) {
+                store.set_account_state(handle.as_str(), AccountState::Ok, None, now)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What every batch of a run shares.
@@ -563,6 +1324,17 @@ struct BatchContext {
     /// Batch tasks alive at once, run-wide: a task per batch exists only while its batch is
     /// sent and stored, not for every planned batch at once (memory at a million Tweets).
     tasks: Arc<tokio::sync::Semaphore>,
+    /// Stops the cycle's sending when the API cannot be reached.
+    breaker: Breaker,
+    /// What the token endpoint said of the app's keys, asked once after the first 401.
+    app: tokio::sync::OnceCell<AppVerdict>,
+    /// Set when the app's consumer key and secret were refused: no user-context request is
+    /// sent after it.
+    app_refused: OnceLock<String>,
+    /// Set when the app's bearer token was refused: no bearer request is sent after it.
+    bearer_refused: OnceLock<String>,
+    /// Accounts whose token the API accepted this run.
+    answered_accounts: Mutex<BTreeSet<Handle>>,
 }
 
 /// Batch tasks per request slot (`api.max_in_flight`): enough that a slot never waits for a task.
@@ -574,10 +1346,12 @@ struct JobDone {
     requests: Vec<RequestReport>,
     /// Shutdown came before the job was (completely) sent.
     interrupted: bool,
-    /// The account whose token was refused.
-    rejected_account: Option<Handle>,
+    /// The account whose token was refused, and the API's words.
+    rejected_account: Option<(Handle, String)>,
     /// Tweets left out because their owner's token was refused.
     skipped_tweets: usize,
+    /// Jobs never sent (the API unreachable, the app refused, shutting down).
+    not_attempted: usize,
     /// Jobs to run next: moved Tweets under their new owner.
     followups: Vec<Job>,
 }
@@ -588,6 +1362,7 @@ impl JobDone {
         self.interrupted |= other.interrupted;
         self.rejected_account = self.rejected_account.take().or(other.rejected_account);
         self.skipped_tweets += other.skipped_tweets;
+        self.not_attempted += other.not_attempted;
         self.followups.extend(other.followups);
     }
 }
@@ -596,7 +1371,102 @@ impl JobDone {
 /// without them.
 const MAX_STRIPS: usize = 2;
 
+/// Whose credential a refusal (401, or a refused token request) is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refused {
+    /// The account's own token: that account's condition.
+    Account,
+    /// The app's consumer key and secret (or the app is not enabled for the API).
+    AppKeys(String),
+    /// The app's bearer token.
+    Bearer(String),
+}
+
 impl BatchContext {
+    /// Whether `job`'s credential is known refused this run (app keys, bearer token).
+    fn credential_refused(&self, job: &Job) -> bool {
+        match job.credential {
+            Credential::Bearer => self.bearer_refused.get().is_some(),
+            Credential::UserContext { .. } => self.app_refused.get().is_some(),
+        }
+    }
+
+    /// Decides whose credential a refusal is about, asking the token endpoint about the app's
+    /// keys once per run, and reports an app-level refusal once.
+    async fn blame(&self, job: &Job, error: &ApiError) -> Option<Refused> {
+        let text = error.to_string();
+        let refused = match (&job.credential, error) {
+            (_, ApiError::Token(why)) => {
+                Refused::AppKeys(format!("the token endpoint refused the app's keys: {why}"))
+            }
+            (Credential::Bearer, e) if e.status() == Some(401) => Refused::Bearer(format!(
+                "the API refused the app's bearer token (401: {text}); check app.bearer_token, \
+                 or remove it so that one is obtained from api.token_url"
+            )),
+            (Credential::UserContext { .. }, e) if e.status() == Some(401) => {
+                if text
+                    .to_ascii_lowercase()
+                    .contains("application id is not authorized")
+                {
+                    Refused::AppKeys(format!(
+                        "the app is not enabled for the Engagement API ({text}); ask X to enable \
+                         the app of app.consumer_key"
+                    ))
+                } else {
+                    let verdict = self
+                        .app
+                        .get_or_init(|| self.client.verify_app())
+                        .await
+                        .clone();
+                    match verdict {
+                        AppVerdict::Refused(why) => Refused::AppKeys(format!(
+                            "the API refused the app's own credentials: user requests failed with \
+                             401 and the token endpoint refused app.consumer_key and app.consumer_secret ({why})"
+                        )),
+                        AppVerdict::Accepted => Refused::Account,
+                        AppVerdict::Unknown(why) => {
+                            tracing::debug!(error = %why, "Could not verify the app's keys; blaming the account");
+                            Refused::Account
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        };
+        match &refused {
+            Refused::AppKeys(why) => {
+                let mut first = false;
+                self.app_refused.get_or_init(|| {
+                    first = true;
+                    why.clone()
+                });
+                if matches!(error, ApiError::Token(_)) {
+                    // No bearer token can be had with refused keys either.
+                    self.bearer_refused.get_or_init(|| why.clone());
+                }
+                if first {
+                    tracing::error!(
+                        "{why}. No account is at fault and none needs re-authorizing; fix [app] \
+                         (app.consumer_key, app.consumer_secret) and run again. Nothing more is \
+                         sent with these keys this cycle"
+                    );
+                }
+            }
+            Refused::Bearer(why) => {
+                let mut first = false;
+                self.bearer_refused.get_or_init(|| {
+                    first = true;
+                    why.clone()
+                });
+                if first {
+                    tracing::error!("{why}. Nothing more is sent with the bearer token this cycle");
+                }
+            }
+            Refused::Account => {}
+        }
+        Some(refused)
+    }
+
     /// Runs jobs concurrently (each with its own span), merging what they did.
     async fn run_jobs(self: &Arc<Self>, jobs: Vec<Job>) -> Result<JobDone, PipelineError> {
         let mut set = JoinSet::new();
@@ -635,9 +1505,11 @@ impl BatchContext {
         Ok(done)
     }
 
-    /// One account's jobs: the first alone; if the API refuses the token (401), the account is
-    /// skipped for the rest of the run, its `/totals` batches read with the bearer token
-    /// (public metrics only) and its series left for the next run; otherwise the rest at once.
+    /// One account's jobs: the first alone; if the API refuses the token (401) while it
+    /// accepts the app's keys, the account is skipped for the rest of the run, its `/totals`
+    /// batches read with the bearer token (public metrics only) and its series left for the
+    /// next due cycle; if the app's keys are refused, nothing more is sent with them; otherwise
+    /// the rest at once.
     async fn run_account(
         self: Arc<Self>,
         account: Handle,
@@ -646,6 +1518,13 @@ impl BatchContext {
     ) -> Result<JobDone, PipelineError> {
         let rest = jobs.split_off(1);
         let mut done = self.run_jobs(jobs.clone()).instrument(span.clone()).await?;
+        if self.app_refused.get().is_some() || self.breaker.tripped().is_some() {
+            done.not_attempted += rest.len();
+            for job in &rest {
+                self.metrics.batch_done(job.kind, 1);
+            }
+            return Ok(done);
+        }
         // Only this account's own answers count (a moved Tweet's follow-up may use another).
         let own = Credential::UserContext {
             account: account.clone(),
@@ -653,15 +1532,17 @@ impl BatchContext {
         let rejected = done
             .requests
             .iter()
-            .any(|r| r.auth_rejected && r.credential == own);
-        if !rejected {
+            .find(|r| r.auth_rejected && r.credential == own)
+            .map(|r| r.error.clone().unwrap_or_default());
+        let Some(why) = rejected else {
             done.merge(self.run_jobs(rest).instrument(span).await?);
             return Ok(done);
-        }
+        };
         tracing::error!(parent: &span, account = %account,
-            "The API refused this account's token (401): skipping it for this run; its public \
-             metrics are read with the bearer token; re-authorize the account");
-        done.rejected_account = Some(account);
+            "The API refused this account's token (401) while it accepts the app's keys: its \
+             public metrics are read with the bearer token, its impressions and series wait; \
+             re-authorize the account (or set enabled = false in its [[accounts]] entry)");
+        done.rejected_account = Some((account, why));
         let mut fallback = Vec::new();
         for job in jobs.into_iter().chain(rest) {
             if job.kind == JobKind::Totals {
@@ -681,10 +1562,15 @@ impl BatchContext {
 
     /// Sends one job and stores what came back. A request the API refuses because of Tweets it
     /// names (protected; not the owner's) marks them and is sent again at once without them; any
-    /// other failure is recorded and planned again next run, never fatal.
+    /// other failure is recorded and planned again next run, never fatal. A job whose
+    /// credential is known refused, or sent after the API was found unreachable, is not sent.
     async fn run_job(&self, mut job: Job) -> Result<JobDone, PipelineError> {
         let mut done = JobDone::default();
         for strip in 0..=MAX_STRIPS {
+            if self.credential_refused(&job) {
+                done.not_attempted += 1;
+                return Ok(done);
+            }
             // Tweets another batch of this run found to belong to another account go there.
             // (Only user-context jobs: the bearer token reads anyone's public metrics.)
             let known: Vec<(TweetId, Handle)> = match account_of(&job) {
@@ -715,13 +1601,25 @@ impl BatchContext {
             let check = |bytes: &[u8]| parse::parse_nonzero_buckets(bytes, &[grouping]);
             let outcome = self
                 .client
-                .send(job.endpoint, &job.credential, &body, check, &self.shutdown)
+                .send(
+                    job.endpoint,
+                    &job.credential,
+                    &body,
+                    check,
+                    &self.breaker,
+                    &self.shutdown,
+                )
                 .await;
+            let unsent = matches!(
+                outcome.result,
+                Err(ApiError::Cancelled | ApiError::Unreachable(_))
+            );
             if matches!(outcome.result, Err(ApiError::Cancelled)) {
                 done.interrupted = true;
-                if outcome.attempts == 0 {
-                    return Ok(done); // never sent: nothing to record
-                }
+            }
+            if unsent && outcome.attempts == 0 {
+                done.not_attempted += 1;
+                return Ok(done); // never sent: nothing to record
             }
             let mut record = BatchRecord {
                 run_id: self.run_id,
@@ -773,6 +1671,7 @@ impl BatchContext {
                         }
                     };
                     tracing::debug!(received, rows, "Stored");
+                    self.note_answered(&job);
                     self.metrics.batch(
                         job.kind,
                         job.endpoint,
@@ -788,20 +1687,25 @@ impl BatchContext {
                 }
                 Err(error) => error,
             };
+            let blamed = self.blame(&job, &error).await;
             let named = refusal(&job, &error, &self.authors);
             let strip_and_resend = !named.is_empty() && strip < MAX_STRIPS;
             record.error = Some(error.to_string());
-            record.outcome = if strip_and_resend {
+            record.outcome = if blamed.is_some() {
+                BatchOutcome::Unauthorized
+            } else if strip_and_resend {
                 BatchOutcome::Refused
             } else {
                 BatchOutcome::Failed
             };
-            let auth_rejected = matches!(error, ApiError::Token(_) | ApiError::NoToken(_))
-                || error.status() == Some(401);
+            if !named.is_empty() {
+                self.note_answered(&job);
+            }
+            let auth_rejected = blamed == Some(Refused::Account);
             if strip_and_resend {
                 tracing::info!(error = %error, refused = named.marked.len(), moved = named.moved.len(),
                     "Marked the Tweets the API refused; sending the rest again");
-            } else {
+            } else if blamed.is_none() && !matches!(error, ApiError::Unreachable(_)) {
                 tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
             }
             let (changes, moved) = (named.marked.clone(), named.moved.clone());
@@ -840,6 +1744,16 @@ impl BatchContext {
             }
         }
         Ok(done)
+    }
+
+    /// Notes that `job`'s account token was accepted (the API answered past authentication).
+    fn note_answered(&self, job: &Job) {
+        if let Some(account) = account_of(job) {
+            self.answered_accounts
+                .lock()
+                .expect("not poisoned")
+                .insert(account);
+        }
     }
 
     /// Queues `job`'s `moved` Tweets as jobs under their new owners.
@@ -931,6 +1845,7 @@ fn request_report(
     auth_rejected: bool,
 ) -> RequestReport {
     RequestReport {
+        refresh: job.refresh,
         kind: job.kind,
         endpoint: job.endpoint,
         credential: job.credential.clone(),

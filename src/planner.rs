@@ -26,6 +26,9 @@ pub struct Job {
     pub metrics: Vec<Metric>,
     /// `/historical` only: the grid cell asked for.
     pub cell: Option<Cell>,
+    /// `/historical` only: every Tweet of the job was fetched for this cell before, and is asked
+    /// again only to refresh numbers that were still settling (see [`HistoricalPolicy`]).
+    pub refresh: bool,
 }
 
 /// Length of a `/historical` grid cell: the API's longest window.
@@ -86,6 +89,9 @@ pub struct TotalsPolicy {
     pub max_requests: Option<u32>,
     /// How long refused Tweets rest (see [`RECHECK_AFTER_SECS`]).
     pub recheck_after_secs: i64,
+    /// Catching up: only Tweets `/totals` has not confirmed since this time (the start of the
+    /// last full cycle). `None`: every Tweet.
+    pub unconfirmed_since: Option<i64>,
 }
 
 /// Why a Tweet is not in this cycle's plan.
@@ -97,6 +103,8 @@ pub struct Skipped {
     pub over_budget: usize,
     /// Series left for the next run because their owner's token was refused.
     pub rejected: usize,
+    /// Tweets of paused accounts (`enabled = false`): public totals only, no series.
+    pub paused: usize,
 }
 
 /// The `/totals` plan: public Tweets and owned Tweets of 90 days or more through the bearer
@@ -124,9 +132,17 @@ pub fn plan_totals<'a>(
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
     for t in tweets {
-        let access = access(states.get(&t.id), now, policy.recheck_after_secs);
+        let state = states.get(&t.id);
+        let access = access(state, now, policy.recheck_after_secs);
         if access == Access::Resting {
             skipped.resting += 1;
+            continue;
+        }
+        if let Some(since) = policy.unconfirmed_since
+            && state
+                .and_then(|s| s.totals_checked_at)
+                .is_some_and(|at| at >= since)
+        {
             continue;
         }
         match t.owner {
@@ -200,6 +216,86 @@ pub struct SeriesPolicy {
     pub max_requests: Option<u32>,
     /// How long refused Tweets rest (see [`RECHECK_AFTER_SECS`]).
     pub recheck_after_secs: i64,
+    /// `hourly`, catching up: only Tweets `/28hr` has not answered for since this time (the
+    /// start of the last full cycle). `None`: every Tweet.
+    pub unconfirmed_since: Option<i64>,
+}
+
+/// When an open `/historical` cell is asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoricalPolicy {
+    /// A cell that ran into the present when it was fetched, or had ended less than this long
+    /// before, is refreshed at most this often; the first fetch at least this long after the
+    /// cell's end completes it.
+    pub refresh_after_secs: i64,
+    /// Which fetched-but-open cells to refresh.
+    pub refresh: Refresh,
+}
+
+/// Which fetched-but-open `/historical` cells a plan refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Those fetched at least `refresh_after` ago, less an eighth of it (so a daily cycle that
+    /// takes a while still refreshes every day).
+    Due,
+    /// Catching up: those that were due for a refresh at the start of the last full cycle,
+    /// `since`, and were not fetched after it (the refresh failed or was never sent).
+    DueAt { since: i64 },
+    /// None: backfill only (cells never fetched, or fetched short of their end).
+    Never,
+}
+
+impl HistoricalPolicy {
+    /// The latest `fetched_at` of a cell that is refreshed.
+    fn refresh_before(&self, now: i64) -> Option<i64> {
+        let margin = self.refresh_after_secs - self.refresh_after_secs / 8;
+        match self.refresh {
+            Refresh::Due => Some(now - margin),
+            Refresh::DueAt { since } => Some(since - margin),
+            Refresh::Never => None,
+        }
+    }
+
+    /// Whether a fetch at `fetched_at` up to `fetched_until` completed `cell`.
+    pub fn complete(&self, cell: Cell, fetched_at: i64, fetched_until: i64) -> bool {
+        fetched_until >= cell.end() && fetched_at >= cell.end() + self.refresh_after_secs
+    }
+}
+
+/// What the database knows of `/historical` cells: the complete (Tweet, cell) pairs, and the
+/// fetched but open ones with when they were fetched and up to when.
+#[derive(Debug, Clone, Default)]
+pub struct CellState {
+    pub complete: HashSet<(TweetId, Cell)>,
+    pub open: HashMap<(TweetId, Cell), (i64, i64)>,
+}
+
+/// What a `/historical` plan does with one (Tweet, cell) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairWork {
+    /// Never fetched, or fetched short of the cell's end after it ended.
+    Backfill,
+    /// Fetched while open or settling, and due for a refresh.
+    Refresh,
+    Nothing,
+}
+
+impl CellState {
+    fn work(&self, id: TweetId, cell: Cell, policy: &HistoricalPolicy, now: i64) -> PairWork {
+        if !self.complete.is_empty() && self.complete.contains(&(id, cell)) {
+            return PairWork::Nothing;
+        }
+        let Some(&(fetched_at, fetched_until)) = self.open.get(&(id, cell)) else {
+            return PairWork::Backfill;
+        };
+        if fetched_until < cell.end() && fetched_at >= cell.end() {
+            return PairWork::Backfill; // the cell had ended, yet the fetch stopped short of it
+        }
+        match policy.refresh_before(now) {
+            Some(before) if fetched_at <= before => PairWork::Refresh,
+            _ => PairWork::Nothing,
+        }
+    }
 }
 
 /// The `/28hr` plan: owned Tweets younger than `max_age`, under their owner's token, ≤25 per
@@ -217,7 +313,15 @@ pub fn plan_hourly<'a>(
         if t.id.age_at(now) >= policy.max_age_secs {
             continue;
         }
-        match access(states.get(&t.id), now, policy.recheck_after_secs) {
+        let state = states.get(&t.id);
+        if let Some(since) = policy.unconfirmed_since
+            && state
+                .and_then(|s| s.hourly_fetched_at)
+                .is_some_and(|at| at >= since)
+        {
+            continue;
+        }
+        match access(state, now, policy.recheck_after_secs) {
             Access::Owner => owned.entry(owner).or_default().push(t.id),
             Access::BearerOnly | Access::Resting => skipped.resting += 1,
         }
@@ -236,14 +340,17 @@ pub fn plan_hourly<'a>(
 }
 
 /// The `/historical` plan: for every owned Tweet, the grid cells that its life (creation to
-/// `max_age`, never before 2014-09-01, never past the last ended hour) touches and that are not
-/// in `complete`. The Tweets of one owner needing one cell share requests of ≤25, so the plan
-/// makes `ceil(n/25)` requests per (owner, cell). Under a budget the most recent cells go first.
+/// `max_age`, never before 2014-09-01, never past the last ended hour) touches and that need
+/// work: never fetched or fetched short (backfill), or fetched while open and due for a refresh
+/// under `history` (see [`HistoricalPolicy`]). The Tweets of one owner needing one cell share
+/// requests of ≤25, so the plan makes `ceil(n/25)` requests per (owner, cell). Under a budget
+/// the most recent cells go first.
 pub fn plan_historical<'a>(
     tweets: impl IntoIterator<Item = PlanTweet<'a>>,
     states: &HashMap<TweetId, TweetState>,
-    complete: &HashSet<(TweetId, Cell)>,
+    cells: &CellState,
     policy: &SeriesPolicy,
+    history: &HistoricalPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
     // Groups are keyed by an owner number, not the handle: a million Tweets make millions of
@@ -270,7 +377,7 @@ pub fn plan_historical<'a>(
         });
         let mut cell = Cell::of(born);
         while cell.start() < life_end {
-            if complete.is_empty() || !complete.contains(&(t.id, cell)) {
+            if cells.work(t.id, cell, history, now) != PairWork::Nothing {
                 pairs.push((Reverse(cell), number, t.id));
             }
             cell = Cell(cell.end());
@@ -312,6 +419,11 @@ pub fn plan_historical<'a>(
         );
         for job in &mut jobs[first..] {
             job.cell = Some(cell);
+            // Only open cells are refreshed, and they are few: the check is cheap.
+            job.refresh = job
+                .tweets
+                .iter()
+                .all(|t| cells.work(*t, cell, history, now) == PairWork::Refresh);
         }
     }
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
@@ -405,6 +517,7 @@ fn push_batches(
                 tweets,
                 metrics: metrics.clone(),
                 cell: None,
+                refresh: false,
             });
         }
     }
@@ -425,6 +538,7 @@ mod tests {
         TotalsPolicy {
             max_requests: None,
             recheck_after_secs: RECHECK_AFTER_SECS,
+            unconfirmed_since: None,
         }
     }
 
@@ -526,6 +640,7 @@ mod tests {
             status_checked_at: Some(NOW - checked_ago),
             totals_checked_at: None,
             unsupported: 0,
+            hourly_fetched_at: None,
         }
     }
 
@@ -568,6 +683,7 @@ mod tests {
         let policy = TotalsPolicy {
             max_requests: Some(2),
             recheck_after_secs: RECHECK_AFTER_SECS,
+            unconfirmed_since: None,
         };
         let mut states: HashMap<TweetId, TweetState> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -589,11 +705,19 @@ mod tests {
                     status_checked_at: None,
                     totals_checked_at: Some(NOW + run),
                     unsupported: 0,
+                    hourly_fetched_at: None,
                 };
                 states.insert(*id, s);
             }
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    fn history(refresh: Refresh) -> HistoricalPolicy {
+        HistoricalPolicy {
+            refresh_after_secs: DAY_SECS,
+            refresh,
+        }
     }
 
     fn series_policy(max_age_days: i64) -> SeriesPolicy {
@@ -602,6 +726,7 @@ mod tests {
             metrics: Endpoint::Hour28.metrics(),
             max_requests: None,
             recheck_after_secs: RECHECK_AFTER_SECS,
+            unconfirmed_since: None,
         }
     }
 
@@ -670,7 +795,14 @@ mod tests {
                 }))
         };
         let policy = series_policy(90);
-        let (jobs, _) = plan_historical(input(), &HashMap::new(), &HashSet::new(), &policy, NOW);
+        let (jobs, _) = plan_historical(
+            input(),
+            &HashMap::new(),
+            &CellState::default(),
+            &policy,
+            &history(Refresh::Due),
+            NOW,
+        );
 
         let mut groups: HashMap<(String, Cell), usize> = HashMap::new();
         for (ids, owner) in [(&acme_ids, &acme), (&bob_ids, &bob)] {
@@ -704,10 +836,72 @@ mod tests {
             .filter(|j| j.cell != Some(now_cell))
             .flat_map(|j| j.tweets.iter().map(|t| (*t, j.cell.unwrap())))
             .collect();
-        let (again, _) = plan_historical(input(), &HashMap::new(), &complete, &policy, NOW);
+        let mut cells = CellState {
+            complete,
+            open: HashMap::new(),
+        };
+        let plan = |cells: &CellState, refresh, now| {
+            plan_historical(
+                input(),
+                &HashMap::new(),
+                cells,
+                &policy,
+                &history(refresh),
+                now,
+            )
+            .0
+        };
+        let again = plan(&cells, Refresh::Due, NOW);
         assert!(!again.is_empty());
-        assert!(again.iter().all(|j| j.cell == Some(now_cell)));
+        assert!(again.iter().all(|j| j.cell == Some(now_cell) && !j.refresh));
         assert_eq!(again.iter().map(|j| j.tweets.len()).sum::<usize>(), 51 + 26);
+
+        // The open cell fetched: nothing to do until it is due for a refresh, a day later less
+        // an eighth; then it is a refresh, not backfill.
+        for job in &again {
+            for t in &job.tweets {
+                cells
+                    .open
+                    .insert((*t, now_cell), (NOW, Hour::floor(NOW).secs()));
+            }
+        }
+        assert!(plan(&cells, Refresh::Due, NOW + 60).is_empty());
+        assert!(plan(&cells, Refresh::Due, NOW + 20 * 3600).is_empty());
+        let refresh = plan(&cells, Refresh::Due, NOW + 22 * 3600);
+        assert_eq!(refresh.len(), again.len());
+        assert!(refresh.iter().all(|j| j.refresh));
+        assert!(plan(&cells, Refresh::Never, NOW + 22 * 3600).is_empty());
+        // Catching up after a full cycle at NOW + 60 that did not reach them: not due then.
+        assert!(plan(&cells, Refresh::DueAt { since: NOW + 60 }, NOW + 22 * 3600).is_empty());
+        assert_eq!(
+            plan(
+                &cells,
+                Refresh::DueAt {
+                    since: NOW + 22 * 3600
+                },
+                NOW + 23 * 3600
+            )
+            .len(),
+            again.len()
+        );
+        // A Tweet whose open cell was never fetched is backfill, and rides in the same batches.
+        cells.open.remove(&(again[0].tweets[0], now_cell));
+        let mixed = plan(&cells, Refresh::Due, NOW + 22 * 3600);
+        assert_eq!(mixed.len(), again.len());
+        assert_eq!(mixed.iter().filter(|j| !j.refresh).count(), 1);
+        let backfill = plan(&cells, Refresh::Never, NOW + 22 * 3600);
+        assert_eq!(backfill.len(), 1);
+        assert_eq!(backfill[0].tweets, vec![again[0].tweets[0]]);
+    }
+
+    /// A cell is complete only once fetched to its end at least `refresh_after` after it ended.
+    #[test]
+    fn cells_complete_after_they_settle() {
+        let h = history(Refresh::Due);
+        let cell = Cell::of(NOW);
+        assert!(!h.complete(cell, cell.end() + 10, cell.end()));
+        assert!(!h.complete(cell, cell.end() + DAY_SECS, cell.end() - 3600));
+        assert!(h.complete(cell, cell.end() + DAY_SECS, cell.end()));
     }
 
     /// A Tweet's historical life runs from creation (never before 2014-09-01) to `max_age`,
@@ -725,8 +919,9 @@ mod tests {
                     owner: Some(&acme),
                 }],
                 &HashMap::new(),
-                &HashSet::new(),
+                &CellState::default(),
                 &policy,
+                &history(Refresh::Due),
                 NOW,
             );
             let born = id.created_at().max(HISTORICAL_EPOCH);
@@ -759,6 +954,7 @@ mod tests {
                 status_checked_at: None,
                 totals_checked_at: None,
                 unsupported: metric_mask(&[Metric::VideoViews]),
+                hourly_fetched_at: None,
             };
             states.insert(*id, s);
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
@@ -19,6 +19,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_series_source_integer.sql",
         include_str!("../schema/0003_series_source_integer.sql"),
+    ),
+    (
+        "0004_due_kinds_and_accounts.sql",
+        include_str!("../schema/0004_due_kinds_and_accounts.sql"),
     ),
 ];
 
@@ -114,6 +118,8 @@ pub struct TweetState {
     pub totals_checked_at: Option<i64>,
     /// Metrics the API refused for the Tweet (`unsupported_*` lists), as a bit set by metric id.
     pub unsupported: u32,
+    /// When `/28hr` last answered for the Tweet.
+    pub hourly_fetched_at: Option<i64>,
 }
 
 /// How the inventory mirror changed.
@@ -135,6 +141,8 @@ pub enum BatchOutcome {
     Refused,
     /// Failed after retries; planned again next run.
     Failed,
+    /// The credential was refused (401): an account to re-authorize, or the app's own keys.
+    Unauthorized,
 }
 
 impl BatchOutcome {
@@ -145,6 +153,7 @@ impl BatchOutcome {
             BatchOutcome::Partial => "partial",
             BatchOutcome::Refused => "refused",
             BatchOutcome::Failed => "failed",
+            BatchOutcome::Unauthorized => "unauthorized",
         }
     }
 }
@@ -213,8 +222,137 @@ pub struct RunSummary {
     pub status: &'static str,
     pub requests: usize,
     pub failed_batches: usize,
+    /// Planned batches that were never sent (the API unreachable, or the process stopping).
+    pub not_attempted: usize,
     pub rows_written: usize,
     pub error: Option<String>,
+}
+
+/// How a run is recorded when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct RunStart<'a> {
+    /// Every kind the run works on.
+    pub kinds: Vec<&'a str>,
+    /// Those among `kinds` that only catch up on work an earlier cycle left undone.
+    pub catch_up: Vec<&'a str>,
+    /// Batches planned.
+    pub planned: usize,
+    pub started_at: i64,
+}
+
+impl<'a> RunStart<'a> {
+    /// A full run of `kinds` with nothing planned yet (tests and benchmarks).
+    pub fn new(kinds: &[&'a str], started_at: i64) -> RunStart<'a> {
+        RunStart {
+            kinds: kinds.to_vec(),
+            started_at,
+            ..RunStart::default()
+        }
+    }
+}
+
+/// A kind's last cycles, as the `runs` table has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindHistory {
+    /// Start of the last run that planned the kind in full (not only catching up).
+    pub last_full_start: Option<i64>,
+    /// Status and end of the last finished run of the kind (catch-up runs and runs that failed
+    /// before planning included).
+    pub last_finished: Option<(RunStatus, i64)>,
+    /// End of the last run of the kind that ended `ok`.
+    pub last_success: Option<i64>,
+}
+
+/// The status of a run in `runs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    Running,
+    Ok,
+    Partial,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The spelling in `runs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Reads `runs.status`; `None` for a spelling the schema does not allow.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "ok" => RunStatus::Ok,
+            "partial" => RunStatus::Partial,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// The condition of a configured account, as the `accounts` table has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountState {
+    /// Its token answered.
+    Ok,
+    /// The API refused its token (401) while the app's keys were accepted.
+    Refused,
+    /// `enabled = false`: no request uses its token.
+    Paused,
+}
+
+impl AccountState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [AccountState; 3] = [
+        AccountState::Ok,
+        AccountState::Refused,
+        AccountState::Paused,
+    ];
+
+    /// The spelling in `accounts.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Ok => "ok",
+            AccountState::Refused => "refused",
+            AccountState::Paused => "paused",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AccountState> {
+        Some(match s {
+            "ok" => AccountState::Ok,
+            "refused" => AccountState::Refused,
+            "paused" => AccountState::Paused,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the `accounts` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub handle: String,
+    pub state: AccountState,
+    pub detail: Option<String>,
+    pub since: i64,
+    pub checked_at: i64,
+}
+
+/// A `/historical` (Tweet, cell) pair fetched but not complete: when, and up to when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenCell {
+    pub tweet: TweetId,
+    pub cell: i64,
+    pub fetched_at: i64,
+    pub fetched_until: i64,
 }
 
 /// The one writer connection (or a read-only one).
@@ -399,12 +537,15 @@ impl Store {
         Ok(report)
     }
 
-    /// What the planner needs of every known Tweet: its status and when `/totals` last answered.
+    /// What the planner needs of every known Tweet: its status, when `/totals` and `/28hr` last
+    /// answered for it, and the metrics the API refused for it.
     pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT tweet_id, status, status_checked_at, totals_checked_at, unsupported_metrics \
-             FROM tweets WHERE removed_at IS NULL \
-             AND (status <> 'active' OR totals_checked_at IS NOT NULL OR unsupported_metrics <> 0)",
+            "SELECT w.tweet_id, w.status, w.status_checked_at, w.totals_checked_at, \
+             w.unsupported_metrics, r.fetched_at \
+             FROM tweets AS w LEFT JOIN recent_coverage AS r USING (tweet_id) \
+             WHERE w.removed_at IS NULL AND (w.status <> 'active' OR w.totals_checked_at IS NOT NULL \
+             OR w.unsupported_metrics <> 0 OR r.fetched_at IS NOT NULL)",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -413,11 +554,12 @@ impl Store {
                 r.get::<_, Option<i64>>(2)?,
                 r.get::<_, Option<i64>>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (id, status, status_checked_at, totals_checked_at, unsupported) = row?;
+            let (id, status, status_checked_at, totals_checked_at, unsupported, hourly) = row?;
             if let Some(id) = TweetId::new(id as u64) {
                 let status = TweetStatus::parse(&status);
                 out.insert(
@@ -427,6 +569,7 @@ impl Store {
                         status_checked_at,
                         totals_checked_at,
                         unsupported: u32::try_from(unsupported).unwrap_or(0),
+                        hourly_fetched_at: hourly,
                     },
                 );
             }
@@ -452,10 +595,15 @@ impl Store {
     }
 
     /// Starts a run and returns its id.
-    pub fn begin_run(&mut self, kinds: &[&str], started_at: i64) -> Result<i64, StoreError> {
+    pub fn begin_run(&mut self, start: &RunStart<'_>) -> Result<i64, StoreError> {
         self.conn.execute(
-            "INSERT INTO runs (kinds, started_at) VALUES (?1, ?2)",
-            params![kinds.join(","), started_at],
+            "INSERT INTO runs (kinds, catch_up, planned, started_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                start.kinds.join(","),
+                start.catch_up.join(","),
+                start.planned as i64,
+                start.started_at
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -464,7 +612,7 @@ impl Store {
     pub fn finish_run(&mut self, run_id: i64, summary: &RunSummary) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
-             rows_written = ?6, error = ?7 WHERE run_id = ?1",
+             rows_written = ?6, error = ?7, not_attempted = ?8 WHERE run_id = ?1",
             params![
                 run_id,
                 summary.finished_at,
@@ -472,10 +620,140 @@ impl Store {
                 summary.requests as i64,
                 summary.failed_batches as i64,
                 summary.rows_written as i64,
-                summary.error
+                summary.error,
+                summary.not_attempted as i64
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a cycle of `kinds` that failed before it planned anything (config, inventory,
+    /// database, lock), so that `runs` shows every cycle. Safe without the writer lock: one
+    /// INSERT, serialised by SQLite like any other write. Returns the run id.
+    pub fn record_failed_cycle(
+        &mut self,
+        kinds: &[&str],
+        started_at: i64,
+        finished_at: i64,
+        error: &str,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO runs (kinds, started_at, finished_at, status, error) \
+             VALUES (?1, ?2, ?3, 'failed', ?4)",
+            params![kinds.join(","), started_at, finished_at, error],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Adds `note` to a run's error text (a problem the cycle worked around, such as an
+    /// inventory edit that no longer validates).
+    pub fn note_run_problem(&mut self, run_id: i64, note: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET error = CASE WHEN error IS NULL THEN ?2 ELSE error || '; ' || ?2 END \
+             WHERE run_id = ?1",
+            params![run_id, note],
+        )?;
+        Ok(())
+    }
+
+    /// Per kind: the start of the last run that planned it in full, the last finished run of
+    /// it, and the end of its last `ok` run.
+    pub fn kind_history(&self, kind: &str) -> Result<KindHistory, StoreError> {
+        let has = "(',' || kinds || ',') LIKE '%,' || ?1 || ',%'";
+        let full = format!(
+            "SELECT max(started_at) FROM runs WHERE planned IS NOT NULL AND {has} \
+             AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%'"
+        );
+        let last_full_start: Option<i64> = self.conn.query_row(&full, [kind], |r| r.get(0))?;
+        let last = format!(
+            "SELECT status, finished_at FROM runs WHERE status != 'running' \
+             AND finished_at IS NOT NULL AND {has} ORDER BY run_id DESC LIMIT 1"
+        );
+        let last_finished = self
+            .conn
+            .query_row(&last, [kind], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?
+            .and_then(|(status, at)| Some((RunStatus::parse(&status)?, at)));
+        let ok = format!("SELECT max(finished_at) FROM runs WHERE status = 'ok' AND {has}");
+        let last_success: Option<i64> = self.conn.query_row(&ok, [kind], |r| r.get(0))?;
+        Ok(KindHistory {
+            last_full_start,
+            last_finished,
+            last_success,
+        })
+    }
+
+    /// Every row of the `accounts` table, by handle.
+    pub fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT handle, state, detail, since, checked_at FROM accounts ORDER BY handle",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (handle, state, detail, since, checked_at) = row?;
+            if let Some(state) = AccountState::parse(&state) {
+                out.push(AccountRecord {
+                    handle,
+                    state,
+                    detail,
+                    since,
+                    checked_at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records what a run found of an account; `since` moves only when the state changes.
+    pub fn set_account_state(
+        &mut self,
+        handle: &str,
+        state: AccountState,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO accounts (handle, state, detail, since, checked_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+             ON CONFLICT (handle) DO UPDATE SET \
+             since = CASE WHEN state <> excluded.state THEN excluded.since ELSE since END, \
+             state = excluded.state, detail = excluded.detail, checked_at = excluded.checked_at",
+            params![handle, state.as_str(), detail, now],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets what is known of one account.
+    pub fn forget_account(&mut self, handle: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM accounts WHERE handle = ?1", [handle])?;
+        Ok(())
+    }
+
+    /// Forgets accounts no longer configured.
+    pub fn retain_accounts(&mut self, handles: &[&str]) -> Result<usize, StoreError> {
+        let keep: std::collections::HashSet<&str> = handles.iter().copied().collect();
+        let gone: Vec<String> = self
+            .accounts()?
+            .into_iter()
+            .map(|a| a.handle)
+            .filter(|h| !keep.contains(h.as_str()))
+            .collect();
+        for h in &gone {
+            self.conn
+                .execute("DELETE FROM accounts WHERE handle = ?1", [h])?;
+        }
+        Ok(gone.len())
     }
 
     /// Marks every run still `running` as interrupted at `now`: called with the writer lock
@@ -576,12 +854,18 @@ impl Store {
         Ok(written)
     }
 
-    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: a fetch reached its end.
-    pub fn complete_cells(&self, cell_secs: i64) -> Result<Vec<(TweetId, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tweet_id, cell FROM coverage WHERE fetched_until >= cell + ?1")?;
-        let rows = stmt.query_map([cell_secs], |r| {
+    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: a fetch reached its
+    /// end at least `settle_secs` after the cell ended (so late-settling numbers are in).
+    pub fn complete_cells(
+        &self,
+        cell_secs: i64,
+        settle_secs: i64,
+    ) -> Result<Vec<(TweetId, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tweet_id, cell FROM coverage \
+             WHERE fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2",
+        )?;
+        let rows = stmt.query_map([cell_secs, settle_secs], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })?;
         let mut out = Vec::new();
@@ -589,6 +873,35 @@ impl Store {
             let (id, cell) = row?;
             if let Some(id) = TweetId::new(id as u64) {
                 out.push((id, cell));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `/historical` (Tweet, cell) pairs fetched but not complete (see [`Store::complete_cells`]):
+    /// cells that ran into the present when fetched, or ended too recently to have settled.
+    pub fn open_cells(
+        &self,
+        cell_secs: i64,
+        settle_secs: i64,
+    ) -> Result<Vec<OpenCell>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
+             WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2)",
+        )?;
+        let rows = stmt.query_map([cell_secs, settle_secs], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, cell, fetched_at, fetched_until) = row?;
+            if let Some(tweet) = TweetId::new(id as u64) {
+                out.push(OpenCell {
+                    tweet,
+                    cell,
+                    fetched_at,
+                    fetched_until,
+                });
             }
         }
         Ok(out)
@@ -974,7 +1287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
         store.sync_inventory([(id(1), None)], 1).unwrap();
-        let run = store.begin_run(&["totals"], 1).unwrap();
+        let run = store.begin_run(&RunStart::new(&["totals"], 1)).unwrap();
         let write = |observed_at, value| TotalsWrite {
             observed_at,
             values: vec![
@@ -1023,7 +1336,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
         let t = id(1);
         store.sync_inventory([(t, None)], 1).unwrap();
-        let run = store.begin_run(&["historical"], 1).unwrap();
+        let run = store.begin_run(&RunStart::new(&["historical"], 1)).unwrap();
         let h = |n: i64| Hour::floor(1_700_000_000).plus_hours(n);
         let write = |values: Vec<(i64, i64)>, fetched_at| SeriesWrite {
             source: Endpoint::Historical,

@@ -24,7 +24,7 @@ use super::{Cli, DaemonArgs, Failure};
 use crate::config::Config;
 use crate::domain::JobKind;
 use crate::metrics;
-use crate::pipeline::{self, Context};
+use crate::pipeline::{self, Context, Selection};
 
 /// What the scheduled jobs and the HTTP endpoints share.
 struct Daemon {
@@ -197,7 +197,9 @@ impl Daemon {
             }
         }
         ctx.client.new_cycle();
-        match pipeline::run_within_grace(&ctx, &[kind], &self.shutdown).await {
+        // A trigger is the schedule saying the kind is due: the cycle plans it in full.
+        let selection = Selection::Forced(vec![kind]);
+        match pipeline::run_within_grace(&ctx, &selection, &self.shutdown).await {
             Ok(Some(report)) if report.failed().count() > 0 => {
                 tracing::warn!(
                     kind = kind.name(),
@@ -209,12 +211,8 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => tracing::error!(kind = kind.name(), error = %e, "The cycle failed"),
         }
-        let now = chrono::Utc::now();
-        let verdict = metrics::health(&ctx.metrics, &ctx.config.schedule, &JobKind::ALL, now);
-        let status: Vec<String> = verdict
-            .iter()
-            .map(|h| format!("{}: {}", h.kind.name(), h.reason))
-            .collect();
+        let (_, body) = health_report(&ctx);
+        let status: Vec<&str> = body.lines().skip(1).collect();
         let _ = sd_notify::notify(&[NotifyState::Status(&status.join("; "))]);
     }
 
@@ -229,7 +227,17 @@ impl Daemon {
                     kind = kind.name(),
                     "The config is invalid; this cycle uses the last good one:\n{e}"
                 );
-                return current;
+                let first = e.problems.first().cloned().unwrap_or_default();
+                let mut ctx = current;
+                ctx.config_problem = Some(format!(
+                    "config: {first}{}; the last good config was used",
+                    match e.problems.len() {
+                        0 | 1 => String::new(),
+                        n => format!(" (and {} more problems)", n - 1),
+                    }
+                ));
+                *self.ctx.lock().unwrap_or_else(|e| e.into_inner()) = ctx.clone();
+                return ctx;
             }
         };
         if config.database.path != current.config.database.path {
@@ -253,7 +261,8 @@ impl Daemon {
             }
         }
         match current.reconfigured(config) {
-            Ok(ctx) => {
+            Ok(mut ctx) => {
+                ctx.config_problem = None;
                 *self.ctx.lock().unwrap_or_else(|e| e.into_inner()) = ctx.clone();
                 ctx
             }
@@ -289,13 +298,21 @@ async fn serve_metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 }
 
 async fn serve_health(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
-    let ctx = daemon.current();
-    let verdict = metrics::health(
-        &ctx.metrics,
-        &ctx.config.schedule,
-        &JobKind::ALL,
-        chrono::Utc::now(),
-    );
+    let (healthy, body) = health_report(&daemon.current());
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}
+
+/// `/healthz`: healthy while the last cycle of every kind ended `ok` within twice its period;
+/// the body says which kind fails and why, then the conditions a person should see that do not
+/// fail a kind (refused or paused accounts, a bad inventory line, an unreachable API).
+fn health_report(ctx: &Context) -> (bool, String) {
+    let now = chrono::Utc::now();
+    let verdict = metrics::health(&ctx.metrics, &ctx.config.schedule, &JobKind::ALL, now);
     let healthy = verdict.iter().all(|h| h.healthy);
     let mut body = String::from(if healthy { "ok\n" } else { "unhealthy\n" });
     for h in &verdict {
@@ -306,12 +323,13 @@ async fn serve_health(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             h.reason
         ));
     }
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, body)
+    for warning in ctx.metrics.warnings(now.timestamp()) {
+        body.push_str(&format!("warning: {warning}\n"));
+    }
+    if let Some(problem) = &ctx.config_problem {
+        body.push_str(&format!("warning: {problem}\n"));
+    }
+    (healthy, body)
 }
 
 #[cfg(test)]

@@ -293,7 +293,7 @@ pub fn init_logging(cli: &Cli) {
 pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match &cli.command {
         Command::Demo(args) => demo::demo(args).await,
-        Command::Run(args) => run::run(load_config(&cli)?, args).await,
+        Command::Run(args) => run::run(&cli, args).await,
         Command::Daemon(args) => daemon::daemon(&cli, args).await,
         Command::Plan(args) => plan::plan(load_config(&cli)?, args),
         Command::Query(args) => query::query(&cli, args),

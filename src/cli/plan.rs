@@ -14,8 +14,7 @@ use crate::auth::Credential;
 use crate::client::PACING_SLACK;
 use crate::config::{Config, Limit};
 use crate::domain::{DAY_SECS, JobKind};
-use crate::metrics::period;
-use crate::pipeline::{self, PlanState};
+use crate::pipeline::{self, KindDue, PlanState, Scope, Selection};
 use crate::planner::Job;
 use crate::store::Store;
 
@@ -23,6 +22,10 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct KindPlan {
     pub kind: JobKind,
+    /// Whether it is due, and why.
+    pub due: KindDue,
+    /// `full`, `catch_up` (only what its last cycle left undone) or `none`.
+    pub scope: &'static str,
     pub requests: usize,
     /// Requests per credential label.
     pub by_credential: BTreeMap<String, (usize, usize)>,
@@ -38,43 +41,87 @@ pub struct KindPlan {
     pub period: Option<i64>,
     /// Left for later cycles by the per-run request budget.
     pub over_budget: usize,
-    /// `/historical`: requests the whole remaining backfill takes, budget aside.
+    /// `/historical`: requests of this cycle that only refresh open cells.
+    pub refresh_requests: usize,
+    /// `/historical`: requests the whole remaining backfill takes, budget aside (refreshes
+    /// aside too).
     pub backfill_requests: usize,
     /// `/historical`: days until the backfill is done at this budget and schedule.
     pub backfill_days: Option<f64>,
 }
 
-/// Prints the plan of the chosen kinds.
+/// Prints the plan of the chosen kinds: `--job` kinds in full; without, what `run` would do
+/// (the due kinds, and what earlier cycles left undone).
 pub fn plan(config: Config, args: &PlanArgs) -> Result<u8, Failure> {
-    let kinds = if args.jobs.is_empty() {
-        JobKind::ALL.to_vec()
-    } else {
-        args.jobs.clone()
+    plan_selection(config, &super::run::selection(&args.jobs), args.format)
+}
+
+/// Prints the plan of `selection` in `format` (`plan`, `run --dry-run`).
+pub fn plan_selection(
+    config: Config,
+    selection: &Selection,
+    format: Format,
+) -> Result<u8, Failure> {
+    let kinds = match selection {
+        Selection::Due => JobKind::ALL.to_vec(),
+        Selection::Forced(kinds) => kinds.clone(),
     };
     let inventory = pipeline::load_inventory(&config).map_err(Failure::usage)?;
     let state = if config.database.path.exists() {
         let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
-        PlanState::read(&store).map_err(Failure::fatal)?
+        PlanState::read(&store, config.historical.refresh_after).map_err(Failure::fatal)?
     } else {
         PlanState::default()
     };
     let now = chrono::Utc::now().timestamp();
     let plans: Vec<KindPlan> = kinds
         .iter()
-        .map(|k| plan_kind(&config, &inventory, &state, *k, now))
+        .map(|k| {
+            let history = state.history.get(k).copied().unwrap_or_default();
+            let due = match selection {
+                Selection::Due => KindDue::at(*k, &history, &config.schedule, now),
+                Selection::Forced(_) => KindDue::forced(*k, &history, &config.schedule, now),
+            };
+            plan_kind(&config, &inventory, &state, due, now)
+        })
         .collect();
     let token_request = config.app.bearer_token.is_none()
         && plans.iter().any(|p| p.by_credential.contains_key("bearer"));
-    match args.format {
+    let paused: Vec<&str> = config
+        .accounts
+        .iter()
+        .filter(|a| !a.enabled)
+        .map(|a| a.handle.as_str())
+        .collect();
+    let refused: Vec<&str> = state
+        .accounts
+        .iter()
+        .filter(|a| a.state == crate::store::AccountState::Refused)
+        .map(|a| a.handle.as_str())
+        .filter(|h| {
+            config
+                .accounts
+                .iter()
+                .any(|a| a.enabled && a.handle.as_str() == *h)
+        })
+        .collect();
+    match format {
         Format::Json => {
             let total: usize = plans.iter().map(|p| p.requests).sum();
             let body = json!({
                 "requests": total,
                 "token_requests": usize::from(token_request),
                 "tweets": inventory.entries.len(),
+                "paused_accounts": paused,
+                "refused_accounts": refused,
                 "kinds": plans.iter().map(|p| json!({
                     "kind": p.kind.name(),
                     "endpoint": p.kind.endpoint().name(),
+                    "due": p.due.due,
+                    "scope": p.scope,
+                    "reason": p.due.reason(now),
+                    "last_full_cycle": p.due.last_full_start,
+                    "next_due": p.due.next_due,
                     "requests": p.requests,
                     "lower_bound": p.lower_bound,
                     "tweets": p.tweets,
@@ -87,13 +134,31 @@ pub fn plan(config: Config, args: &PlanArgs) -> Result<u8, Failure> {
                     "period_seconds": p.period,
                     "fits_period": fits(p),
                     "over_budget": p.over_budget,
+                    "refresh_requests": p.refresh_requests,
                     "backfill_requests": p.backfill_requests,
                     "backfill_days": p.backfill_days.map(|d| (d * 10.0).round() / 10.0),
                 })).collect::<Vec<_>>(),
             });
             emit(&(serde_json::to_string_pretty(&body).expect("JSON serializes") + "\n"));
         }
-        Format::Table | Format::Csv => emit(&table(&plans, inventory.entries.len(), token_request)),
+        Format::Table | Format::Csv => {
+            let mut text = table(&plans, inventory.entries.len(), token_request, now);
+            if !paused.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "paused accounts (enabled = false; public metrics only): {}",
+                    paused.join(" ")
+                );
+            }
+            if !refused.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "refused accounts (their token was refused at its last use; tried again when their kinds are due): {}",
+                    refused.join(" ")
+                );
+            }
+            emit(&text)
+        }
     }
     for p in &plans {
         if !fits(p) {
@@ -118,10 +183,12 @@ fn plan_kind(
     config: &Config,
     inventory: &crate::inventory::Inventory,
     state: &PlanState,
-    kind: JobKind,
+    due: KindDue,
     now: i64,
 ) -> KindPlan {
-    let (jobs, skipped) = pipeline::plan(config, inventory, state, &[kind], now);
+    let kind = due.kind;
+    let scope = due.scope();
+    let (jobs, skipped) = pipeline::plan(config, inventory, state, &[(kind, scope)], now);
     let mut by_credential: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut handles = BTreeSet::new();
     for job in &jobs {
@@ -137,22 +204,28 @@ fn plan_kind(
     let limit = *config.limit(kind.endpoint());
     let interval = pacing_interval(&limit);
     let estimated_seconds = interval.map_or(0.0, |i| i * jobs.len().saturating_sub(1) as f64);
-    let at = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
-    let period = period(&config.schedule, kind, at);
-    // The whole backfill, without the per-run budget.
+    let period = due.period;
+    // The whole backfill, without the per-run budget; refreshes of open cells are not backfill.
     let (backfill_requests, backfill_days) = if kind == JobKind::Historical {
-        let mut unbounded = config.clone();
-        unbounded.historical.max_requests_per_run = None;
-        let (all, _) = pipeline::plan(&unbounded, inventory, state, &[kind], now);
-        let per_cycle = jobs.len().max(1) as f64;
-        let days =
-            period.map(|p| (all.len() as f64 / per_cycle).ceil() * p as f64 / DAY_SECS as f64);
-        (all.len(), if all.is_empty() { Some(0.0) } else { days })
+        let left = pipeline::backfill_left(config, inventory, state, now);
+        let per_cycle = config
+            .historical
+            .max_requests_per_run
+            .map_or(left, |n| n.get() as usize)
+            .max(1) as f64;
+        let days = period.map(|p| (left as f64 / per_cycle).ceil() * p as f64 / DAY_SECS as f64);
+        (left, if left == 0 { Some(0.0) } else { days })
     } else {
         (0, None)
     };
     KindPlan {
         kind,
+        due,
+        scope: match scope {
+            Scope::Full => "full",
+            Scope::CatchUp { .. } if jobs.is_empty() => "none",
+            Scope::CatchUp { .. } => "catch_up",
+        },
         requests: jobs.len(),
         lower_bound: lower_bound(&jobs),
         tweets: jobs.iter().map(|j| j.tweets.len()).sum(),
@@ -162,6 +235,7 @@ fn plan_kind(
         limited: interval.is_some(),
         period,
         over_budget: skipped.over_budget,
+        refresh_requests: jobs.iter().filter(|j| j.refresh).count(),
         backfill_requests,
         backfill_days,
     }
@@ -203,7 +277,7 @@ fn human(secs: f64) -> String {
     }
 }
 
-fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
+fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> String {
     let mut out = String::new();
     let total: usize = plans.iter().map(|p| p.requests).sum();
     let _ = writeln!(
@@ -218,11 +292,28 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
     }
     for p in plans {
         let handles: Vec<&str> = p.handles.iter().map(String::as_str).collect();
+        let what = match p.scope {
+            "full" => String::new(),
+            "catch_up" => " catching up on what its last cycle left undone:".to_string(),
+            _ => " nothing left undone".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<10} /{:<10} {:>6} requests (lower bound {}), {} Tweets, {} at the configured limits{}",
+            "{:<10} /{:<10} {} ({}){what}",
             p.kind.name(),
             p.kind.endpoint().name(),
+            if p.due.due { "due" } else { "not due" },
+            p.due
+                .reason(now)
+                .trim_start_matches("due: ")
+                .trim_start_matches("not due: "),
+        );
+        if p.scope == "none" {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "    {:>6} requests (lower bound {}), {} Tweets, {} at the configured limits",
             p.requests,
             p.lower_bound,
             p.tweets,
@@ -231,10 +322,6 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
             } else {
                 "no wait".to_string()
             },
-            match p.period {
-                Some(period) => format!(", schedule every {}", human(period as f64)),
-                None => String::new(),
-            }
         );
         for (credential, (n, t)) in &p.by_credential {
             let _ = writeln!(out, "    {credential:<20} {n:>6} requests  {t:>8} Tweets");
@@ -255,8 +342,17 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
             );
         }
         if p.kind == JobKind::Historical {
+            let _ = writeln!(
+                out,
+                "    {} backfill requests, {} refreshing open cells",
+                p.requests - p.refresh_requests,
+                p.refresh_requests
+            );
             match p.backfill_days {
-                Some(days) if p.backfill_requests > 0 => {
+                _ if p.backfill_requests == 0 => {
+                    let _ = writeln!(out, "    backfill left: 0 requests (complete)");
+                }
+                Some(days) => {
                     let _ = writeln!(
                         out,
                         "    backfill left: {} requests, about {} at this budget and schedule",
@@ -264,10 +360,7 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool) -> String {
                         human(days * DAY_SECS as f64)
                     );
                 }
-                _ if p.backfill_requests == 0 => {
-                    let _ = writeln!(out, "    backfill complete");
-                }
-                _ => {
+                None => {
                     let _ = writeln!(out, "    backfill left: {} requests", p.backfill_requests);
                 }
             }

@@ -5,25 +5,45 @@ use anyhow::Context as _;
 use super::{Failure, RunArgs};
 use crate::config::Config;
 use crate::domain::JobKind;
-use crate::pipeline::{self, Context, PipelineError, RunReport};
+use crate::pipeline::{self, Context, PipelineError, RunReport, Selection};
 use crate::store::Store;
 
-/// `run`: one cycle of the chosen kinds.
-pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
-    let kinds = if args.jobs.is_empty() {
-        JobKind::ALL.to_vec()
-    } else {
-        args.jobs.clone()
+/// `run`: one cycle of the kinds that are due (or of `--job` kinds, forced).
+pub async fn run(cli: &super::Cli, args: &RunArgs) -> Result<u8, Failure> {
+    let selection = selection(&args.jobs);
+    let config = match super::load_config(cli) {
+        Ok(config) => config,
+        Err(failure) => {
+            // A cycle that cannot start is still a cycle: recorded where the database can be found.
+            if !args.dry_run
+                && let Ok(db) = super::database_path(cli, None)
+            {
+                record_outside_lock(&db, &selection, &format!("config: {:#}", failure.error));
+            }
+            return Err(failure);
+        }
     };
     if args.dry_run {
-        return dry_run(config, &kinds);
+        return super::plan::plan_selection(config, &selection, super::Format::Table);
     }
-    let mut ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let db = config.database.path.clone();
+    let mut ctx = match Context::new(config, pipeline::system_clock()) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            if matches!(
+                e,
+                PipelineError::Locked(crate::lock::LockError::Held { .. })
+            ) {
+                record_outside_lock(&db, &selection, &e.to_string());
+            }
+            return Err(pipeline_failure(e));
+        }
+    };
     ctx.progress = progress_interval();
     let shutdown = super::cancel_on_signal(
         "Stopping: no new requests; batches in flight finish and are stored (a second signal exits now)",
     );
-    let result = pipeline::run_within_grace(&ctx, &kinds, &shutdown).await;
+    let result = pipeline::run_within_grace(&ctx, &selection, &shutdown).await;
     if let Some(path) = &args.metrics_file {
         // Written whatever happened: a failed run is what the textfile collector should see.
         if let Err(e) = ctx.metrics.write_file(path) {
@@ -45,6 +65,39 @@ pub async fn run(config: Config, args: &RunArgs) -> Result<u8, Failure> {
     }
 }
 
+/// `--job` kinds are forced; none means the kinds that are due.
+pub fn selection(jobs: &[JobKind]) -> Selection {
+    if jobs.is_empty() {
+        Selection::Due
+    } else {
+        Selection::Forced(jobs.to_vec())
+    }
+}
+
+/// Records a cycle that failed before it could take the writer lock (config, lock), in the
+/// database when it exists: one INSERT, which SQLite serialises with the other writer.
+fn record_outside_lock(db: &std::path::Path, selection: &Selection, error: &str) {
+    if !db.exists() {
+        return;
+    }
+    let kinds: Vec<&str> = match selection {
+        Selection::Due => JobKind::ALL.iter().map(|k| k.name()).collect(),
+        Selection::Forced(kinds) => kinds.iter().map(|k| k.name()).collect(),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let written = Store::connect(db).and_then(|mut store| {
+        if store.schema_version()? < crate::store::SCHEMA_VERSION {
+            return Ok(()); // an older schema has no room for it; `run` upgrades it once it can
+        }
+        store
+            .record_failed_cycle(&kinds, now, now, error)
+            .map(|_| ())
+    });
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "Cannot record the failed cycle in the runs table");
+    }
+}
+
 /// How often a cycle logs its progress: every 10 s when stderr is a terminal, never otherwise
 /// (logs collected by journald or Kubernetes get the start and end of each run instead).
 pub fn progress_interval() -> Option<std::time::Duration> {
@@ -62,18 +115,56 @@ pub fn pipeline_failure(e: PipelineError) -> Failure {
     }
 }
 
-/// Prints what a cycle did: requests per endpoint and credential kind, rows, failures.
+/// Prints what a cycle did: what was due, requests per endpoint and credential kind, rows,
+/// failures, and the conditions a person must see (accounts, app keys, an unreachable API).
 pub fn print_report(report: &RunReport) {
-    let kinds: Vec<&str> = report.kinds.iter().map(|k| k.name()).collect();
+    let now = chrono::Utc::now().timestamp();
+    let Some(run_id) = report.run_id else {
+        let next: Vec<String> = report
+            .dues
+            .iter()
+            .map(|d| format!("{} {}", d.kind.name(), d.reason(now)))
+            .collect();
+        println!(
+            "nothing due and nothing left undone; nothing sent: {}",
+            next.join("; ")
+        );
+        return;
+    };
+    let kinds: Vec<String> = report
+        .kinds
+        .iter()
+        .map(|k| {
+            if report.catch_up.contains(k) {
+                format!("{} (catching up)", k.name())
+            } else {
+                k.name().to_string()
+            }
+        })
+        .collect();
     println!(
-        "run {} ({}): {} Tweets in the inventory (+{} new, {} removed), {} requests planned",
-        report.run_id,
+        "run {run_id} ({}): {} Tweets in the inventory (+{} new, {} removed), {} requests planned",
         kinds.join(", "),
         report.inventory_len,
         report.inventory.added,
         report.inventory.removed,
         report.planned
     );
+    for d in &report.dues {
+        if !report.kinds.contains(&d.kind) {
+            println!(
+                "  {}: {}; nothing left undone",
+                d.kind.name(),
+                d.reason(now)
+            );
+        } else if report.catch_up.contains(&d.kind) {
+            println!(
+                "  {}: {}; catching up on what its last cycle left undone",
+                d.kind.name(),
+                d.reason(now)
+            );
+        }
+    }
     for ((endpoint, credential), n) in report.requests_by_endpoint() {
         let failed = report
             .failed()
@@ -88,6 +179,21 @@ pub fn print_report(report: &RunReport) {
         println!(
             "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries",
             endpoint.name()
+        );
+    }
+    let historical: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| r.kind == JobKind::Historical)
+        .collect();
+    if !historical.is_empty() || report.backfill_left.is_some_and(|n| n > 0) {
+        let refresh = historical.iter().filter(|r| r.refresh).count();
+        println!(
+            "  /historical: {} backfill requests, {refresh} refreshing open cells{}",
+            historical.len() - refresh,
+            report
+                .backfill_left
+                .map_or(String::new(), |n| format!("; backfill left: {n} requests"))
         );
     }
     let series: Vec<_> = report
@@ -113,6 +219,19 @@ pub fn print_report(report: &RunReport) {
             ""
         }
     );
+    if let Some(why) = &report.unreachable {
+        println!("  {why}: {} batches not attempted", report.not_attempted);
+    } else if let Some(why) = &report.app_refused {
+        println!(
+            "  {why}: no account is at fault; {} batches not attempted",
+            report.not_attempted
+        );
+    } else if report.not_attempted > 0 {
+        println!(
+            "  {} batches not attempted; they are planned again next run",
+            report.not_attempted
+        );
+    }
     if report.moved > 0 {
         println!(
             "  {} Tweets belong to another configured account, says the API; they were collected under it \
@@ -122,9 +241,21 @@ pub fn print_report(report: &RunReport) {
     }
     for account in &report.rejected_accounts {
         println!(
-            "  account {account}: the API refused its token (401); its public metrics were read with the \
-             bearer token, its impressions and series were not; re-authorize the account"
+            "  account {account}: the API refused its token (401) while it accepts the app's keys; its public \
+             metrics were read with the bearer token, its impressions and series were not; re-authorize \
+             the account (or pause it: enabled = false)"
         );
+    }
+    if !report.paused_accounts.is_empty() {
+        let names: Vec<&str> = report.paused_accounts.iter().map(|h| h.as_str()).collect();
+        println!(
+            "  paused (enabled = false): {}; {} Tweets, public metrics only",
+            names.join(", "),
+            report.skipped.paused
+        );
+    }
+    if let Some(p) = &report.inventory_problems {
+        println!("  {}", p.summary());
     }
     if report.skipped.resting + report.skipped.over_budget > 0 {
         println!(
@@ -133,7 +264,7 @@ pub fn print_report(report: &RunReport) {
         );
     }
     let failed: Vec<_> = report.failed().collect();
-    if !failed.is_empty() {
+    if !failed.is_empty() && report.unreachable.is_none() {
         println!(
             "  {} batches failed after retries; they are in the `requests` table and will be planned again:",
             failed.len()
@@ -149,15 +280,6 @@ pub fn print_report(report: &RunReport) {
             );
         }
     }
-}
-
-/// `--dry-run`: the plan of the chosen kinds, as `plan` prints it.
-fn dry_run(config: Config, kinds: &[JobKind]) -> Result<u8, Failure> {
-    let args = super::PlanArgs {
-        jobs: kinds.to_vec(),
-        format: super::Format::Table,
-    };
-    super::plan::plan(config, &args)
 }
 
 /// `migrate`: create or upgrade the database.

@@ -361,10 +361,10 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
     assert_eq!(check, "ok");
 }
 
-/// While a daemon holds the database, `run` exits 4 naming the holder, and sends and writes
-/// nothing.
+/// While a daemon holds the database, `run` exits 4 naming the holder, sends nothing, and
+/// writes only the refused cycle's `runs` row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_writer_exits_4_and_writes_nothing() {
+async fn a_second_writer_exits_4_and_records_only_its_refusal() {
     let app = TestApp::spawn_live(world(2, 1, 2, 0)).await;
     // Schedules that do not fire during the test: the daemon only holds the lock.
     let never = "0 0 0 1 1 * 2099";
@@ -373,7 +373,6 @@ async fn a_second_writer_exits_4_and_writes_nothing() {
     daemon
         .wait_log("Daemon started", Duration::from_secs(20))
         .await;
-    let before = std::fs::read(&app.db_path).unwrap();
     let out = app.cli(&["run"]).await;
     let all = crate::helpers::text(&out);
     assert_eq!(out.status.code(), Some(4), "{all}");
@@ -392,16 +391,26 @@ async fn a_second_writer_exits_4_and_writes_nothing() {
             .sum::<u64>(),
         0
     );
-    assert_eq!(
-        std::fs::read(&app.db_path).unwrap(),
-        before,
-        "the database changed"
-    );
-    let runs: i64 = app
+    // The refused cycle is in `runs` (one row, failed, naming the holder); nothing else is written.
+    let runs: Vec<(String, String)> = app
         .db()
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .prepare("SELECT status, coalesce(error, '') FROM runs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].0, "failed");
+    assert!(
+        runs[0].1.contains("is being written by another"),
+        "{runs:?}"
+    );
+    let requests: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(runs, 0);
+    assert_eq!(requests, 0);
     // Readers are not locked out.
     let out = app.cli(&["run", "--dry-run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", crate::helpers::text(&out));

@@ -149,8 +149,9 @@ async fn pacing_uses_the_budget_without_429s() {
     assert!(used >= 0.5, "used {:.1}% of the budget", 100.0 * used);
 }
 
-/// A revoked token costs one request for that account per run (401 is never retried); the
-/// account is reported, and its Tweets' public metrics are still read with the bearer token.
+/// A revoked token costs one request for that account per full run (401 is never retried); the
+/// account is reported (a condition of the account, not a failed job: exit 0), and its Tweets'
+/// public metrics are still read with the bearer token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_costs_one_request_per_run() {
     let mut w = world(60, 300, 20, 0);
@@ -160,7 +161,8 @@ async fn a_revoked_token_costs_one_request_per_run() {
     let ctx = app.context();
     for run in 1..=2u64 {
         let report = app.run(&ctx, &JobKind::ALL).await;
-        assert_eq!(report.exit_code(), 1, "{report:?}");
+        assert_eq!(report.exit_code(), 0, "{report:?}");
+        assert!(report.app_refused.is_none(), "{report:?}");
         assert_eq!(
             report
                 .rejected_accounts
@@ -318,10 +320,16 @@ async fn refused_metrics_are_not_asked_again() {
     let inventory = engagement_ingest::pipeline::load_inventory(&config).unwrap();
     let state = {
         let store = ctx.store.lock().unwrap();
-        engagement_ingest::pipeline::PlanState::read(&store).unwrap()
+        engagement_ingest::pipeline::PlanState::read(&store, config.historical.refresh_after)
+            .unwrap()
     };
-    let (jobs, _) =
-        engagement_ingest::pipeline::plan(&config, &inventory, &state, &[JobKind::Totals], now);
+    let (jobs, _) = engagement_ingest::pipeline::plan(
+        &config,
+        &inventory,
+        &state,
+        &[(JobKind::Totals, engagement_ingest::pipeline::Scope::Full)],
+        now,
+    );
     for job in &jobs {
         let asks_video = job
             .metrics

@@ -106,29 +106,32 @@ async fn demo_hourly_series_add_up_to_the_totals() {
     }
 }
 
-/// A second historical run right after a complete one asks only for the cells still running
-/// into the present; deleting coverage rows makes the next run fetch exactly those cells again.
+/// A second historical run right after a complete one asks for nothing: the cells still
+/// running into the present (or ended less than `refresh_after` ago) are refreshed a day later,
+/// not on every run. Deleting coverage rows makes the next run fetch exactly those cells again,
+/// as backfill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn historical_reruns_plan_only_open_or_missing_cells() {
+async fn historical_reruns_refresh_open_cells_daily_and_backfill_what_is_missing() {
     let app = TestApp::spawn(world(60, 30, 10, 0)).await;
     let ctx = app.context();
     let first = app.run(&ctx, &[JobKind::Historical]).await;
     assert_eq!(first.exit_code(), 0);
+    assert!(
+        first.requests.iter().all(|r| !r.refresh),
+        "a first fetch is backfill"
+    );
     let now_cell = Cell::of(app.sim().now()).start();
     let after_first = coverage(&app.db());
     assert!(
         after_first.keys().any(|(_, cell)| *cell != now_cell),
         "cells that have ended"
     );
-
     // Open cells: those no fetch covered to their end, i.e. the current cell here.
-    let open = |cov: &HashMap<(i64, i64), (i64, i64)>| -> BTreeSet<(i64, i64)> {
-        cov.iter()
-            .filter(|((_, cell), (_, until))| *until < cell + CELL_SECS)
-            .map(|(k, _)| *k)
-            .collect()
-    };
-    let open_after_first = open(&after_first);
+    let open_after_first: BTreeSet<(i64, i64)> = after_first
+        .iter()
+        .filter(|((_, cell), (_, until))| *until < cell + CELL_SECS)
+        .map(|(k, _)| *k)
+        .collect();
     assert!(
         !open_after_first.is_empty(),
         "young Tweets leave the current cell open"
@@ -140,20 +143,14 @@ async fn historical_reruns_plan_only_open_or_missing_cells() {
             .all(|((_, cell), (_, until))| *cell == now_cell || *until == cell + CELL_SECS)
     );
 
-    app.clock.advance(1);
+    app.clock.advance(60);
     let second = app.run(&ctx, &[JobKind::Historical]).await;
-    let after_second = coverage(&app.db());
-    let refetched: BTreeSet<(i64, i64)> = after_second
-        .iter()
-        .filter(|(k, at)| after_first[k] != **at)
-        .map(|(k, _)| *k)
-        .collect();
-    assert_eq!(refetched, open_after_first);
-    assert_eq!(second.planned, lower_bound(&app, &refetched));
+    assert_eq!(second.planned, 0, "{second:?}");
+    assert_eq!(coverage(&app.db()), after_first);
 
-    // Forget some complete cells: exactly those (and the open ones) are fetched next time.
+    // Forget some complete cells: exactly those are fetched next time, as backfill.
     let db = app.db();
-    let forgotten: BTreeSet<(i64, i64)> = after_second
+    let forgotten: BTreeSet<(i64, i64)> = after_first
         .keys()
         .filter(|(id, cell)| *cell != now_cell && id % 3 == 0)
         .copied()
@@ -166,17 +163,47 @@ async fn historical_reruns_plan_only_open_or_missing_cells() {
         )
         .unwrap();
     }
-    app.clock.advance(1);
+    app.clock.advance(60);
     let third = app.run(&ctx, &[JobKind::Historical]).await;
     let after_third = coverage(&app.db());
     let refetched: BTreeSet<(i64, i64)> = after_third
         .iter()
-        .filter(|(k, at)| after_second.get(k) != Some(*at))
+        .filter(|(k, at)| after_first.get(k) != Some(*at))
         .map(|(k, _)| *k)
         .collect();
-    let expected: BTreeSet<(i64, i64)> = forgotten.union(&open_after_first).copied().collect();
-    assert_eq!(refetched, expected);
-    assert_eq!(third.planned, lower_bound(&app, &expected));
+    assert_eq!(refetched, forgotten);
+    assert_eq!(third.planned, lower_bound(&app, &forgotten));
+    assert!(third.requests.iter().all(|r| !r.refresh));
+
+    // A day later every cell that is not complete yet (fetched to its end at least a day after
+    // it ended) is refreshed, and only those, plus any cell the grid opened meanwhile.
+    let incomplete: BTreeSet<(i64, i64)> = after_third
+        .iter()
+        .filter(|((_, cell), (at, until))| {
+            *until < cell + CELL_SECS || *at < cell + CELL_SECS + DAY_SECS
+        })
+        .map(|(k, _)| *k)
+        .collect();
+    assert!(open_after_first.is_subset(&incomplete));
+    app.clock.advance(DAY_SECS);
+    let fourth = app.run(&ctx, &[JobKind::Historical]).await;
+    let after_fourth = coverage(&app.db());
+    let refetched: BTreeSet<(i64, i64)> = after_fourth
+        .iter()
+        .filter(|(k, at)| after_third.get(k) != Some(*at))
+        .map(|(k, _)| *k)
+        .collect();
+    let new_cell = Cell::of(app.sim().now()).start();
+    assert!(refetched.is_superset(&incomplete));
+    assert!(
+        refetched
+            .difference(&incomplete)
+            .all(|(_, cell)| *cell == new_cell && new_cell != now_cell),
+        "only a newly opened cell besides the refreshed ones"
+    );
+    assert_eq!(fourth.planned, lower_bound(&app, &refetched));
+    let refreshed = fourth.requests.iter().filter(|r| r.refresh).count();
+    assert!(refreshed > 0 && refreshed <= fourth.requests.len());
 }
 
 /// `ceil(n/25)` per (owner, cell) for the given (tweet, cell) pairs.
