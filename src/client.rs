@@ -804,6 +804,11 @@ impl Breaker {
     pub fn tripped(&self) -> Option<String> {
         self.lock().tripped.clone()
     }
+
+    /// The last connection failure's cause (URL and OS error).
+    pub fn last_cause(&self) -> Option<String> {
+        self.lock().last_cause.clone()
+    }
 }
 
 /// A failed send: a connection failure (with its root cause and the URL) or another

@@ -387,6 +387,8 @@ impl Config {
                 }
             },
         };
+        // Messages name the file by its absolute path: a relative one means little in a log.
+        let path = std::path::absolute(&path).unwrap_or(path);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             ConfigError::one(format!("cannot read config file {}: {e}", path.display()))
         })?;

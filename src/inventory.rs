@@ -117,11 +117,12 @@ pub fn load_valid_lines(
     path: &Path,
     accounts: &[Handle],
 ) -> Result<(Inventory, Vec<Problem>), InventoryError> {
+    // Messages name the file by its absolute path: a relative one means little in a log.
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        path: shown.clone(),
         source,
     })?;
-    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(parse_valid_lines(
         &shown.display().to_string(),
         &text,

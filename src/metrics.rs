@@ -291,7 +291,7 @@ impl Metrics {
             "Batches sent to the API, by endpoint and outcome, as recorded in the requests table.",
             endpoints()
                 .flat_map(|e| {
-                    ["ok", "partial", "refused", "failed"].map(|o| {
+                    ["ok", "partial", "refused", "failed", "unauthorized"].map(|o| {
                         let n = m.requests.get(&(e, o)).copied().unwrap_or(0);
                         (labels(&[("endpoint", e), ("outcome", o)]), n as f64)
                     })

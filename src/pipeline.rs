@@ -245,8 +245,8 @@ pub fn human_secs(secs: i64) -> String {
     let s = secs.max(0);
     match s {
         0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", (s + 30) / 60),
-        7200..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        120..=3599 => format!("{}m", (s + 30) / 60),
+        3600..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
@@ -881,7 +881,7 @@ pub async fn run_cycle(
             backfill_left,
             elapsed: started.elapsed(),
         };
-        tracing::info!(
+        tracing::debug!(
             "Nothing due and nothing left undone: {}",
             report
                 .dues
@@ -1009,6 +1009,19 @@ pub async fn run_cycle(
     // An account refused while the app's keys were refused too is not the account's fault.
     if app_refused.is_some() {
         rejected.clear();
+    }
+    // The backfill left once this run's backfill batches are stored.
+    let backfill_done = requests
+        .iter()
+        .filter(|r| {
+            r.kind == JobKind::Historical
+                && !r.refresh
+                && matches!(r.outcome, BatchOutcome::Ok | BatchOutcome::Partial)
+        })
+        .count();
+    let backfill_left = backfill_left.map(|n| n.saturating_sub(backfill_done));
+    if let Some(n) = backfill_left {
+        ctx.metrics.set_backfill_left(n);
     }
     let mut report = RunReport {
         run_id: Some(run_id),
@@ -1690,7 +1703,11 @@ impl BatchContext {
             let blamed = self.blame(&job, &error).await;
             let named = refusal(&job, &error, &self.authors);
             let strip_and_resend = !named.is_empty() && strip < MAX_STRIPS;
-            record.error = Some(error.to_string());
+            // A batch the breaker stopped after its own attempts failed: its own cause, once.
+            record.error = Some(match (&error, self.breaker.last_cause()) {
+                (ApiError::Unreachable(_), Some(cause)) => format!("connection failed: {cause}"),
+                _ => error.to_string(),
+            });
             record.outcome = if blamed.is_some() {
                 BatchOutcome::Unauthorized
             } else if strip_and_resend {

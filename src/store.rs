@@ -37,17 +37,40 @@ fn series_source(endpoint: Endpoint) -> i64 {
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// What can go wrong with the database.
+/// What can go wrong with the database. Paths are shown absolute; the SQLite error of an
+/// open that failed is part of the message (not a separate `source`), so it appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {path}: {source}")]
+    #[error(
+        "cannot open database {}: {error}{}",
+        crate::lock::absolute(path).display(),
+        crate::lock::issue_suffix(issue.as_deref())
+    )]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
+        /// What is wrong with the database's folder, when that explains the error.
+        issue: Option<Box<crate::lock::FolderIssue>>,
+    },
+    /// A WAL database read-only in a folder this process cannot write, with no `-shm` file.
+    #[error(
+        "cannot read database {}: {error}; its folder {} is not writable for this process and \
+         there is no {}-shm file: SQLite reads a WAL database only through that file, which it \
+         must create in the folder. Make the folder writable for this user, read while `run` or \
+         `daemon` has the database open (the file exists then), or read a copy of the database \
+         in a writable folder",
+        crate::lock::absolute(path).display(),
+        crate::lock::database_folder(path).display(),
+        crate::lock::absolute(path).display()
+    )]
+    NoShm {
+        path: PathBuf,
+        error: rusqlite::Error,
     },
     #[error(
-        "database {path} has schema version {found}, newer than this binary's {supported}; \
-         upgrade engagement-ingest (or point database.path at another file)"
+        "database {} has schema version {found}, newer than this binary's {supported}; \
+         upgrade engagement-ingest (or point database.path at another file)",
+        crate::lock::absolute(path).display()
     )]
     TooNew {
         path: PathBuf,
@@ -55,8 +78,9 @@ pub enum StoreError {
         supported: i64,
     },
     #[error(
-        "database {path} has schema version {found}, older than this binary's {supported}; \
-         run `engagement-ingest migrate` first"
+        "database {} has schema version {found}, older than this binary's {supported}; \
+         run `engagement-ingest migrate` first",
+        crate::lock::absolute(path).display()
     )]
     TooOld {
         path: PathBuf,
@@ -377,34 +401,63 @@ impl Store {
 
     /// Opens (creating if needed) the database for writing, without migrating it.
     pub fn connect(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        // Only a failed open looks at the folder (it creates a probe file there).
+        let open_error = |error| StoreError::Open {
             path: path.to_path_buf(),
-            source,
-        })?;
+            error,
+            issue: crate::lock::folder_issue(path).map(Box::new),
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.configure().map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // WAL mode is set here: the first moment SQLite needs the -wal and -shm files.
+        store.configure().map_err(open_error)?;
         Ok(store)
     }
 
     /// Opens an existing database read-only, refusing one whose schema is not this binary's.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        // SQLite opens lazily: a folder that stops a WAL reader shows at the first read.
+        let explain = |error: rusqlite::Error| {
+            let issue = crate::lock::folder_issue(path);
+            let mut shm = path.as_os_str().to_owned();
+            shm.push("-shm");
+            match issue {
+                Some(crate::lock::FolderIssue {
+                    problem: crate::lock::FolderProblem::NotWritable(_),
+                    ..
+                }) if !Path::new(&shm).exists() => StoreError::NoShm {
+                    path: path.to_path_buf(),
+                    error,
+                },
+                issue => StoreError::Open {
+                    path: path.to_path_buf(),
+                    error,
+                    issue: issue.map(Box::new),
+                },
+            }
+        };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = Connection::open_with_flags(path, flags).map_err(explain)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
         };
-        let found = store.schema_version()?;
+        let found = match store.schema_version() {
+            Err(StoreError::Sqlite(error)) => {
+                return Err(match explain(error) {
+                    // Not the folder's fault (not a database, corrupt): the error as it was.
+                    StoreError::Open {
+                        error, issue: None, ..
+                    } => StoreError::Sqlite(error),
+                    explained => explained,
+                });
+            }
+            other => other?,
+        };
         store.check_version(found)?;
         if found < SCHEMA_VERSION {
             return Err(StoreError::TooOld {

@@ -62,8 +62,9 @@ pub enum Command {
     Query(QueryArgs),
     /// A self-contained HTML page of charts from the database.
     Report(ReportArgs),
-    /// Validate config, inventory, credentials and database; exit 2 listing every problem.
-    Check,
+    /// Validate config, inventory, database and its folder, sending nothing; with --online, try
+    /// each credential with one request too. Exit 2 listing every problem.
+    Check(check::CheckArgs),
     /// Create or upgrade the database; refuses a database newer than this binary.
     Migrate,
     /// Serve the Engagement API simulator on loopback.
@@ -298,7 +299,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Plan(args) => plan::plan(load_config(&cli)?, args),
         Command::Query(args) => query::query(&cli, args),
         Command::Report(args) => report::report(&cli, args),
-        Command::Check => check::check(&cli),
+        Command::Check(args) => check::check(&cli, args).await,
         Command::Migrate => run::migrate(load_config(&cli)?),
         Command::Sim(args) => sim(args).await,
     }

@@ -208,12 +208,21 @@ fn plan_kind(
     // The whole backfill, without the per-run budget; refreshes of open cells are not backfill.
     let (backfill_requests, backfill_days) = if kind == JobKind::Historical {
         let left = pipeline::backfill_left(config, inventory, state, now);
+        // Cycles of at most the budget each: the first when the kind is next due, one per period
+        // after it, each taking its requests' time at the configured limits.
         let per_cycle = config
             .historical
             .max_requests_per_run
             .map_or(left, |n| n.get() as usize)
-            .max(1) as f64;
-        let days = period.map(|p| (left as f64 / per_cycle).ceil() * p as f64 / DAY_SECS as f64);
+            .max(1);
+        let cycles = left.div_ceil(per_cycle);
+        let wait = due.next_due.map_or(0, |n| (n - now).max(0)) as f64;
+        let last = left - per_cycle * cycles.saturating_sub(1);
+        let days = period.map(|p| {
+            let paced = |n: usize| interval.map_or(0.0, |i| i * n as f64);
+            let secs = wait + (cycles.saturating_sub(1) as f64) * p as f64 + paced(last);
+            secs / DAY_SECS as f64
+        });
         (left, if left == 0 { Some(0.0) } else { days })
     } else {
         (0, None)
@@ -309,6 +318,9 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> St
                 .trim_start_matches("not due: "),
         );
         if p.scope == "none" {
+            if p.kind == JobKind::Historical {
+                let _ = writeln!(out, "    backfill left: {} requests", p.backfill_requests);
+            }
             continue;
         }
         let _ = writeln!(
@@ -355,7 +367,7 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> St
                 Some(days) => {
                     let _ = writeln!(
                         out,
-                        "    backfill left: {} requests, about {} at this budget and schedule",
+                        "    backfill left: {} requests, done in about {} at this budget, schedule and [limits]",
                         p.backfill_requests,
                         human(days * DAY_SECS as f64)
                     );

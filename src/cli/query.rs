@@ -19,7 +19,7 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
     if !path.exists() {
         return Err(Failure::usage(anyhow!(
             "{}: no such database (give --db PATH or a config whose [database] path exists)",
-            path.display()
+            crate::lock::absolute(&path).display()
         )));
     }
     let store = Store::open_read_only(&path).map_err(Failure::fatal)?;
@@ -447,16 +447,19 @@ fn top(
 fn runs(conn: &Connection, last: usize) -> Result<Rows, QueryError> {
     let mut stmt = conn.prepare(
         "SELECT run_id, kinds, started_at, finished_at, status, requests, failed_batches, \
-         rows_written, error FROM runs ORDER BY run_id DESC LIMIT ?1",
+         rows_written, error, catch_up, planned, not_attempted FROM runs ORDER BY run_id DESC LIMIT ?1",
     )?;
     let mut rows = Rows::new(&[
         "run_id",
         "kinds",
+        "catch_up",
         "started_at",
         "seconds",
         "status",
+        "planned",
         "requests",
         "failed_batches",
+        "not_attempted",
         "rows_written",
         "error",
     ]);
@@ -464,14 +467,18 @@ fn runs(conn: &Connection, last: usize) -> Result<Rows, QueryError> {
     while let Some(r) = query.next()? {
         let started: i64 = r.get(2)?;
         let finished: Option<i64> = r.get(3)?;
+        let catch_up: String = r.get(9)?;
         rows.push(vec![
             r.get::<_, i64>(0)?.into(),
             r.get::<_, String>(1)?.into(),
+            (!catch_up.is_empty()).then_some(catch_up).into(),
             iso_utc(started).into(),
             finished.map(|f| f - started).into(),
             r.get::<_, String>(4)?.into(),
+            r.get::<_, Option<i64>>(10)?.into(),
             r.get::<_, i64>(5)?.into(),
             r.get::<_, i64>(6)?.into(),
+            r.get::<_, i64>(11)?.into(),
             r.get::<_, i64>(7)?.into(),
             r.get::<_, Option<String>>(8)?.into(),
         ]);
@@ -523,6 +530,72 @@ fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
                 "next run".into(),
             ]);
         }
+    }
+    // The last run, when it failed as a whole (API unreachable, app keys refused, or it could
+    // not start: config, inventory, database, lock).
+    let mut last = conn.prepare(
+        "SELECT run_id, kinds, finished_at, error, not_attempted FROM runs \
+         WHERE status = 'failed' AND run_id = (SELECT max(run_id) FROM runs WHERE status != 'running')",
+    )?;
+    let mut query = last.query([])?;
+    while let Some(r) = query.next()? {
+        let not_attempted: i64 = r.get(4)?;
+        let error: Option<String> = r.get(3)?;
+        rows.push(vec![
+            "run".into(),
+            r.get::<_, String>(1)?.into(),
+            iso(r.get(2)?),
+            r.get::<_, i64>(0)?.into(),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            match (error, not_attempted) {
+                (Some(e), 0) => e,
+                (Some(e), n) => format!("{e} ({n} batches not attempted)"),
+                (None, n) => format!("{n} batches not attempted"),
+            }
+            .into(),
+            "next run".into(),
+        ]);
+    }
+    // Accounts a person must look at: refused tokens, and paused ones.
+    let mut accounts = conn.prepare(
+        "SELECT handle, state, detail, since FROM accounts WHERE state != 'ok' ORDER BY state, handle",
+    )?;
+    let mut query = accounts.query([])?;
+    while let Some(r) = query.next()? {
+        let state: String = r.get(1)?;
+        let detail: Option<String> = r.get(2)?;
+        let (what, retry) = match state.as_str() {
+            "refused" => (
+                format!(
+                    "token refused (401){}; re-authorize the account, or set enabled = false",
+                    detail.map_or(String::new(), |d| format!(": {d}"))
+                ),
+                Cell::from("next full cycle"),
+            ),
+            _ => (
+                "paused (enabled = false): public metrics only".to_string(),
+                Cell::Null,
+            ),
+        };
+        rows.push(vec![
+            "account".into(),
+            Cell::Null,
+            iso(r.get(3)?),
+            Cell::Null,
+            Cell::Null,
+            r.get::<_, String>(0)?.into(),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            format!("{state}: {what}").into(),
+            retry,
+        ]);
     }
     let mut tweets = conn.prepare(
         "SELECT tweet_id, owner, status, status_detail, status_checked_at FROM tweets \

@@ -176,9 +176,20 @@ pub fn print_report(report: &RunReport) {
             .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
             .map(|r| r.attempts.saturating_sub(1))
             .sum();
+        let refused = report
+            .requests
+            .iter()
+            .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
+            .filter(|r| r.outcome == crate::store::BatchOutcome::Unauthorized)
+            .count();
         println!(
-            "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries",
-            endpoint.name()
+            "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries{}",
+            endpoint.name(),
+            if refused > 0 {
+                format!("  {refused} credential refused")
+            } else {
+                String::new()
+            }
         );
     }
     let historical: Vec<_> = report
@@ -219,13 +230,14 @@ pub fn print_report(report: &RunReport) {
             ""
         }
     );
+    let unsent = match report.not_attempted {
+        0 => String::new(),
+        n => format!("; {n} batches not attempted (planned again next run)"),
+    };
     if let Some(why) = &report.unreachable {
-        println!("  {why}: {} batches not attempted", report.not_attempted);
+        println!("  {why}{unsent}");
     } else if let Some(why) = &report.app_refused {
-        println!(
-            "  {why}: no account is at fault; {} batches not attempted",
-            report.not_attempted
-        );
+        println!("  {why}; no account is at fault{unsent}");
     } else if report.not_attempted > 0 {
         println!(
             "  {} batches not attempted; they are planned again next run",
@@ -295,14 +307,15 @@ pub fn migrate(config: Config) -> Result<u8, Failure> {
         .migrate()
         .context("migrate failed")
         .map_err(Failure::fatal)?;
+    let shown = crate::lock::absolute(path);
     if !existed {
-        println!("created {} at schema version {after}", path.display());
+        println!("created {} at schema version {after}", shown.display());
     } else if before == after {
-        println!("{} is up to date (schema version {after})", path.display());
+        println!("{} is up to date (schema version {after})", shown.display());
     } else {
         println!(
             "upgraded {} from schema version {before} to {after}",
-            path.display()
+            shown.display()
         );
     }
     Ok(0)

@@ -194,8 +194,8 @@ async fn sim_refuses_non_loopback_addresses() {
 }
 
 /// When every credential is refused (a wrong consumer secret breaks both the token request and
-/// every OAuth signature), `run` exits 3, asks the token endpoint once, and logs no secret on
-/// these error paths either.
+/// every OAuth signature), `run` exits 3 with the app's keys named, no account blamed, asks the
+/// token endpoint once, and logs no secret on these error paths either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_exit_3_without_leaking_secrets() {
     let app = TestApp::spawn(world(20, 5, 300, 0)).await;
@@ -205,9 +205,10 @@ async fn rejected_credentials_exit_3_without_leaking_secrets() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(
-        all.contains("401") && all.contains("Unable to verify your credentials"),
+        all.contains("app.consumer_secret") && all.contains("Unable to verify your credentials"),
         "{all}"
     );
+    assert!(!all.contains("re-authorize"), "{all}");
     for secret in [wrong, CONSUMER_SECRET, BEARER, ACME_SECRET, BOB_SECRET] {
         assert!(!all.contains(secret), "secret leaked: {all}");
     }

@@ -548,3 +548,120 @@ async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
         .unwrap();
     assert_eq!(failed, 0, "{}", daemon.logs());
 }
+
+/// The latest finished run of `kind`: its status and error text.
+fn last_run(db: &rusqlite::Connection, kind: &str) -> Option<(i64, String, String)> {
+    db.query_row(
+        "SELECT run_id, status, coalesce(error, '') FROM runs WHERE kinds = ?1 \
+         AND status != 'running' ORDER BY run_id DESC LIMIT 1",
+        [kind],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .ok()
+}
+
+/// Polls `check` on the database every 100 ms until it holds (bounded by `within`).
+async fn until<T>(
+    app: &TestApp,
+    daemon: &Daemon,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&rusqlite::Connection) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if app.db_path.exists()
+            && let Some(v) = check(&app.db())
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {within:?}:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A revoked account keeps `/healthz` green and is named there. A bad line appended to the
+/// inventory while the daemon runs: collection goes on with the last good inventory, the
+/// cycle's row in `runs` and `/healthz` name the line and since when; fixing it clears both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_inventory_edit_keeps_the_last_good_one_and_shows_in_healthz() {
+    let mut w = world_with(4, 3, 4, "spread_days = 2");
+    w.accounts[1].revoked = true; // bob
+    let app = TestApp::spawn_live(w).await;
+    let never = "0 0 0 1 1 * 2099";
+    schedule(&app, "*/1 * * * * *", never, "3s");
+    let mut daemon = Daemon::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = daemon.metrics_url().await;
+    until(
+        &app,
+        &daemon,
+        Duration::from_secs(30),
+        "a totals cycle",
+        |db| last_run(db, "totals").filter(|(_, status, _)| status == "ok"),
+    )
+    .await;
+    let (status, body) = get(&format!("{url}/healthz")).await;
+    assert!(
+        body.contains("warning: account bob: token refused"),
+        "{body}"
+    );
+    // Only totals run; hourly and historical never fire and are given twice "their period".
+    assert!(body.contains("totals: ok"), "{status} {body}");
+
+    let good = std::fs::read_to_string(&app.inventory_path).unwrap();
+    let bad_line = good.lines().count() + 1;
+    std::fs::write(&app.inventory_path, format!("{good}not-a-tweet,acme\n")).unwrap();
+    let needle = format!("tweets.csv:{bad_line}:");
+    let (bad_run, _, error) = until(
+        &app,
+        &daemon,
+        Duration::from_secs(30),
+        "a run naming the line",
+        |db| {
+            last_run(db, "totals")
+                .filter(|(_, status, error)| status == "ok" && error.contains(&needle))
+        },
+    )
+    .await;
+    assert!(error.contains("the last good inventory"), "{error}");
+    let (_, body) = get(&format!("{url}/healthz")).await;
+    assert!(body.contains(&needle) && body.contains("since"), "{body}");
+    let (_, metrics) = get(&format!("{url}/metrics")).await;
+    assert_eq!(
+        sample(&parse(&metrics), "engagement_inventory_invalid_lines", &[]),
+        1.0
+    );
+    // Collection goes on: later cycles send requests with the last good inventory.
+    let sent = app.sim().stats().count("totals");
+    until(
+        &app,
+        &daemon,
+        Duration::from_secs(30),
+        "more requests",
+        |db| last_run(db, "totals").filter(|(id, _, _)| *id > bad_run + 1),
+    )
+    .await;
+    assert!(app.sim().stats().count("totals") > sent);
+
+    std::fs::write(&app.inventory_path, &good).unwrap();
+    until(
+        &app,
+        &daemon,
+        Duration::from_secs(30),
+        "a clean run",
+        |db| {
+            last_run(db, "totals")
+                .filter(|(_, status, error)| status == "ok" && !error.contains("inventory"))
+        },
+    )
+    .await;
+    let (_, body) = get(&format!("{url}/healthz")).await;
+    assert!(!body.contains("inventory"), "{body}");
+    daemon.sigterm();
+    let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+}

@@ -3,6 +3,10 @@
 
 mod helpers;
 
+/// An agency's day: due kinds, catch-up, an unreachable API, app keys, accounts, bad inventory.
+mod agency;
+/// `check` and `check --online`: each credential tried, the database's folder, messages.
+mod check;
 /// Command-line behaviour: exit codes, error messages, logs, demo.
 mod cli;
 /// The daemon: schedules, metrics, health, shutdown, the writer lock.

@@ -284,7 +284,10 @@ async fn query_arguments_are_checked() {
     // CSV by default in a pipe.
     let out = app.cli(&["query", "--db", &db, "runs"]).await;
     let csv = String::from_utf8_lossy(&out.stdout);
-    assert!(csv.starts_with("run_id,kinds,started_at,"), "{csv}");
+    assert!(
+        csv.starts_with("run_id,kinds,catch_up,started_at,"),
+        "{csv}"
+    );
 }
 
 /// `plan` on the demo world predicts exactly the requests `run` then sends, per endpoint, plus
