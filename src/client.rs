@@ -992,26 +992,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let server = tokio::spawn(async move { axum::serve(listener, app).await });
-            let settings = ClientSettings {
-                base_url: format!("http://{addr}"),
-                token_url: format!("http://{addr}/oauth2/token"),
-                timeout: Duration::from_secs(5),
-                user_agent: "test".into(),
-                max_in_flight: 1,
-                app: AppKeys {
-                    consumer_key: "k".into(),
-                    consumer_secret: Secret::new("s"),
-                },
-                bearer_token: Some(Secret::new("b")),
-                accounts: HashMap::new(),
-                limits: HashMap::new(),
-                retry: RetryPolicy {
-                    max_attempts: 3,
-                    max_elapsed: Duration::from_secs(10),
-                    min_delay: Duration::from_millis(1),
-                    max_delay: Duration::from_millis(5),
-                },
-            };
+            let settings = settings_for(format!("http://{addr}"), 3, 1);
             let client = ApiClient::new(settings, crate::domain::system_clock()).unwrap();
             let outcome = client
                 .send(
@@ -1031,13 +1012,14 @@ mod tests {
         }
     }
 
-    fn settings_for(base_url: String, attempts: u32) -> ClientSettings {
+    /// A client for a stub on `base_url`: a configured bearer token, quick retries.
+    fn settings_for(base_url: String, attempts: u32, max_in_flight: usize) -> ClientSettings {
         ClientSettings {
             token_url: format!("{base_url}/oauth2/token"),
             base_url,
             timeout: Duration::from_secs(5),
             user_agent: "test".into(),
-            max_in_flight: 4,
+            max_in_flight,
             app: AppKeys {
                 consumer_key: "k".into(),
                 consumer_secret: Secret::new("s"),
@@ -1067,7 +1049,11 @@ mod tests {
             .port();
         let base = format!("http://127.0.0.1:{port}");
         let client = Arc::new(
-            ApiClient::new(settings_for(base.clone(), 4), crate::domain::system_clock()).unwrap(),
+            ApiClient::new(
+                settings_for(base.clone(), 4, 4),
+                crate::domain::system_clock(),
+            )
+            .unwrap(),
         );
         let breaker = Arc::new(Breaker::new(4));
         let mut tasks = tokio::task::JoinSet::new();

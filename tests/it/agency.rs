@@ -11,7 +11,7 @@ use engagement_ingest::planner::CELL_SECS;
 use engagement_ingest::sim::World;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{ACME_SECRET, BOB_SECRET, CONSUMER_SECRET, TestApp, text, world};
+use crate::helpers::{CONSUMER_SECRET, TestApp, text, world, world_of};
 
 /// Two metrics per series request keep the answers small.
 fn two_series_metrics(config: String) -> String {
@@ -60,33 +60,12 @@ fn steady_world(t0: i64) -> World {
                 .join(", ")
         )
     };
-    let public = list(50_000, 30, 35);
-    World::from_toml_str(&format!(
-        r#"
-seed = 5
-[app]
-consumer_key = "it-consumer"
-consumer_secret = "{CONSUMER_SECRET}"
-bearer_token = "b-steady"
-[[accounts]]
-handle = "acme"
-user_id = 1001
-access_token = "1001-acme"
-access_token_secret = "{ACME_SECRET}"
-tweets = {acme}
-[[accounts]]
-handle = "bob"
-user_id = 1002
-access_token = "1002-bob"
-access_token_secret = "{BOB_SECRET}"
-tweets = {bob}
-[public]
-tweets = {public}
-"#,
-        acme = list(10_000, 8, 30),
-        bob = list(20_000, 5, 28),
-    ))
-    .expect("the steady world parses")
+    world_of(
+        &list(10_000, 8, 30),
+        &list(20_000, 5, 28),
+        &list(50_000, 30, 35),
+        "",
+    )
 }
 
 /// Requests per (kind, endpoint, credential): count and Tweets, as the ledger has them.

@@ -16,6 +16,37 @@ fn requests(app: &TestApp, endpoint: &str, credential: &str) -> u64 {
 }
 
 /// The stdout line that starts with `prefix`.
+/// Runs the binary with `args` in the app's folder, the config giving the database relative to
+/// it, in a folder that does not exist.
+async fn in_missing_folder(args: &[&str]) -> (TestApp, std::process::Output) {
+    let app = TestApp::spawn(world(2, 1, 2, 0)).await;
+    let db = app.db_path.to_string_lossy().into_owned();
+    app.edit_config(|t| t.replace(&db, "missing/engagement.sqlite"));
+    let dir = app.config_path.parent().unwrap().to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .current_dir(&dir)
+            .args(["--config", "config.toml"])
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (app, out)
+}
+
+/// `check`'s line about the database folder, which must name `folder` as FAILED.
+fn folder_failed<'a>(stdout: &'a str, folder: &std::path::Path, all: &str) -> &'a str {
+    let failed = line(stdout, "database folder ");
+    assert!(
+        failed.starts_with(&format!("database folder {}: FAILED", folder.display())),
+        "{all}"
+    );
+    failed
+}
+
 fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
     out.lines()
         .find(|l| l.starts_with(prefix))
@@ -253,28 +284,12 @@ async fn unreachable_api_exits_3() {
 /// folder's absolute path (the config gives it relative) and what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_folder_fails_check_with_its_absolute_path() {
-    let app = TestApp::spawn(world(2, 1, 2, 0)).await;
-    let db = app.db_path.to_string_lossy().into_owned();
-    app.edit_config(|t| t.replace(&db, "missing/engagement.sqlite"));
-    let dir = app.config_path.parent().unwrap().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        binary()
-            .current_dir(&dir)
-            .args(["--config", "config.toml", "check"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let (app, out) = in_missing_folder(&["check"]).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let folder = app.config_path.parent().unwrap().join("missing");
     let stdout = stdout(&out);
-    let failed = line(&stdout, "database folder ");
-    assert!(
-        failed.starts_with(&format!("database folder {}: FAILED", folder.display())),
-        "{all}"
-    );
+    let failed = folder_failed(&stdout, &folder, &all);
     assert!(
         failed.contains("does not exist") && failed.contains("create it"),
         "{all}"
@@ -300,19 +315,7 @@ async fn never_firing_schedule_fails_check() {
 /// per level of the error chain) with the folder's absolute path and what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_a_missing_folder_prints_the_os_error_once() {
-    let app = TestApp::spawn(world(2, 1, 2, 0)).await;
-    let db = app.db_path.to_string_lossy().into_owned();
-    app.edit_config(|t| t.replace(&db, "missing/engagement.sqlite"));
-    let dir = app.config_path.parent().unwrap().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        binary()
-            .current_dir(&dir)
-            .args(["--config", "config.toml", "run", "--job", "totals"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let (app, out) = in_missing_folder(&["run", "--job", "totals"]).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(3), "{all}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -388,11 +391,7 @@ async fn unwritable_database_folder_is_explained() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let stdout = stdout(&out);
-    let failed = line(&stdout, "database folder ");
-    assert!(
-        failed.starts_with(&format!("database folder {}: FAILED", folder.display())),
-        "{all}"
-    );
+    let failed = folder_failed(&stdout, &folder, &all);
     assert!(
         failed.contains("not writable") && failed.contains("WAL"),
         "{all}"

@@ -30,6 +30,17 @@ pub fn world_with(acme: u32, bob: u32, public: u32, tweets: &str) -> World {
     } else {
         "spread_days = 150"
     };
+    world_of(
+        &acme.to_string(),
+        &bob.to_string(),
+        &public.to_string(),
+        &format!("{spread}\n{tweets}"),
+    )
+}
+
+/// The test world with each `tweets` value written as given (a count, or a list of IDs) and
+/// `tweets` as the body of its `[tweets]` section.
+pub fn world_of(acme: &str, bob: &str, public: &str, tweets: &str) -> World {
     World::from_toml_str(&format!(
         r#"
 seed = 11
@@ -52,7 +63,6 @@ tweets = {bob}
 [public]
 tweets = {public}
 [tweets]
-{spread}
 {tweets}
 "#
     ))
