@@ -1,12 +1,14 @@
 -- engagement-ingest schema, version 4: what is due, and the accounts' conditions.
 --
 -- runs: which kinds a run only caught up on (work an earlier cycle left undone), how many
--- batches it planned (NULL: it failed before planning: config, inventory, database or lock), and
--- how many of them it did not send (the API could not be reached, or the process was stopped).
--- A kind is due again when the last run that planned it in full started a [schedule] period ago.
+-- batches it planned (NULL: it failed before planning: config, inventory, database or lock),
+-- how many of them it did not send (the API could not be reached, or the process was stopped),
+-- and which kinds had a batch fail after retries (a `partial` run is partial for those only).
+-- A kind is due again when its [schedule] fired since the last run that planned it in full.
 ALTER TABLE runs ADD COLUMN catch_up TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN planned INTEGER;
 ALTER TABLE runs ADD COLUMN not_attempted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN failed_kinds TEXT NOT NULL DEFAULT '';
 
 -- requests: a new outcome, `unauthorized`, for a batch whose credential the API refused (401):
 -- an account to re-authorize, or the app's own keys. SQLite cannot change a CHECK in place, so

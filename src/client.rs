@@ -122,6 +122,9 @@ pub enum ApiError {
     /// timeout): the API may be unreachable. The text is the root cause, with the URL.
     #[error("{0}")]
     Connect(String),
+    /// As [`ApiError::Connect`], to a token endpoint on another host than the API.
+    #[error("{0}")]
+    TokenConnect(String),
     /// Not sent: consecutive connection failures showed the API unreachable this cycle.
     #[error("{0}")]
     Unreachable(String),
@@ -145,7 +148,10 @@ pub enum ApiError {
 impl ApiError {
     fn decision(&self) -> Decision {
         match self {
-            ApiError::Transport(_) | ApiError::Connect(_) | ApiError::Body(_) => Decision::Retry,
+            ApiError::Transport(_)
+            | ApiError::Connect(_)
+            | ApiError::TokenConnect(_)
+            | ApiError::Body(_) => Decision::Retry,
             ApiError::Status { status, .. } => classify(Some(*status)),
             ApiError::NoToken(_)
             | ApiError::Token(_)
@@ -305,6 +311,9 @@ impl ApiClient {
     ) -> Outcome<T> {
         let attempts = AtomicU32::new(0);
         let last_status = std::sync::Mutex::new(None);
+        // While the breaker is not sure of the API, this send holds its probe from its first
+        // attempt to its last, backoff included: one batch at a time finds out.
+        let probe = Probe::default();
         let payload = serde_json::to_vec(body).expect("a JSON value serializes");
         let policy = self.settings.retry;
         let backoff = ExponentialBuilder::default()
@@ -315,7 +324,7 @@ impl ApiClient {
         let attempt = || async {
             let result = self
                 .attempt(
-                    endpoint, credential, &payload, &check, &attempts, breaker, shutdown,
+                    endpoint, credential, &payload, &check, &attempts, breaker, &probe, shutdown,
                 )
                 .await;
             *last_status.lock().expect("not poisoned") = match &result {
@@ -331,7 +340,7 @@ impl ApiClient {
             .adjust(|_, delay| delay.map(|d| d.mul_f64(rand::random::<f64>())))
             .notify(|e, delay| {
                 // A connection failure is reported once, by the breaker, if it persists.
-                if matches!(e, ApiError::Connect(_)) {
+                if matches!(e, ApiError::Connect(_) | ApiError::TokenConnect(_)) {
                     tracing::debug!(endpoint = endpoint.name(), credential = %credential, error = %e,
                         "Retrying in {:.1}s", delay.as_secs_f64());
                 } else {
@@ -340,6 +349,18 @@ impl ApiClient {
                 }
             })
             .await;
+        // A whole retry policy of connection failures, and no answer in between: unreachable.
+        if !probe.answered.load(Ordering::Relaxed) && !shutdown.is_cancelled() {
+            match &result {
+                Err(ApiError::Connect(cause)) => {
+                    breaker.trip(cause, attempts.load(Ordering::Relaxed))
+                }
+                Err(ApiError::TokenConnect(cause)) => {
+                    breaker.trip_token(cause, attempts.load(Ordering::Relaxed))
+                }
+                _ => {}
+            }
+        }
         let status = *last_status.lock().expect("not poisoned");
         Outcome {
             result,
@@ -357,8 +378,27 @@ impl ApiClient {
         check: &impl Fn(&[u8]) -> Result<T, ParseError>,
         attempts: &AtomicU32,
         breaker: &Breaker,
+        probe: &Probe,
         shutdown: &CancellationToken,
     ) -> Result<T, ApiError> {
+        // Until the API has answered (and again after a connection failure) one send at a time
+        // goes out, holding the probe through its retries: a dead API costs one batch's retry
+        // policy in connection attempts, not one per batch in flight. The probe is taken before
+        // a request slot, so the sends waiting for it hold no slot the probing one needs.
+        if let Some(why) = breaker.stops(credential) {
+            return Err(ApiError::Unreachable(why));
+        }
+        if !breaker.is_answered() && !probe.holds() {
+            let guard = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(ApiError::Cancelled),
+                guard = Arc::clone(&breaker.probe).lock_owned() => guard,
+            };
+            probe.hold(guard);
+            if let Some(why) = breaker.stops(credential) {
+                return Err(ApiError::Unreachable(why));
+            }
+        }
         // A pause is waited out without holding a request slot (a paused endpoint must not
         // starve the others); the pacing slot is taken while holding one, so paced requests go
         // out as paced. A pause that began meanwhile (another answer said the budget is spent)
@@ -390,26 +430,23 @@ impl ApiClient {
             }
             break permit;
         };
-        // Until the API has answered (and again after a connection failure) attempts go out
-        // one at a time: a dead API costs the breaker's limit in connection attempts, not one
-        // per batch in flight.
-        let _probe = match breaker.gate() {
-            Gate::Open => None,
-            Gate::Probe => Some(breaker.probe.lock().await),
-            Gate::Tripped(why) => return Err(ApiError::Unreachable(why)),
-        };
-        if let Gate::Tripped(why) = breaker.gate() {
-            return Err(ApiError::Unreachable(why));
-        }
         if shutdown.is_cancelled() {
             return Err(ApiError::Cancelled);
+        }
+        if let Some(why) = breaker.stops(credential) {
+            return Err(ApiError::Unreachable(why));
         }
         attempts.fetch_add(1, Ordering::Relaxed);
         let result = self.exchange(endpoint, credential, payload, check).await;
         match &result {
-            Err(ApiError::Connect(cause)) => breaker.connect_failed(cause),
+            Err(ApiError::Connect(_)) => breaker.connect_failed(),
+            Err(ApiError::TokenConnect(_)) => {}
             Err(ApiError::NoToken(_) | ApiError::Cancelled | ApiError::Unreachable(_)) => {}
-            _ => breaker.answered(),
+            _ => {
+                breaker.answered();
+                probe.answered.store(true, Ordering::Relaxed);
+                probe.release();
+            }
         }
         result
     }
@@ -455,7 +492,7 @@ impl ApiClient {
             .body(payload.to_vec())
             .send()
             .await
-            .map_err(|e| send_error(&self.settings.base_url, &e))?;
+            .map_err(|e| send_error(&self.settings.base_url, false, &e))?;
         let status = response.status().as_u16();
         if let Some(metrics) = &self.metrics {
             metrics.response(endpoint, status);
@@ -553,12 +590,25 @@ impl ApiClient {
             .body("grant_type=client_credentials")
             .send()
             .await
-            .map_err(|e| send_error(&self.settings.token_url, &e))?;
+            .map_err(|e| {
+                let other_host =
+                    origin(&self.settings.token_url) != origin(&self.settings.base_url);
+                send_error(&self.settings.token_url, other_host, &e)
+            })?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        // 429 and 5xx say nothing of the keys: retried like any transient answer, never
+        // remembered as a refusal.
+        if classify(Some(status.as_u16())) == Decision::Retry {
+            return Err(ApiError::Status {
+                status: status.as_u16(),
+                errors: error_strings(&bytes),
+                unavailable: Vec::new(),
+            });
+        }
         if !status.is_success() {
             return Err(ApiError::Token(format!(
                 "HTTP {}: {}; check app.consumer_key and app.consumer_secret",
@@ -727,41 +777,59 @@ pub enum AppVerdict {
     Unknown(String),
 }
 
-/// Tells an unreachable API apart from a failing request, for one cycle. After `limit`
-/// consecutive connection failures (refused, DNS, TLS, timeouts) with no HTTP answer in
-/// between, nothing more is sent: one error line names the URL and the cause. Until the API
-/// has answered, and after every connection failure, attempts go out one at a time, so a dead
-/// API costs at most `limit` connection attempts however many batches are waiting.
+/// Tells an unreachable API apart from a failing request, for one cycle. When a send has used
+/// its whole retry policy (`api.retry_attempts`, `api.retry_max_elapsed`) on connection failures
+/// (refused, DNS, TLS, timeouts) with no HTTP answer in between, nothing more is sent: one error
+/// line names the URL and the cause. Until the API has answered in the cycle, and again after
+/// any connection failure, one send at a time goes out and keeps the turn through its retries
+/// and their backoff, so a dead API costs one batch's retry policy in connection attempts
+/// (plus those already in flight when it went away), however many batches wait, and a blip
+/// shorter than the backoff trips nothing. A token endpoint on another host has its own
+/// verdict: when it cannot be reached, only bearer requests stop.
 #[derive(Debug)]
 pub struct Breaker {
-    limit: u32,
     state: std::sync::Mutex<BreakerState>,
-    probe: Mutex<()>,
+    probe: Arc<Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
 struct BreakerState {
     answered: bool,
-    consecutive: u32,
     last_cause: Option<String>,
     tripped: Option<String>,
+    token_tripped: Option<String>,
 }
 
-/// What an attempt may do, per the breaker.
-enum Gate {
-    Open,
-    /// One at a time: take the probe lock.
-    Probe,
-    Tripped(String),
+/// One send's turn at the breaker's probe, and whether the API answered any of its attempts.
+#[derive(Default)]
+pub(crate) struct Probe {
+    guard: std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl Probe {
+    fn holds(&self) -> bool {
+        self.guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn hold(&self, guard: tokio::sync::OwnedMutexGuard<()>) {
+        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
+
+    fn release(&self) {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 impl Breaker {
-    /// A breaker that opens after `limit` consecutive connection failures (`api.retry_attempts`).
-    pub fn new(limit: u32) -> Breaker {
+    /// A breaker for one cycle.
+    pub fn new() -> Breaker {
         Breaker {
-            limit: limit.max(1),
             state: std::sync::Mutex::new(BreakerState::default()),
-            probe: Mutex::new(()),
+            probe: Arc::new(Mutex::new(())),
         }
     }
 
@@ -769,40 +837,59 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn gate(&self) -> Gate {
+    fn is_answered(&self) -> bool {
+        self.lock().answered
+    }
+
+    /// Why nothing more may be sent with `credential`, once the API (or, for the bearer token,
+    /// its token endpoint) was found unreachable.
+    fn stops(&self, credential: &Credential) -> Option<String> {
         let state = self.lock();
-        match (&state.tripped, state.answered) {
-            (Some(why), _) => Gate::Tripped(why.clone()),
-            (None, true) => Gate::Open,
-            (None, false) => Gate::Probe,
+        match credential {
+            Credential::Bearer => state.tripped.clone().or(state.token_tripped.clone()),
+            Credential::UserContext { .. } => state.tripped.clone(),
         }
     }
 
     fn answered(&self) {
-        let mut state = self.lock();
-        state.answered = true;
-        state.consecutive = 0;
+        self.lock().answered = true;
     }
 
-    fn connect_failed(&self, cause: &str) {
+    fn connect_failed(&self) {
+        self.lock().answered = false;
+    }
+
+    fn trip(&self, cause: &str, attempts: u32) {
         let mut state = self.lock();
-        state.answered = false;
-        state.consecutive += 1;
         state.last_cause = Some(cause.to_string());
-        if state.consecutive >= self.limit && state.tripped.is_none() {
+        if state.tripped.is_none() {
             let why = format!(
-                "the API cannot be reached: {cause} ({} connection attempts in a row failed); \
-                 nothing more is sent this cycle, and what was not sent is planned next time",
-                state.consecutive
+                "the API cannot be reached: {cause} ({attempts} connection attempts, the whole \
+                 retry policy, failed); nothing more is sent this cycle, and what was not sent is \
+                 planned next time"
             );
             tracing::error!("{why}");
             state.tripped = Some(why);
         }
     }
 
-    /// Why the API was found unreachable, once it was.
+    fn trip_token(&self, cause: &str, attempts: u32) {
+        let mut state = self.lock();
+        state.last_cause = Some(cause.to_string());
+        if state.token_tripped.is_none() {
+            let why = format!(
+                "the token endpoint cannot be reached: {cause} ({attempts} connection attempts \
+                 failed); no bearer request is sent this cycle (check api.token_url)"
+            );
+            tracing::error!("{why}");
+            state.token_tripped = Some(why);
+        }
+    }
+
+    /// Why the API (or the token endpoint) was found unreachable, once it was.
     pub fn tripped(&self) -> Option<String> {
-        self.lock().tripped.clone()
+        let state = self.lock();
+        state.tripped.clone().or(state.token_tripped.clone())
     }
 
     /// The last connection failure's cause (URL and OS error).
@@ -811,9 +898,25 @@ impl Breaker {
     }
 }
 
+impl Default for Breaker {
+    fn default() -> Breaker {
+        Breaker::new()
+    }
+}
+
+/// Scheme, host and port of a URL, to tell whether two URLs are one server.
+fn origin(url: &str) -> Option<(String, Option<String>, Option<u16>)> {
+    let url = url::Url::parse(url).ok()?;
+    Some((
+        url.scheme().to_string(),
+        url.host_str().map(str::to_string),
+        url.port_or_known_default(),
+    ))
+}
+
 /// A failed send: a connection failure (with its root cause and the URL) or another
 /// transport error.
-fn send_error(url: &str, e: &reqwest::Error) -> ApiError {
+fn send_error(url: &str, token_host: bool, e: &reqwest::Error) -> ApiError {
     if e.is_connect() || e.is_timeout() {
         let cause = root_cause(e);
         let cause = if e.is_timeout() && !cause.to_ascii_lowercase().contains("timed out") {
@@ -821,7 +924,12 @@ fn send_error(url: &str, e: &reqwest::Error) -> ApiError {
         } else {
             cause
         };
-        ApiError::Connect(format!("{}: {cause}", url.trim_end_matches('/')))
+        let message = format!("{}: {cause}", url.trim_end_matches('/'));
+        if token_host {
+            ApiError::TokenConnect(message)
+        } else {
+            ApiError::Connect(message)
+        }
     } else {
         ApiError::Transport(error_chain(e))
     }
@@ -1000,7 +1108,7 @@ mod tests {
                     &Credential::Bearer,
                     &serde_json::json!({}),
                     |_| Ok(()),
-                    &Breaker::new(3),
+                    &Breaker::new(),
                     &CancellationToken::new(),
                 )
                 .await;
@@ -1055,7 +1163,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let breaker = Arc::new(Breaker::new(4));
+        let breaker = Arc::new(Breaker::new());
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let (client, breaker) = (Arc::clone(&client), Arc::clone(&breaker));
@@ -1091,17 +1199,52 @@ mod tests {
         assert!(why.contains("os error"), "{why}");
     }
 
-    /// Connection failures separated by answers never trip the breaker.
-    #[test]
-    fn answers_reset_the_breaker() {
-        let b = Breaker::new(2);
-        for _ in 0..5 {
-            b.connect_failed("x: refused");
-            b.answered();
+    /// An API that is away for 300 ms, shorter than the retry policy's backoff, trips nothing:
+    /// every batch of those waiting is answered once it is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blip_shorter_than_the_backoff_trips_nothing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let app = axum::Router::new().fallback(|| async { "{}" });
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(listener, app).await
+        });
+        let mut settings = settings_for(format!("http://127.0.0.1:{port}"), 5, 4);
+        settings.retry.min_delay = Duration::from_secs(1);
+        settings.retry.max_delay = Duration::from_secs(8);
+        let client = Arc::new(ApiClient::new(settings, crate::domain::system_clock()).unwrap());
+        let breaker = Arc::new(Breaker::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (client, breaker) = (Arc::clone(&client), Arc::clone(&breaker));
+            tasks.spawn(async move {
+                client
+                    .send(
+                        Endpoint::Totals,
+                        &Credential::Bearer,
+                        &serde_json::json!({}),
+                        |_| Ok(()),
+                        &breaker,
+                        &CancellationToken::new(),
+                    )
+                    .await
+            });
         }
-        assert!(b.tripped().is_none());
-        b.connect_failed("x: refused");
-        b.connect_failed("x: refused");
-        assert!(b.tripped().is_some());
+        let mut ok = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            if outcome.unwrap().result.is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 20);
+        assert!(breaker.tripped().is_none());
+        server.abort();
     }
 }

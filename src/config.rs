@@ -257,6 +257,24 @@ impl Cron {
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.parsed.find_next_occurrence(&t, false).ok()
     }
+
+    /// The last firing at or before `t`; `None` if the schedule never fired before.
+    pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parsed.find_previous_occurrence(&t, true).ok()
+    }
+
+    /// The gap between the firings around `t` (the last at or before it and the next after it),
+    /// seconds: the period a cycle is expected within at `t`, also for irregular schedules
+    /// (business hours: 15 minutes by day, the night's gap at night). Without a firing before
+    /// `t`, the gap between the next two.
+    pub fn period_at(&self, t: DateTime<Utc>) -> Option<i64> {
+        let next = self.next_after(t)?;
+        let before = match self.last_at_or_before(t) {
+            Some(before) => before,
+            None => return Some((self.next_after(next)? - next).num_seconds().max(1)),
+        };
+        Some((next - before).num_seconds().max(1))
+    }
 }
 
 impl FromStr for Cron {

@@ -503,13 +503,10 @@ pub struct KindHealth {
     pub reason: String,
 }
 
-/// The interval between the next two firings of a schedule after `now`: the period a cycle is
-/// expected within (for irregular schedules, the coming one).
+/// The period a cycle of `kind` is expected within at `now`: the gap between the schedule's
+/// firings around `now` (see [`crate::config::Cron::period_at`]).
 pub fn period(schedule: &ScheduleConfig, kind: JobKind, now: DateTime<Utc>) -> Option<i64> {
-    let cron = schedule.of(kind);
-    let first = cron.next_after(now)?;
-    let second = cron.next_after(first)?;
-    Some((second - first).num_seconds().max(1))
+    schedule.of(kind).period_at(now)
 }
 
 /// Whether the last cycle of every kind in `kinds` succeeded within twice its period; a kind
@@ -681,6 +678,58 @@ mod tests {
         assert!(!verdict[1].healthy);
         assert!(verdict[1].reason.contains("ended partial"), "{verdict:?}");
         assert_eq!(period(&s, JobKind::Historical, at(start)), Some(86_400));
+    }
+
+    /// Accounts, reachability, backfill and the inventory appear as gauges and as `/healthz`
+    /// warnings; an unreachable API and a bad inventory keep the time they were first seen.
+    #[test]
+    fn conditions_are_gauges_and_warnings() {
+        let m = Metrics::new(1_000);
+        m.set_accounts(vec![
+            ("acme".into(), AccountState::Ok),
+            ("bob".into(), AccountState::Refused),
+            ("carol".into(), AccountState::Paused),
+        ]);
+        m.set_unreachable(Some(("the API cannot be reached: x".into(), 1_100)));
+        m.set_unreachable(Some(("the API cannot be reached: y".into(), 1_200)));
+        let lines = vec!["t.csv:7: bad".to_string(), "t.csv:9: worse".to_string()];
+        m.set_inventory_problem(Some(InventoryProblem::new(&lines, "kept".into(), 1_150)));
+        m.set_inventory_problem(Some(InventoryProblem::new(&lines, "kept".into(), 1_250)));
+        m.set_backfill_left(12);
+        let text = m.render();
+        for sample in [
+            "engagement_account_state{account=\"bob\",state=\"refused\"} 1",
+            "engagement_account_state{account=\"bob\",state=\"ok\"} 0",
+            "engagement_account_state{account=\"carol\",state=\"paused\"} 1",
+            "engagement_api_reachable 0",
+            "engagement_backfill_left_requests 12",
+            "engagement_inventory_invalid_lines 2",
+        ] {
+            assert!(text.contains(sample), "{sample} missing in\n{text}");
+        }
+        let warnings = m.warnings(1_300).join("\n");
+        assert!(
+            warnings.contains("API unreachable since 200s ago: the API cannot be reached: y"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("account bob: token refused"),
+            "{warnings}"
+        );
+        assert!(warnings.contains("account carol: paused"), "{warnings}");
+        assert!(
+            warnings.contains("t.csv:7: bad (and 1 more bad lines)"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains(&crate::domain::iso_utc(1_150)),
+            "{warnings}"
+        );
+        assert!(!warnings.contains("account acme"), "{warnings}");
+        m.set_unreachable(None);
+        m.set_inventory_problem(None);
+        assert!(m.render().contains("engagement_api_reachable 1"));
+        assert_eq!(m.warnings(1_300).len(), 2);
     }
 
     #[test]

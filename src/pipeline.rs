@@ -169,23 +169,52 @@ pub fn schedule_tolerance(period: i64) -> i64 {
 }
 
 impl KindDue {
-    /// Whether `kind` is due at `now`: never run in full, or its last full cycle started a
-    /// period (less [`schedule_tolerance`]) ago.
+    /// Whether `kind` is due at `now`: never run in full, or its schedule fired (less
+    /// [`schedule_tolerance`]) after the firing its last full cycle served, so a `run` every 15
+    /// minutes runs each kind once per firing of its cron, as the daemon does, also for
+    /// irregular schedules. A last full cycle that started in the future (the clock was set
+    /// back) counts as due, so a clock correction never stalls collection.
     pub fn at(
         kind: JobKind,
         history: &KindHistory,
         schedule: &ScheduleConfig,
         now: i64,
     ) -> KindDue {
-        let at = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
-        let period = crate::metrics::period(schedule, kind, at);
-        let (due, next_due) = match (history.last_full_start, period) {
-            (None, _) => (true, None),
-            (Some(last), Some(period)) => {
-                let next = last + period - schedule_tolerance(period);
-                (now >= next, (now < next).then_some(next))
+        let cron = schedule.of(kind);
+        let utc = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        let period = cron.period_at(utc(now));
+        let (due, next_due) = match history.last_full_start {
+            None => (true, None),
+            Some(last) if last > now + 60 => {
+                tracing::warn!(
+                    kind = kind.name(),
+                    "The last full cycle of this kind started in the future ({}): was the clock \
+                     set back? Running it now",
+                    crate::domain::iso_utc(last)
+                );
+                (true, None)
             }
-            (Some(_), None) => (false, None),
+            Some(last) => {
+                // The firing the last full cycle served: the latest at or before its start (a
+                // few seconds early counts: it served the firing it anticipated). The very first
+                // cycle of a kind runs at once, off the schedule, and serves the next firing.
+                // The kind is due again at the firing after the one served.
+                let tolerance = cron.period_at(utc(last)).map_or(0, schedule_tolerance);
+                let served = if history.full_cycles <= 1 {
+                    cron.next_after(utc(last - tolerance - 1))
+                } else {
+                    cron.last_at_or_before(utc(last + tolerance))
+                        .or_else(|| cron.next_after(utc(last - tolerance - 1)))
+                };
+                let next = served.and_then(|served| cron.next_after(served));
+                match next {
+                    Some(firing) => {
+                        let next = firing.timestamp() - tolerance;
+                        (now >= next, (now < next).then_some(next))
+                    }
+                    None => (false, None),
+                }
+            }
         };
         KindDue {
             kind,
@@ -420,6 +449,7 @@ impl Context {
                 for line in &lines {
                     tracing::error!("{line}");
                 }
+                let last_good = last_good.map(|(good, at)| (known_owners(good, config), at));
                 let (used, how) = match (config.inventory.on_invalid, last_good) {
                     (OnInvalid::Skip, _) => (
                         Arc::new(inventory.clone()),
@@ -452,6 +482,7 @@ impl Context {
             }
             Err(e) => match last_good {
                 Some((good, read_at)) => {
+                    let good = known_owners(good, config);
                     let line = e.to_string();
                     tracing::error!("{line}");
                     let how = format!(
@@ -469,6 +500,22 @@ impl Context {
         self.metrics.set_inventory_problem(problem.clone());
         Ok((inventory, self.metrics.inventory_problem()))
     }
+}
+
+/// `inventory` with owners that are no longer configured accounts taken as public Tweets (an
+/// account removed from the config since the inventory was last good: its token is gone).
+fn known_owners(inventory: Arc<Inventory>, config: &Config) -> Arc<Inventory> {
+    let known = |e: &inventory::Entry| e.owner.as_ref().is_none_or(|o| config.account(o).is_some());
+    if inventory.entries.iter().all(known) {
+        return inventory;
+    }
+    let mut copy = (*inventory).clone();
+    for entry in &mut copy.entries {
+        if !known(entry) {
+            entry.owner = None;
+        }
+    }
+    Arc::new(copy)
 }
 
 /// Starts the metrics from the database: each kind's last cycle and last success (a `run`
@@ -744,10 +791,23 @@ fn plan_with(
         Scope::Full => None,
         Scope::CatchUp { since } => Some(since),
     };
-    let series = |c: &crate::config::SeriesConfig, scope: Scope| SeriesPolicy {
+    // A per-run budget is a budget per period of the schedule: a catch-up gets what the kind's
+    // last full cycle (and the catch-ups since) left of it, so a CronJob that runs more often
+    // than the schedule spends no more than the daemon would.
+    let budget = |kind: JobKind, max: Option<std::num::NonZeroU32>, scope: Scope| {
+        let max = max.map(|n| n.get());
+        match scope {
+            Scope::Full => max,
+            Scope::CatchUp { .. } => {
+                let sent = state.history.get(&kind).map_or(0, |h| h.sent_since_full);
+                max.map(|m| m.saturating_sub(u32::try_from(sent).unwrap_or(u32::MAX)))
+            }
+        }
+    };
+    let series = |kind: JobKind, c: &crate::config::SeriesConfig, scope: Scope| SeriesPolicy {
         max_age_secs: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
         metrics: c.metrics.clone(),
-        max_requests: c.max_requests_per_run.map(|n| n.get()),
+        max_requests: budget(kind, c.max_requests_per_run, scope),
         recheck_after_secs: recheck,
         unconfirmed_since: since(scope),
     };
@@ -757,7 +817,7 @@ fn plan_with(
         let (mut j, s) = match kind {
             JobKind::Totals => {
                 let policy = TotalsPolicy {
-                    max_requests: config.totals.max_requests_per_run.map(|n| n.get()),
+                    max_requests: budget(kind, config.totals.max_requests_per_run, scope),
                     recheck_after_secs: recheck,
                     unconfirmed_since: since(scope),
                 };
@@ -766,7 +826,7 @@ fn plan_with(
             JobKind::Hourly => planner::plan_hourly(
                 tweets(scope),
                 &state.tweets,
-                &series(&config.hourly, scope),
+                &series(kind, &config.hourly, scope),
                 now,
             ),
             JobKind::Historical => {
@@ -779,7 +839,7 @@ fn plan_with(
                         (false, Scope::CatchUp { since }) => Refresh::DueAt { since },
                     },
                 };
-                let mut policy = series(&config.historical, scope);
+                let mut policy = series(kind, &config.historical, scope);
                 // A backfill is not a catch-up's to narrow: never-fetched cells are undone work.
                 policy.unconfirmed_since = None;
                 planner::plan_historical(
@@ -947,11 +1007,12 @@ pub async fn run_cycle(
         tasks: Arc::new(tokio::sync::Semaphore::new(
             BATCH_TASKS_PER_SLOT * ctx.config.api.max_in_flight.max(1),
         )),
-        breaker: Breaker::new(ctx.config.api.retry_attempts),
+        breaker: Breaker::new(),
         app: tokio::sync::OnceCell::new(),
         app_refused: OnceLock::new(),
         bearer_refused: OnceLock::new(),
         answered_accounts: Mutex::new(BTreeSet::new()),
+        bearer_configured: ctx.config.app.bearer_token.is_some(),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
     // revoked token costs one request, not one per batch.
@@ -1001,13 +1062,14 @@ pub async fn run_cycle(
         (a.kind, a.endpoint, &a.credential).cmp(&(b.kind, b.endpoint, &b.credential))
     });
     let unreachable = batch.breaker.tripped();
+    let keys_refused = batch.app_refused.get().is_some();
     let app_refused = batch
         .app_refused
         .get()
         .or(batch.bearer_refused.get())
         .cloned();
     // An account refused while the app's keys were refused too is not the account's fault.
-    if app_refused.is_some() {
+    if keys_refused {
         rejected.clear();
     }
     // The backfill left once this run's backfill batches are stored.
@@ -1065,12 +1127,18 @@ pub async fn run_cycle(
         notes.push(p.summary());
     }
     notes.extend(ctx.config_problem.clone());
+    let failed_kinds: Vec<&'static str> = kinds
+        .iter()
+        .filter(|k| report.failed().any(|r| r.kind == **k))
+        .map(|k| k.name())
+        .collect();
     let summary = RunSummary {
         finished_at: (ctx.clock)(),
         status: status.as_str(),
         requests: report.requests.len(),
         failed_batches: report.failed().count(),
         not_attempted: report.not_attempted,
+        failed_kinds: failed_kinds.clone(),
         rows_written: report.rows_written,
         error: (!notes.is_empty()).then(|| notes.join("; ")),
     };
@@ -1082,7 +1150,7 @@ pub async fn run_cycle(
         .iter()
         .cloned()
         .collect();
-    let account_updates = if report.app_refused.is_some() {
+    let account_updates = if keys_refused {
         None
     } else {
         Some(AccountNews {
@@ -1114,12 +1182,19 @@ pub async fn run_cycle(
             .as_ref()
             .map(|why| (why.clone(), finished_at)),
     );
-    ctx.metrics.cycle_finished(
-        &kinds,
-        status.as_str(),
-        finished_at,
-        report.elapsed.as_secs_f64(),
-    );
+    // Each kind by its own batches: one kind's failed batch does not make another's cycle partial.
+    for kind in &kinds {
+        let own = match status {
+            RunStatus::Partial if !failed_kinds.contains(&kind.name()) => RunStatus::Ok,
+            s => s,
+        };
+        ctx.metrics.cycle_finished(
+            &[*kind],
+            own.as_str(),
+            finished_at,
+            report.elapsed.as_secs_f64(),
+        );
+    }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_str(),
@@ -1348,6 +1423,8 @@ struct BatchContext {
     bearer_refused: OnceLock<String>,
     /// Accounts whose token the API accepted this run.
     answered_accounts: Mutex<BTreeSet<Handle>>,
+    /// `app.bearer_token` is configured (else it is obtained from the token endpoint).
+    bearer_configured: bool,
 }
 
 /// Batch tasks per request slot (`api.max_in_flight`): enough that a slot never waits for a task.
@@ -1412,10 +1489,19 @@ impl BatchContext {
             (_, ApiError::Token(why)) => {
                 Refused::AppKeys(format!("the token endpoint refused the app's keys: {why}"))
             }
-            (Credential::Bearer, e) if e.status() == Some(401) => Refused::Bearer(format!(
-                "the API refused the app's bearer token (401: {text}); check app.bearer_token, \
-                 or remove it so that one is obtained from api.token_url"
-            )),
+            (Credential::Bearer, e) if e.status() == Some(401) => {
+                Refused::Bearer(if self.bearer_configured {
+                    format!(
+                        "the API refused the app's bearer token (401: {text}); check app.bearer_token, \
+                     or remove it so that one is obtained from api.token_url"
+                    )
+                } else {
+                    format!(
+                        "the API refused the bearer token the token endpoint issued, twice (401: {text}); \
+                     check that api.token_url and api.base_url belong to the same service"
+                    )
+                })
+            }
             (Credential::UserContext { .. }, e) if e.status() == Some(401) => {
                 if text
                     .to_ascii_lowercase()
@@ -1722,7 +1808,12 @@ impl BatchContext {
             if strip_and_resend {
                 tracing::info!(error = %error, refused = named.marked.len(), moved = named.moved.len(),
                     "Marked the Tweets the API refused; sending the rest again");
-            } else if blamed.is_none() && !matches!(error, ApiError::Unreachable(_)) {
+            } else if blamed.is_none()
+                && !matches!(error, ApiError::Unreachable(_))
+                // The breaker's one line says it for the batch that found the API unreachable.
+                && !(matches!(error, ApiError::Connect(_) | ApiError::TokenConnect(_))
+                    && self.breaker.tripped().is_some())
+            {
                 tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
             }
             let (changes, moved) = (named.marked.clone(), named.moved.clone());
@@ -2170,6 +2261,93 @@ mod tests {
         let old = "Forbidden to access tweets for author id 18435372: 640026211712786432, 640026277605339136";
         assert_eq!(ids_in(old).len(), 2);
         assert!(ids_in("internal server error").is_empty());
+    }
+
+    fn schedule(extra: &str) -> ScheduleConfig {
+        let text =
+            format!("[app]\nconsumer_key = \"k\"\nconsumer_secret = \"s\"\n[schedule]\n{extra}\n");
+        Config::parse("t.toml", &text, std::iter::empty())
+            .unwrap()
+            .schedule
+    }
+
+    /// The full cycles a `run` every 15 minutes (starting `offsets` seconds early or late) makes
+    /// of `kind` over `days` from `t0`, as hours:minutes of the day.
+    fn cron_job(schedule: &ScheduleConfig, kind: JobKind, t0: i64, days: i64) -> Vec<String> {
+        let mut history = KindHistory::default();
+        let mut fired = Vec::new();
+        for i in 0..days * 96 {
+            let now = t0 + i * 900 + [0, -5, 7][(i % 3) as usize];
+            if KindDue::at(kind, &history, schedule, now).due {
+                history.last_full_start = Some(now);
+                history.full_cycles += 1;
+                let t = (now + 30).rem_euclid(86_400);
+                fired.push(format!("{:02}:{:02}", t / 3600, t % 3600 / 60));
+            }
+        }
+        fired
+    }
+
+    /// A kind is due when its schedule fired since its last full cycle (a few seconds early is
+    /// on time), also for irregular schedules: business hours, a few times a day.
+    #[test]
+    fn kinds_are_due_at_their_schedules_firings() {
+        let t0 = 1_795_219_200; // a UTC midnight
+        let s = schedule(
+            "totals = \"0 */15 8-17 * * *\"\nhourly = \"0 5 * * * *\"\nhistorical = \"0 0 1,2,12 * * *\"",
+        );
+        // The first cycle runs at once (never run) and serves the next firing; then the
+        // firings: 40 a day.
+        let totals = cron_job(&s, JobKind::Totals, t0, 1);
+        assert_eq!(totals.len(), 40, "{totals:?}");
+        assert_eq!(totals[..2], ["00:00", "08:15"]);
+        assert!(
+            totals[1..]
+                .iter()
+                .all(|t| ("08:15"..="17:45").contains(&t.as_str())),
+            "{totals:?}"
+        );
+        let historical = cron_job(&s, JobKind::Historical, t0, 2);
+        assert_eq!(
+            historical,
+            ["00:00", "02:00", "12:00", "01:00", "02:00", "12:00"],
+            "each firing is served by the run at it"
+        );
+        let hourly = cron_job(&s, JobKind::Hourly, t0, 1);
+        assert_eq!(hourly.len(), 24, "{hourly:?}");
+        assert_eq!(hourly[..3], ["00:00", "01:15", "02:15"]);
+        let daily = schedule("historical = \"0 30 3 * * *\"");
+        assert_eq!(
+            cron_job(&daily, JobKind::Historical, t0, 3),
+            ["00:00", "03:30", "03:30"]
+        );
+        let every15 = schedule("totals = \"0 */15 * * * *\"");
+        assert_eq!(cron_job(&every15, JobKind::Totals, t0, 1).len(), 96);
+    }
+
+    /// A last full cycle that started in the future (the clock was set back) makes the kind due.
+    #[test]
+    fn a_cycle_in_the_future_makes_the_kind_due() {
+        let s = schedule("");
+        let history = KindHistory {
+            last_full_start: Some(1_800_000_000 + 3 * 86_400),
+            full_cycles: 5,
+            ..KindHistory::default()
+        };
+        assert!(KindDue::at(JobKind::Historical, &history, &s, 1_800_000_000).due);
+        let recent = KindHistory {
+            last_full_start: Some(1_800_000_000 - 60),
+            full_cycles: 5,
+            ..KindHistory::default()
+        };
+        let due = KindDue::at(JobKind::Historical, &recent, &s, 1_800_000_000);
+        assert!(!due.due && due.next_due.is_some());
+        assert_eq!(
+            due.scope(),
+            Scope::CatchUp {
+                since: 1_800_000_000 - 60
+            }
+        );
     }
 
     #[test]

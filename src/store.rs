@@ -248,6 +248,8 @@ pub struct RunSummary {
     pub failed_batches: usize,
     /// Planned batches that were never sent (the API unreachable, or the process stopping).
     pub not_attempted: usize,
+    /// The kinds with a batch that failed after retries (the run is `partial` for them only).
+    pub failed_kinds: Vec<&'static str>,
     pub rows_written: usize,
     pub error: Option<String>,
 }
@@ -280,11 +282,16 @@ impl<'a> RunStart<'a> {
 pub struct KindHistory {
     /// Start of the last run that planned the kind in full (not only catching up).
     pub last_full_start: Option<i64>,
+    /// How many runs planned the kind in full.
+    pub full_cycles: usize,
     /// Status and end of the last finished run of the kind (catch-up runs and runs that failed
     /// before planning included).
     pub last_finished: Option<(RunStatus, i64)>,
-    /// End of the last run of the kind that ended `ok`.
+    /// End of the last run of the kind that stored everything of it.
     pub last_success: Option<i64>,
+    /// Requests of the kind sent since its last full cycle started (that one included): what a
+    /// per-run budget has spent in this period.
+    pub sent_since_full: usize,
 }
 
 /// The status of a run in `runs.status`.
@@ -665,7 +672,7 @@ impl Store {
     pub fn finish_run(&mut self, run_id: i64, summary: &RunSummary) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
-             rows_written = ?6, error = ?7, not_attempted = ?8 WHERE run_id = ?1",
+             rows_written = ?6, error = ?7, not_attempted = ?8, failed_kinds = ?9 WHERE run_id = ?1",
             params![
                 run_id,
                 summary.finished_at,
@@ -674,7 +681,8 @@ impl Store {
                 summary.failed_batches as i64,
                 summary.rows_written as i64,
                 summary.error,
-                summary.not_attempted as i64
+                summary.not_attempted as i64,
+                summary.failed_kinds.join(",")
             ],
         )?;
         Ok(())
@@ -713,28 +721,69 @@ impl Store {
     /// it, and the end of its last `ok` run.
     pub fn kind_history(&self, kind: &str) -> Result<KindHistory, StoreError> {
         let has = "(',' || kinds || ',') LIKE '%,' || ?1 || ',%'";
+        // The latest such run, not the latest start: after a clock was set back, the run that
+        // started "in the future" is not the last one.
         let full = format!(
-            "SELECT max(started_at) FROM runs WHERE planned IS NOT NULL AND {has} \
+            "SELECT run_id, started_at FROM runs WHERE planned IS NOT NULL AND {has} \
+             AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%' ORDER BY run_id DESC LIMIT 1"
+        );
+        let last_full: Option<(i64, i64)> = self
+            .conn
+            .query_row(&full, [kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let last_full_start = last_full.map(|(_, started)| started);
+        let count = format!(
+            "SELECT count(*) FROM runs WHERE planned IS NOT NULL AND {has} \
              AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%'"
         );
-        let last_full_start: Option<i64> = self.conn.query_row(&full, [kind], |r| r.get(0))?;
+        let full_cycles = self
+            .conn
+            .query_row(&count, [kind], |r| r.get::<_, i64>(0))? as usize;
+        // Cycles refused before planning (another writer held the lock, a bad config) say
+        // nothing of how the kind's own last cycle went.
         let last = format!(
-            "SELECT status, finished_at FROM runs WHERE status != 'running' \
-             AND finished_at IS NOT NULL AND {has} ORDER BY run_id DESC LIMIT 1"
+            "SELECT status, finished_at, (',' || failed_kinds || ',') LIKE '%,' || ?1 || ',%' \
+             FROM runs WHERE status != 'running' AND finished_at IS NOT NULL \
+             AND planned IS NOT NULL AND {has} ORDER BY run_id DESC LIMIT 1"
         );
         let last_finished = self
             .conn
             .query_row(&last, [kind], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
             })
             .optional()?
-            .and_then(|(status, at)| Some((RunStatus::parse(&status)?, at)));
-        let ok = format!("SELECT max(finished_at) FROM runs WHERE status = 'ok' AND {has}");
+            .and_then(|(status, at, failed_here)| {
+                // A run is partial when any of its kinds failed a batch; this kind is ok if it
+                // was not one of them.
+                let status = match RunStatus::parse(&status)? {
+                    RunStatus::Partial if !failed_here => RunStatus::Ok,
+                    s => s,
+                };
+                Some((status, at))
+            });
+        let ok = format!(
+            "SELECT max(finished_at) FROM runs WHERE {has} AND (status = 'ok' OR \
+             (status = 'partial' AND (',' || failed_kinds || ',') NOT LIKE '%,' || ?1 || ',%'))"
+        );
         let last_success: Option<i64> = self.conn.query_row(&ok, [kind], |r| r.get(0))?;
+        let sent_since_full = match last_full {
+            None => 0,
+            Some((run_id, _)) => self.conn.query_row(
+                "SELECT count(*) FROM requests WHERE kind = ?1 AND run_id >= ?2",
+                params![kind, run_id],
+                |r| r.get::<_, i64>(0),
+            )? as usize,
+        };
         Ok(KindHistory {
             last_full_start,
+            full_cycles,
             last_finished,
             last_success,
+            sent_since_full,
         })
     }
 

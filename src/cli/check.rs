@@ -291,6 +291,7 @@ fn judge(tweet: TweetId, result: Result<(), ApiError>) -> Verdict {
         }
         ApiError::Status { .. } | ApiError::NoToken(_) => Verdict::Rejected(e.to_string()),
         ApiError::Connect(_)
+        | ApiError::TokenConnect(_)
         | ApiError::Unreachable(_)
         | ApiError::Transport(_)
         | ApiError::Body(_)
@@ -411,7 +412,7 @@ async fn online(
         .map_err(Failure::fatal)?;
     let mut probe = Probe {
         client,
-        breaker: Breaker::new(config.api.retry_attempts),
+        breaker: Breaker::new(),
         shutdown: CancellationToken::new(),
         app: None,
         app_refused: false,

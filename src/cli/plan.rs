@@ -66,7 +66,21 @@ pub fn plan_selection(
         Selection::Due => JobKind::ALL.to_vec(),
         Selection::Forced(kinds) => kinds.clone(),
     };
-    let inventory = pipeline::load_inventory(&config).map_err(Failure::usage)?;
+    // As `run` reads it: with `on_invalid = "skip"`, the valid lines (the bad ones are named).
+    let inventory = match config.inventory.on_invalid {
+        crate::config::OnInvalid::Fail => pipeline::load_inventory(&config),
+        crate::config::OnInvalid::Skip => {
+            crate::inventory::load_valid_lines(&config.inventory.path, &config.handles()).map(
+                |(inventory, problems)| {
+                    for p in &problems {
+                        tracing::warn!("{}:{}: {} (skipped)", inventory.source, p.line, p.message);
+                    }
+                    inventory
+                },
+            )
+        }
+    }
+    .map_err(Failure::usage)?;
     let state = if config.database.path.exists() {
         let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
         PlanState::read(&store, config.historical.refresh_after).map_err(Failure::fatal)?

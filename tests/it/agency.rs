@@ -608,3 +608,198 @@ async fn cycles_that_cannot_start_are_in_runs() {
         "{error}"
     );
 }
+
+/// A per-run budget holds per period of the schedule: a `run` every 15 minutes spends no more of
+/// `/historical`'s budget in a day than the daemon's one daily cycle, and `plan` agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_run_budget_holds_per_schedule_period() {
+    let t0 = quiet_midnight();
+    let app = TestApp::spawn_at(steady_world(t0), t0).await;
+    app.edit_config(|c| {
+        format!(
+            "{c}\n[hourly]\nmetrics = [\"impressions\", \"favorites\"]\n\
+             [historical]\nmetrics = [\"impressions\", \"favorites\"]\nmax_requests_per_run = 2\n"
+        )
+    });
+    let ctx = app.context();
+    let never = CancellationToken::new();
+    let mut historical = Vec::new();
+    for i in 0..8 {
+        app.clock.set(t0 + i * 900);
+        let report = pipeline::run_cycle(&ctx, &Selection::Due, &never)
+            .await
+            .unwrap();
+        historical.push(
+            report
+                .requests
+                .iter()
+                .filter(|r| r.kind == JobKind::Historical)
+                .count(),
+        );
+        if i == 0 {
+            assert!(
+                report.skipped.over_budget > 0,
+                "a backfill bigger than the budget"
+            );
+        }
+    }
+    assert_eq!(historical, [2, 0, 0, 0, 0, 0, 0, 0]);
+    // The next day's cycle takes the next slice of the budget.
+    app.clock.set(t0 + DAY_SECS + 4 * 3600);
+    let next_day = pipeline::run_cycle(&ctx, &Selection::Due, &never)
+        .await
+        .unwrap();
+    let n = next_day
+        .requests
+        .iter()
+        .filter(|r| r.kind == JobKind::Historical)
+        .count();
+    assert_eq!(n, 2, "{next_day:?}");
+}
+
+/// A token endpoint that answers 503 once is retried, not taken for a refusal of the app's
+/// keys: the run stores everything and blames nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_blip_is_retried_not_blamed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let t0 = quiet_midnight();
+    let app = TestApp::spawn_at(steady_world(t0), t0).await;
+    let sim_token = format!("{}/oauth2/token", app.sim.base_url());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let stub = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (counter, sim_token) = (Arc::clone(&counter), sim_token.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let busy = r#"{"errors":["over capacity"]}"#.to_string();
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, busy);
+                }
+                let answer = reqwest::Client::new()
+                    .post(&sim_token)
+                    .header("authorization", headers["authorization"].clone())
+                    .header(
+                        "content-type",
+                        "application/x-www-form-urlencoded;charset=UTF-8",
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                (status, answer.text().await.unwrap())
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, stub).await });
+    app.edit_config(|c| {
+        let c = two_series_metrics(c).replace("[api]\n", "[api]\nretry_min_delay = \"10ms\"\n");
+        let token = format!("token_url = \"http://{addr}/oauth2/token\"");
+        c.lines()
+            .map(|l| {
+                if l.starts_with("token_url") {
+                    token.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    });
+    let ctx = app.context();
+    let report = pipeline::run_cycle(&ctx, &Selection::Due, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert!(report.app_refused.is_none() && report.unreachable.is_none());
+    assert_eq!(report.not_attempted, 0);
+    assert_eq!(report.planned, report.requests.len());
+    assert!(hits.load(Ordering::SeqCst) >= 2);
+}
+
+/// A clock that was days ahead for one run, then set right, does not stall collection: the next
+/// run plans every kind in full, and the schedule goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_set_back_does_not_stall_collection() {
+    let t0 = quiet_midnight();
+    let app = TestApp::spawn_at(steady_world(t0), t0 + 3 * DAY_SECS).await;
+    app.edit_config(two_series_metrics);
+    let ctx = app.context();
+    let never = CancellationToken::new();
+    pipeline::run_cycle(&ctx, &Selection::Due, &never)
+        .await
+        .unwrap();
+    let mut full: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..8 {
+        app.clock.set(t0 + 3600 + i * 900);
+        let report = pipeline::run_cycle(&ctx, &Selection::Due, &never)
+            .await
+            .unwrap();
+        assert_eq!(report.exit_code(), 0);
+        if i == 0 {
+            assert_eq!(report.kinds, JobKind::ALL, "every kind in full at once");
+            assert!(report.catch_up.is_empty());
+        }
+        for kind in report.kinds.iter().filter(|k| !report.catch_up.contains(k)) {
+            *full.entry(kind.name()).or_default() += 1;
+        }
+    }
+    assert_eq!(full["totals"], 8, "{full:?}");
+    assert!((2..=3).contains(&full["hourly"]), "{full:?}");
+    assert_eq!(full["historical"], 1, "{full:?}");
+}
+
+/// The daemon keeps the last good inventory when an account is removed from the config (its
+/// lines no longer validate): that account's Tweets are then public ones, read with the bearer
+/// token, and nothing is sent under a token that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_inventory_follows_the_config_s_accounts() {
+    let t0 = quiet_midnight();
+    let app = TestApp::spawn_at(steady_world(t0), t0).await;
+    app.edit_config(two_series_metrics);
+    let ctx = app.context();
+    assert_eq!(app.run(&ctx, &[JobKind::Totals]).await.exit_code(), 0);
+    app.edit_config(|c| {
+        c.split("\n\n")
+            .filter(|block| !block.starts_with("[[accounts]]\nhandle = \"bob\""))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    });
+    let ctx = ctx.reconfigured(app.config()).unwrap();
+    app.clock.advance(900);
+    let report = app.run(&ctx, &[JobKind::Totals, JobKind::Hourly]).await;
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert_eq!(report.failed().count(), 0);
+    assert!(report.inventory_problems.is_some());
+    assert!(
+        report
+            .requests
+            .iter()
+            .all(|r| r.credential.label() != "bob")
+    );
+}
+
+/// A `run` refused by the lock leaves a failed row, yet the kinds' own last cycles stay what
+/// they were: a restarted process is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refused_by_the_lock_does_not_fail_the_kinds() {
+    let app = TestApp::spawn(world(10, 5, 20, 0)).await;
+    app.edit_config(two_series_metrics);
+    {
+        let ctx = app.context();
+        for kind in JobKind::ALL {
+            assert_eq!(app.run(&ctx, &[kind]).await.exit_code(), 0);
+        }
+        let out = app.cli(&["run"]).await;
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    }
+    let ctx = app.context();
+    let now = chrono::DateTime::from_timestamp((app.worker_clock)(), 0).unwrap();
+    let health =
+        engagement_ingest::metrics::health(&ctx.metrics, &ctx.config.schedule, &JobKind::ALL, now);
+    assert!(health.iter().all(|h| h.healthy), "{health:?}");
+}
