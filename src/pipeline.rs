@@ -170,9 +170,9 @@ pub fn schedule_tolerance(period: i64) -> i64 {
 
 impl KindDue {
     /// Whether `kind` is due at `now`: never run in full, or its schedule fired (less
-    /// [`schedule_tolerance`]) after the firing its last full cycle served, so a `run` every 15
-    /// minutes runs each kind once per firing of its cron, as the daemon does, also for
-    /// irregular schedules. A last full cycle that started in the future (the clock was set
+    /// [`schedule_tolerance`]) after the firing its last full cycle served (the one nearest its
+    /// start), so a `run` every 15 minutes runs each kind once per firing of its cron, as the
+    /// daemon does, also for irregular schedules. A last full cycle that started in the future (the clock was set
     /// back) counts as due, so a clock correction never stalls collection.
     pub fn at(
         kind: JobKind,
@@ -195,16 +195,17 @@ impl KindDue {
                 (true, None)
             }
             Some(last) => {
-                // The firing the last full cycle served: the latest at or before its start (a
-                // few seconds early counts: it served the firing it anticipated). The very first
-                // cycle of a kind runs at once, off the schedule, and serves the next firing.
+                // The firing the last full cycle served: the one nearest its start (a cycle a
+                // few seconds early served the firing it anticipated, a late one the firing
+                // before it; an off-schedule one, such as the very first, the nearer of the two).
                 // The kind is due again at the firing after the one served.
                 let tolerance = cron.period_at(utc(last)).map_or(0, schedule_tolerance);
-                let served = if history.full_cycles <= 1 {
-                    cron.next_after(utc(last - tolerance - 1))
-                } else {
-                    cron.last_at_or_before(utc(last + tolerance))
-                        .or_else(|| cron.next_after(utc(last - tolerance - 1)))
+                let before = cron.last_at_or_before(utc(last));
+                let after = cron.next_after(utc(last));
+                let served = match (before, after) {
+                    (Some(b), Some(a)) if a.timestamp() - last < last - b.timestamp() => Some(a),
+                    (Some(b), _) => Some(b),
+                    (None, a) => a,
                 };
                 let next = served.and_then(|served| cron.next_after(served));
                 match next {
@@ -2280,7 +2281,6 @@ mod tests {
             let now = t0 + i * 900 + [0, -5, 7][(i % 3) as usize];
             if KindDue::at(kind, &history, schedule, now).due {
                 history.last_full_start = Some(now);
-                history.full_cycles += 1;
                 let t = (now + 30).rem_euclid(86_400);
                 fired.push(format!("{:02}:{:02}", t / 3600, t % 3600 / 60));
             }
@@ -2296,15 +2296,14 @@ mod tests {
         let s = schedule(
             "totals = \"0 */15 8-17 * * *\"\nhourly = \"0 5 * * * *\"\nhistorical = \"0 0 1,2,12 * * *\"",
         );
-        // The first cycle runs at once (never run) and serves the next firing; then the
-        // firings: 40 a day.
+        // The first cycle runs at once (never run), off the schedule; then the firings: 40.
         let totals = cron_job(&s, JobKind::Totals, t0, 1);
-        assert_eq!(totals.len(), 40, "{totals:?}");
-        assert_eq!(totals[..2], ["00:00", "08:15"]);
+        assert_eq!(totals.len(), 41, "{totals:?}");
+        assert_eq!(totals[..2], ["00:00", "08:00"]);
         assert!(
             totals[1..]
                 .iter()
-                .all(|t| ("08:15"..="17:45").contains(&t.as_str())),
+                .all(|t| ("08:00"..="17:45").contains(&t.as_str())),
             "{totals:?}"
         );
         let historical = cron_job(&s, JobKind::Historical, t0, 2);
@@ -2331,13 +2330,11 @@ mod tests {
         let s = schedule("");
         let history = KindHistory {
             last_full_start: Some(1_800_000_000 + 3 * 86_400),
-            full_cycles: 5,
             ..KindHistory::default()
         };
         assert!(KindDue::at(JobKind::Historical, &history, &s, 1_800_000_000).due);
         let recent = KindHistory {
             last_full_start: Some(1_800_000_000 - 60),
-            full_cycles: 5,
             ..KindHistory::default()
         };
         let due = KindDue::at(JobKind::Historical, &recent, &s, 1_800_000_000);

@@ -282,8 +282,6 @@ impl<'a> RunStart<'a> {
 pub struct KindHistory {
     /// Start of the last run that planned the kind in full (not only catching up).
     pub last_full_start: Option<i64>,
-    /// How many runs planned the kind in full.
-    pub full_cycles: usize,
     /// Status and end of the last finished run of the kind (catch-up runs and runs that failed
     /// before planning included).
     pub last_finished: Option<(RunStatus, i64)>,
@@ -732,13 +730,6 @@ impl Store {
             .query_row(&full, [kind], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let last_full_start = last_full.map(|(_, started)| started);
-        let count = format!(
-            "SELECT count(*) FROM runs WHERE planned IS NOT NULL AND {has} \
-             AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%'"
-        );
-        let full_cycles = self
-            .conn
-            .query_row(&count, [kind], |r| r.get::<_, i64>(0))? as usize;
         // Cycles refused before planning (another writer held the lock, a bad config) say
         // nothing of how the kind's own last cycle went.
         let last = format!(
@@ -780,7 +771,6 @@ impl Store {
         };
         Ok(KindHistory {
             last_full_start,
-            full_cycles,
             last_finished,
             last_success,
             sent_since_full,
