@@ -270,14 +270,14 @@ impl KindDue {
     }
 }
 
-/// A duration in seconds, for people: `45s`, `14m`, `2h05m`, `3d04h`.
+/// A duration in seconds, for people: `45s`, `14m05s`, `2h05m`, `3.2 days`.
 pub fn human_secs(secs: i64) -> String {
     let s = secs.max(0);
     match s {
         0..=119 => format!("{s}s"),
-        120..=3599 => format!("{}m", (s + 30) / 60),
+        120..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         3600..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+        _ => format!("{:.1} days", s as f64 / 86_400.0),
     }
 }
 

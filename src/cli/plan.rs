@@ -290,14 +290,9 @@ fn lower_bound(jobs: &[Job]) -> usize {
     groups.values().map(|t| t.len().div_ceil(per)).sum()
 }
 
+/// A duration for people (see [`pipeline::human_secs`]).
 fn human(secs: f64) -> String {
-    let s = secs.round() as i64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m{:02}s", s / 60, s % 60),
-        7200..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{:.1} days", secs / DAY_SECS as f64),
-    }
+    pipeline::human_secs(secs.round() as i64)
 }
 
 fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> String {
