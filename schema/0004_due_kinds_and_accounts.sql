@@ -9,6 +9,9 @@ ALTER TABLE runs ADD COLUMN catch_up TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN planned INTEGER;
 ALTER TABLE runs ADD COLUMN not_attempted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN failed_kinds TEXT NOT NULL DEFAULT '';
+-- Earlier versions recorded only cycles that planned, each in full: they count for what is due,
+-- so the first run after the upgrade does not repeat a cycle that just ran.
+UPDATE runs SET planned = requests;
 
 -- requests: a new outcome, `unauthorized`, for a batch whose credential the API refused (401):
 -- an account to re-authorize, or the app's own keys. SQLite cannot change a CHECK in place, so

@@ -1144,28 +1144,21 @@ mod tests {
         }
     }
 
-    /// A closed port: twenty batches sent at once cost the breaker's limit in connection
-    /// attempts, not twenty times the retry policy; the rest are not sent, and the reason names
-    /// the URL and the OS error.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_dead_api_costs_the_breakers_limit_in_attempts() {
-        // A port that was just free: nothing listens on it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A port that was just free: nothing listens on it.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = Arc::new(
-            ApiClient::new(
-                settings_for(base.clone(), 4, 4),
-                crate::domain::system_clock(),
-            )
-            .unwrap(),
-        );
+            .port()
+    }
+
+    /// `n` bearer sends at once through one client and one breaker; their outcomes.
+    async fn send_many(settings: ClientSettings, n: usize) -> (Vec<Outcome<()>>, Arc<Breaker>) {
+        let client = Arc::new(ApiClient::new(settings, crate::domain::system_clock()).unwrap());
         let breaker = Arc::new(Breaker::new());
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..20 {
+        for _ in 0..n {
             let (client, breaker) = (Arc::clone(&client), Arc::clone(&breaker));
             tasks.spawn(async move {
                 client
@@ -1180,15 +1173,24 @@ mod tests {
                     .await
             });
         }
-        let mut attempts = 0;
-        let mut unreachable = 0;
+        let mut outcomes = Vec::new();
         while let Some(outcome) = tasks.join_next().await {
-            let outcome = outcome.unwrap();
-            attempts += outcome.attempts;
-            if matches!(outcome.result, Err(ApiError::Unreachable(_))) {
-                unreachable += 1;
-            }
+            outcomes.push(outcome.unwrap());
         }
+        (outcomes, breaker)
+    }
+
+    /// A closed port: twenty batches sent at once cost one batch's retry policy in connection
+    /// attempts, not twenty; the rest are not sent, and the reason names the URL and the OS error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_api_costs_one_retry_policy_in_attempts() {
+        let base = format!("http://127.0.0.1:{}", free_port());
+        let (outcomes, breaker) = send_many(settings_for(base.clone(), 4, 4), 20).await;
+        let attempts: u32 = outcomes.iter().map(|o| o.attempts).sum();
+        let unreachable = outcomes
+            .iter()
+            .filter(|o| matches!(o.result, Err(ApiError::Unreachable(_))))
+            .count();
         assert_eq!(attempts, 4, "connection attempts in all");
         assert!(
             unreachable >= 19,
@@ -1203,11 +1205,7 @@ mod tests {
     /// every batch of those waiting is answered once it is back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_blip_shorter_than_the_backoff_trips_nothing() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let server = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let app = axum::Router::new().fallback(|| async { "{}" });
@@ -1219,31 +1217,8 @@ mod tests {
         let mut settings = settings_for(format!("http://127.0.0.1:{port}"), 5, 4);
         settings.retry.min_delay = Duration::from_secs(1);
         settings.retry.max_delay = Duration::from_secs(8);
-        let client = Arc::new(ApiClient::new(settings, crate::domain::system_clock()).unwrap());
-        let breaker = Arc::new(Breaker::new());
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..20 {
-            let (client, breaker) = (Arc::clone(&client), Arc::clone(&breaker));
-            tasks.spawn(async move {
-                client
-                    .send(
-                        Endpoint::Totals,
-                        &Credential::Bearer,
-                        &serde_json::json!({}),
-                        |_| Ok(()),
-                        &breaker,
-                        &CancellationToken::new(),
-                    )
-                    .await
-            });
-        }
-        let mut ok = 0;
-        while let Some(outcome) = tasks.join_next().await {
-            if outcome.unwrap().result.is_ok() {
-                ok += 1;
-            }
-        }
-        assert_eq!(ok, 20);
+        let (outcomes, breaker) = send_many(settings, 20).await;
+        assert_eq!(outcomes.iter().filter(|o| o.result.is_ok()).count(), 20);
         assert!(breaker.tripped().is_none());
         server.abort();
     }

@@ -203,11 +203,6 @@ impl Metrics {
         self.with(|m| m.accounts = accounts);
     }
 
-    /// The accounts' conditions.
-    pub fn accounts(&self) -> Vec<(String, AccountState)> {
-        self.with(|m| m.accounts.clone())
-    }
-
     /// Why the last cycle found the API unreachable, and when; `None` once it was reached.
     pub fn set_unreachable(&self, unreachable: Option<(String, i64)>) {
         self.with(|m| {

@@ -135,6 +135,16 @@ pub enum Selection {
     Forced(Vec<JobKind>),
 }
 
+impl Selection {
+    /// The kinds a cycle of this selection considers.
+    pub fn kinds(&self) -> Vec<JobKind> {
+        match self {
+            Selection::Due => JobKind::ALL.to_vec(),
+            Selection::Forced(kinds) => kinds.clone(),
+        }
+    }
+}
+
 /// How much of a kind a cycle plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -609,11 +619,8 @@ pub async fn run_within_grace(
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))??;
             let seconds = started.elapsed().as_secs_f64();
-            let kinds = match selection {
-                Selection::Due => JobKind::ALL.to_vec(),
-                Selection::Forced(kinds) => kinds.clone(),
-            };
-            ctx.metrics.cycle_finished(&kinds, "interrupted", now, seconds);
+            ctx.metrics
+                .cycle_finished(&selection.kinds(), "interrupted", now, seconds);
             Ok(None)
         }
     }
@@ -714,10 +721,20 @@ impl PlanState {
         })
     }
 
-    /// Whether `kind` is due at `now` under `schedule`.
-    pub fn due(&self, kind: JobKind, schedule: &ScheduleConfig, now: i64) -> KindDue {
-        let history = self.history.get(&kind).copied().unwrap_or_default();
-        KindDue::at(kind, &history, schedule, now)
+    /// Whether each kind `selection` considers is due at `now` under `schedule` (forced ones
+    /// always are).
+    pub fn dues(&self, selection: &Selection, schedule: &ScheduleConfig, now: i64) -> Vec<KindDue> {
+        selection
+            .kinds()
+            .into_iter()
+            .map(|kind| {
+                let history = self.history.get(&kind).copied().unwrap_or_default();
+                match selection {
+                    Selection::Due => KindDue::at(kind, &history, schedule, now),
+                    Selection::Forced(_) => KindDue::forced(kind, &history, schedule, now),
+                }
+            })
+            .collect()
     }
 
     /// Accounts whose token the API refused at their last use.
@@ -879,10 +896,7 @@ pub async fn run_cycle(
 ) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let now = (ctx.clock)();
-    let considered: Vec<JobKind> = match selection {
-        Selection::Due => JobKind::ALL.to_vec(),
-        Selection::Forced(kinds) => kinds.clone(),
-    };
+    let considered = selection.kinds();
     let begun = begin_cycle(ctx, selection, &considered, now).await;
     let begun = match begun {
         Ok(begun) => begun,
@@ -1086,7 +1100,7 @@ pub async fn run_cycle(
     if let Some(n) = backfill_left {
         ctx.metrics.set_backfill_left(n);
     }
-    let mut report = RunReport {
+    let report = RunReport {
         run_id: Some(run_id),
         kinds: kinds.clone(),
         catch_up,
@@ -1108,9 +1122,6 @@ pub async fn run_cycle(
         backfill_left,
         elapsed: started.elapsed(),
     };
-    if fatal.is_some() && report.unreachable.is_none() {
-        report.interrupted = false;
-    }
     let status = match &fatal {
         Some(_) => RunStatus::Failed,
         None => report.status(),
@@ -1251,17 +1262,7 @@ async fn begin_cycle(
     .await
     .map_err(|e| PipelineError::Task(e.to_string()))??;
 
-    let schedule = &ctx.config.schedule;
-    let dues: Vec<KindDue> = considered
-        .iter()
-        .map(|&kind| {
-            let history = state.history.get(&kind).copied().unwrap_or_default();
-            match selection {
-                Selection::Due => KindDue::at(kind, &history, schedule, now),
-                Selection::Forced(_) => KindDue::forced(kind, &history, schedule, now),
-            }
-        })
-        .collect();
+    let dues = state.dues(selection, &ctx.config.schedule, now);
     let mut scopes = Vec::new();
     let mut jobs = Vec::new();
     let mut skipped = Skipped::default();

@@ -704,17 +704,6 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Adds `note` to a run's error text (a problem the cycle worked around, such as an
-    /// inventory edit that no longer validates).
-    pub fn note_run_problem(&mut self, run_id: i64, note: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE runs SET error = CASE WHEN error IS NULL THEN ?2 ELSE error || '; ' || ?2 END \
-             WHERE run_id = ?1",
-            params![run_id, note],
-        )?;
-        Ok(())
-    }
-
     /// Per kind: the start of the last run that planned it in full, the last finished run of
     /// it, and the end of its last `ok` run.
     pub fn kind_history(&self, kind: &str) -> Result<KindHistory, StoreError> {
@@ -1306,6 +1295,34 @@ mod tests {
         assert_eq!(rows, vec![(3600, 7, 0), (7200, 8, 1)]);
         assert_eq!(store.count("hourly").unwrap(), 2);
         assert_eq!(store.count("daily").unwrap(), 1);
+    }
+
+    /// Version 4 counts the runs of earlier versions as full cycles of their kinds, so the first
+    /// run after an upgrade does not repeat a cycle that just ran.
+    #[test]
+    fn migration_4_keeps_earlier_runs_as_full_cycles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (_, sql) in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (kinds, started_at, finished_at, status, requests) \
+                 VALUES ('totals,hourly', 100, 110, 'ok', 7);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let totals = store.kind_history("totals").unwrap();
+        assert_eq!(totals.last_full_start, Some(100));
+        assert_eq!(totals.last_success, Some(110));
+        assert_eq!(
+            store.kind_history("historical").unwrap().last_full_start,
+            None
+        );
     }
 
     #[test]

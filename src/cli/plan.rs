@@ -62,10 +62,6 @@ pub fn plan_selection(
     selection: &Selection,
     format: Format,
 ) -> Result<u8, Failure> {
-    let kinds = match selection {
-        Selection::Due => JobKind::ALL.to_vec(),
-        Selection::Forced(kinds) => kinds.clone(),
-    };
     // As `run` reads it: with `on_invalid = "skip"`, the valid lines (the bad ones are named).
     let inventory = match config.inventory.on_invalid {
         crate::config::OnInvalid::Fail => pipeline::load_inventory(&config),
@@ -88,16 +84,10 @@ pub fn plan_selection(
         PlanState::default()
     };
     let now = chrono::Utc::now().timestamp();
-    let plans: Vec<KindPlan> = kinds
-        .iter()
-        .map(|k| {
-            let history = state.history.get(k).copied().unwrap_or_default();
-            let due = match selection {
-                Selection::Due => KindDue::at(*k, &history, &config.schedule, now),
-                Selection::Forced(_) => KindDue::forced(*k, &history, &config.schedule, now),
-            };
-            plan_kind(&config, &inventory, &state, due, now)
-        })
+    let plans: Vec<KindPlan> = state
+        .dues(selection, &config.schedule, now)
+        .into_iter()
+        .map(|due| plan_kind(&config, &inventory, &state, due, now))
         .collect();
     let token_request = config.app.bearer_token.is_none()
         && plans.iter().any(|p| p.by_credential.contains_key("bearer"));

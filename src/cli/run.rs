@@ -80,10 +80,7 @@ fn record_outside_lock(db: &std::path::Path, selection: &Selection, error: &str)
     if !db.exists() {
         return;
     }
-    let kinds: Vec<&str> = match selection {
-        Selection::Due => JobKind::ALL.iter().map(|k| k.name()).collect(),
-        Selection::Forced(kinds) => kinds.iter().map(|k| k.name()).collect(),
-    };
+    let kinds: Vec<&str> = selection.kinds().iter().map(|k| k.name()).collect();
     let now = chrono::Utc::now().timestamp();
     let written = Store::connect(db).and_then(|mut store| {
         if store.schema_version()? < crate::store::SCHEMA_VERSION {
