@@ -405,14 +405,15 @@ fn bench_id(n: usize, k: usize) -> TweetId {
 
 fn series_write(t: &SeriesTemplate, n: usize) -> SeriesWrite {
     let ids: Vec<TweetId> = (0..SERIES_TWEETS).map(|k| bench_id(n, k)).collect();
+    let (start, end) = (t.start.secs(), t.start.plus_hours(t.hours).secs());
     SeriesWrite {
         source: Endpoint::Historical,
         fetched_at: NOW,
-        start: t.start.secs(),
-        end: t.start.plus_hours(t.hours).secs(),
+        start,
+        end,
         answered: ids
             .iter()
-            .flat_map(|id| t.metrics.iter().map(move |m| (*id, *m)))
+            .flat_map(|id| t.metrics.iter().map(move |m| (*id, *m, start, end)))
             .collect(),
         values: t
             .values

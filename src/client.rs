@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, USER_AGENT};
+use reqwest::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, LOCATION, USER_AGENT,
+};
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +42,8 @@ pub struct ClientSettings {
     pub accounts: HashMap<Handle, UserToken>,
     pub limits: HashMap<Endpoint, EndpointLimit>,
     pub retry: RetryPolicy,
+    /// The most bytes an answer may have, on the wire and once inflated.
+    pub max_answer_bytes: usize,
 }
 
 impl ClientSettings {
@@ -67,6 +71,7 @@ impl ClientSettings {
             (limit.per_minute, limit.per_second).hash(&mut h);
         }
         format!("{:?}", self.retry).hash(&mut h);
+        self.max_answer_bytes.hash(&mut h);
         h.finish()
     }
 }
@@ -76,7 +81,9 @@ impl ClientSettings {
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// No retry starts once this much time went to backoff sleeps.
+    /// The longest one request is tried, counted from its first attempt: attempts, their
+    /// timeouts and the backoff between them included. No attempt starts after it, and an
+    /// attempt still waiting for its answer then is cut off.
     pub max_elapsed: Duration,
     pub min_delay: Duration,
     pub max_delay: Duration,
@@ -137,6 +144,13 @@ pub enum ApiError {
     },
     #[error("HTTP 200 with an unreadable body: {0}")]
     Body(#[from] ParseError),
+    /// The answer is larger than `api.max_answer_mib` allows, on the wire or inflated.
+    #[error("the answer is larger than {limit} MiB ({what}); nothing of it is stored (api.max_answer_mib)", limit = limit / (1024 * 1024))]
+    TooLarge { limit: usize, what: &'static str },
+    /// An answer that asking again would not mend: an unknown encoding, a broken gzip stream,
+    /// a token that cannot be a header value.
+    #[error("unusable answer: {0}")]
+    Unusable(String),
     #[error("no access token configured for account {0}")]
     NoToken(Handle),
     #[error("could not obtain a bearer token from the token endpoint: {0}")]
@@ -151,8 +165,12 @@ impl ApiError {
             ApiError::Transport(_)
             | ApiError::Connect(_)
             | ApiError::TokenConnect(_)
-            | ApiError::Body(_) => Decision::Retry,
+            | ApiError::Body(ParseError::Truncated(_)) => Decision::Retry,
             ApiError::Status { status, .. } => classify(Some(*status)),
+            // The same bytes would come again: not worth the quota.
+            ApiError::Body(_) | ApiError::TooLarge { .. } | ApiError::Unusable(_) => {
+                Decision::GiveUp
+            }
             ApiError::NoToken(_)
             | ApiError::Token(_)
             | ApiError::Cancelled
@@ -231,10 +249,13 @@ struct TokenBody {
 impl ApiClient {
     /// Builds the client (reqwest with rustls, gzip and a timeout; one limiter set per endpoint).
     pub fn new(settings: ClientSettings, clock: Clock) -> Result<ApiClient, ApiError> {
-        // gzip(true) sends `Accept-Encoding: gzip`, without which the API answers 406.
+        // Answers are inflated here rather than by reqwest, so that both the bytes on the wire
+        // and the inflated ones are counted against `max_answer_bytes` as they arrive.
+        // Redirects are not followed: a 3xx would re-send the Tweet IDs to another origin.
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
-            .gzip(true)
+            .no_gzip()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Transport(format!("cannot build the HTTP client: {e}")))?;
         let limiters = Endpoint::ALL
@@ -316,15 +337,23 @@ impl ApiClient {
         let probe = Probe::default();
         let payload = serde_json::to_vec(body).expect("a JSON value serializes");
         let policy = self.settings.retry;
+        // `max_elapsed` counts from the first attempt's sending (waiting for a pacing slot
+        // before it is not the request's time).
+        let deadline = std::sync::OnceLock::new();
+        let left = || {
+            deadline.get().map(|d: &tokio::time::Instant| {
+                d.saturating_duration_since(tokio::time::Instant::now())
+            })
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(policy.min_delay)
             .with_max_delay(policy.max_delay)
-            .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
-            .with_total_delay(Some(policy.max_elapsed));
+            .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
         let attempt = || async {
             let result = self
                 .attempt(
                     endpoint, credential, &payload, &check, &attempts, breaker, &probe, shutdown,
+                    &deadline,
                 )
                 .await;
             *last_status.lock().expect("not poisoned") = match &result {
@@ -335,9 +364,20 @@ impl ApiClient {
         };
         let result = attempt
             .retry(backoff)
-            .when(|e: &ApiError| e.decision() == Decision::Retry && !shutdown.is_cancelled())
-            // Full jitter: a random delay up to the exponential one, so retries spread out.
-            .adjust(|_, delay| delay.map(|d| d.mul_f64(rand::random::<f64>())))
+            .when(|e: &ApiError| {
+                e.decision() == Decision::Retry
+                    && !shutdown.is_cancelled()
+                    && left().is_none_or(|l| !l.is_zero())
+            })
+            // Full jitter: a random delay up to the exponential one, so retries spread out;
+            // none past the deadline.
+            .adjust(|_, delay| {
+                let delay = delay?.mul_f64(rand::random::<f64>());
+                match left() {
+                    Some(l) if l <= delay => None,
+                    _ => Some(delay),
+                }
+            })
             .notify(|e, delay| {
                 // A connection failure is reported once, by the breaker, if it persists.
                 if matches!(e, ApiError::Connect(_) | ApiError::TokenConnect(_)) {
@@ -380,6 +420,7 @@ impl ApiClient {
         breaker: &Breaker,
         probe: &Probe,
         shutdown: &CancellationToken,
+        deadline: &std::sync::OnceLock<tokio::time::Instant>,
     ) -> Result<T, ApiError> {
         // Until the API has answered (and again after a connection failure) one send at a time
         // goes out, holding the probe through its retries: a dead API costs one batch's retry
@@ -437,7 +478,17 @@ impl ApiClient {
             return Err(ApiError::Unreachable(why));
         }
         attempts.fetch_add(1, Ordering::Relaxed);
-        let result = self.exchange(endpoint, credential, payload, check).await;
+        let max_elapsed = self.settings.retry.max_elapsed;
+        let deadline = *deadline.get_or_init(|| tokio::time::Instant::now() + max_elapsed);
+        let exchange = self.exchange(endpoint, credential, payload, check);
+        let result = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::Connect(format!(
+                "no answer from {} within api.retry_max_elapsed ({}s, attempts included)",
+                self.settings.base_url,
+                max_elapsed.as_secs()
+            ))),
+        };
         match &result {
             Err(ApiError::Connect(_)) => breaker.connect_failed(),
             Err(ApiError::TokenConnect(_)) => {}
@@ -488,6 +539,8 @@ impl ApiClient {
             .post(&url)
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, "application/json")
+            // Without it the API answers 406.
+            .header(ACCEPT_ENCODING, "gzip")
             .header(USER_AGENT, &self.settings.user_agent)
             .body(payload.to_vec())
             .send()
@@ -498,10 +551,15 @@ impl ApiClient {
             metrics.response(endpoint, status);
         }
         self.note_budget(endpoint, status, response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        let redirect = redirect_note(status, response.headers());
+        let success = classify(Some(status)) == Decision::Done;
+        // An error body is read for its text only: its first part is enough.
+        let limit = if success {
+            Limit::Refuse(self.settings.max_answer_bytes)
+        } else {
+            Limit::Cut(ERROR_BODY_MAX)
+        };
+        let bytes = read_body(response, limit).await?;
         let refused_bearer = bearer_used.filter(|_| status == 401);
         if let Some(token) = refused_bearer
             && self.forget_bearer(&token).await
@@ -511,10 +569,12 @@ impl ApiClient {
                 "the bearer token was refused (401); obtaining a new one".into(),
             ));
         }
-        if classify(Some(status)) != Decision::Done {
+        if !success {
+            let mut errors = error_strings(&bytes);
+            errors.extend(redirect);
             return Err(ApiError::Status {
                 status,
-                errors: error_strings(&bytes),
+                errors,
                 unavailable: parse::error_info(&bytes)
                     .map(|(_, ids)| ids)
                     .unwrap_or_default(),
@@ -596,10 +656,13 @@ impl ApiClient {
                 send_error(&self.settings.token_url, other_host, &e)
             })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        let redirect = redirect_note(status.as_u16(), response.headers());
+        let limit = if status.is_success() {
+            Limit::Refuse(TOKEN_BODY_MAX)
+        } else {
+            Limit::Cut(ERROR_BODY_MAX)
+        };
+        let bytes = read_body(response, limit).await?;
         // 429 and 5xx say nothing of the keys: retried like any transient answer, never
         // remembered as a refusal.
         if classify(Some(status.as_u16())) == Decision::Retry {
@@ -609,6 +672,12 @@ impl ApiClient {
                 unavailable: Vec::new(),
             });
         }
+        if let Some(redirect) = redirect {
+            return Err(ApiError::Unusable(format!(
+                "the token endpoint answered HTTP {}: {redirect}",
+                status.as_u16()
+            )));
+        }
         if !status.is_success() {
             return Err(ApiError::Token(format!(
                 "HTTP {}: {}; check app.consumer_key and app.consumer_secret",
@@ -616,12 +685,25 @@ impl ApiClient {
                 error_strings(&bytes).join("; ")
             )));
         }
-        let body: TokenBody = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Token(format!("unexpected answer: {e}")))?;
+        // Not a refusal of the keys: an answer that is not what the endpoint gives.
+        let body: TokenBody = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::Unusable(format!(
+                "the token endpoint's answer: {}",
+                parse::clean_text(&e.to_string(), 200)
+            ))
+        })?;
         if !body.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::Token(format!(
-                "unexpected token_type {:?}",
-                body.token_type
+            return Err(ApiError::Unusable(format!(
+                "the token endpoint's token_type is {:?}, not \"bearer\"",
+                parse::clean_text(&body.token_type, 40)
+            )));
+        }
+        // It goes into an Authorization header: visible ASCII, of a sane length.
+        let token = &body.access_token;
+        if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::Unusable(format!(
+                "the token endpoint's access_token ({} bytes) is not a usable header value",
+                token.len()
             )));
         }
         tracing::debug!("obtained the app's bearer token from the token endpoint");
@@ -930,6 +1012,10 @@ fn send_error(url: &str, token_host: bool, e: &reqwest::Error) -> ApiError {
         } else {
             ApiError::Connect(message)
         }
+    } else if e.is_builder() {
+        // A header value that cannot be sent (a token with a line break, say): sending again
+        // would fail the same way.
+        ApiError::Unusable(format!("cannot build the request: {}", root_cause(e)))
     } else {
         ApiError::Transport(error_chain(e))
     }
@@ -946,7 +1032,8 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     last
 }
 
-/// The `errors` strings of an error body, or the start of a body that is not JSON.
+/// The `errors` strings of an error body, or the start of a body that is not JSON; both made
+/// safe to show ([`parse::clean_text`]).
 fn error_strings(body: &[u8]) -> Vec<String> {
     match parse::error_info(body) {
         Some((errors, _)) => errors,
@@ -956,8 +1043,176 @@ fn error_strings(body: &[u8]) -> Vec<String> {
             if text.is_empty() {
                 Vec::new()
             } else {
-                vec![text.chars().take(200).collect()]
+                vec![parse::clean_text(text, 200)]
             }
+        }
+    }
+}
+
+/// The most of an error answer's body that is read: enough for any `errors` list the API
+/// sends (its messages name at most 25 Tweet IDs each).
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// The most a token endpoint's answer may have.
+const TOKEN_BODY_MAX: usize = 64 * 1024;
+
+/// How much of a body is read.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// Past this many bytes (on the wire or inflated) the answer is refused.
+    Refuse(usize),
+    /// Past this many bytes the rest is not read.
+    Cut(usize),
+}
+
+/// What a redirect says (it is not followed): where it points, so a wrong `api.base_url` can
+/// be fixed.
+fn redirect_note(status: u16, headers: &HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = headers
+        .get(LOCATION)
+        .map(|l| parse::clean_text(&String::from_utf8_lossy(l.as_bytes()), 200));
+    Some(match location {
+        Some(l) => format!("redirected to {l}; redirects are not followed (check api.base_url)"),
+        None => "a redirect without a Location; redirects are not followed".to_string(),
+    })
+}
+
+/// A `Write` into memory that refuses to grow past `max` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.max {
+            self.over = true;
+            return Err(std::io::Error::other("over the answer size limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a body as it arrives, inflating gzip here, counting both the bytes on the wire and the
+/// inflated ones against `limit`: a 2 MB gzip that inflates to 2 GiB costs at most the limit.
+async fn read_body(mut response: reqwest::Response, limit: Limit) -> Result<Vec<u8>, ApiError> {
+    let (max, refuse) = match limit {
+        Limit::Refuse(n) => (n, true),
+        Limit::Cut(n) => (n, false),
+    };
+    let too_large = |what| ApiError::TooLarge { limit: max, what };
+    let encoding = response.headers().get(CONTENT_ENCODING).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let gzip = match encoding.as_deref() {
+        None | Some("" | "identity") => false,
+        Some("gzip" | "x-gzip") => true,
+        Some(other) => {
+            return Err(ApiError::Unusable(format!(
+                "Content-Encoding {:?} (only gzip is asked for)",
+                parse::clean_text(other, 40)
+            )));
+        }
+    };
+    if refuse && response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large("Content-Length"));
+    }
+    let capped = Capped {
+        buf: Vec::new(),
+        max,
+        over: false,
+    };
+    // The inflater writes into the capped buffer as it goes, so no chunk can inflate past it.
+    let mut body = if gzip {
+        Body::Gzip(flate2::write::MultiGzDecoder::new(capped))
+    } else {
+        Body::Plain(capped)
+    };
+    let mut wire = 0usize;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::Transport(error_chain(&e))),
+        };
+        wire += chunk.len();
+        if wire > max {
+            if refuse {
+                return Err(too_large("on the wire"));
+            }
+            break;
+        }
+        if let Err(e) = body.write_all(&chunk) {
+            if body.sink().over {
+                if refuse {
+                    return Err(too_large(if gzip { "inflated" } else { "on the wire" }));
+                }
+                return Ok(body.into_bytes());
+            }
+            return Err(ApiError::Unusable(format!(
+                "the gzip stream is broken: {e}"
+            )));
+        }
+    }
+    if let Body::Gzip(d) = &mut body
+        && let Err(e) = d.try_finish()
+    {
+        if d.get_ref().over {
+            if refuse {
+                return Err(too_large("inflated"));
+            }
+        } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            // The stream ended before gzip's end: cut short on the way.
+            return Err(ApiError::Transport(format!(
+                "the gzip stream ends early: {e}"
+            )));
+        } else if refuse {
+            return Err(ApiError::Unusable(format!(
+                "the gzip stream is broken: {e}"
+            )));
+        }
+    }
+    Ok(body.into_bytes())
+}
+
+/// A body being read: as sent, or inflated on the way.
+enum Body {
+    Plain(Capped),
+    Gzip(flate2::write::MultiGzDecoder<Capped>),
+}
+
+impl Body {
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Body::Plain(c) => c.write_all(data),
+            Body::Gzip(d) => d.write_all(data),
+        }
+    }
+
+    fn sink(&self) -> &Capped {
+        match self {
+            Body::Plain(c) => c,
+            Body::Gzip(d) => d.get_ref(),
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Body::Plain(c) => c.buf,
+            // What was inflated so far, whether or not the stream could finish.
+            Body::Gzip(mut d) => std::mem::take(&mut d.get_mut().buf),
         }
     }
 }
@@ -992,14 +1247,44 @@ mod tests {
             (Some(500), Decision::Retry),
             (Some(502), Decision::Retry),
             (Some(503), Decision::Retry),
+            (Some(301), Decision::GiveUp),
+            (Some(307), Decision::GiveUp),
+            (Some(308), Decision::GiveUp),
         ];
         for (status, expected) in table {
             assert_eq!(classify(status), expected, "{status:?}");
         }
-        assert_eq!(
-            ApiError::Body(ParseError::NotAnObject).decision(),
-            Decision::Retry
-        );
+        // A body cut short on the way is asked again; one that will never parse is not.
+        let errors = [
+            (
+                ApiError::Body(ParseError::Truncated("eof".into())),
+                Decision::Retry,
+            ),
+            (ApiError::Transport("reset".into()), Decision::Retry),
+            (
+                ApiError::Body(ParseError::Json("x".into())),
+                Decision::GiveUp,
+            ),
+            (ApiError::Body(ParseError::NotAnObject), Decision::GiveUp),
+            (
+                ApiError::Body(ParseError::Shape {
+                    grouping: "g".into(),
+                    detail: "d".into(),
+                }),
+                Decision::GiveUp,
+            ),
+            (
+                ApiError::TooLarge {
+                    limit: 1,
+                    what: "inflated",
+                },
+                Decision::GiveUp,
+            ),
+            (ApiError::Unusable("header".into()), Decision::GiveUp),
+        ];
+        for (error, expected) in errors {
+            assert_eq!(error.decision(), expected, "{error:?}");
+        }
     }
 
     #[test]
@@ -1141,6 +1426,7 @@ mod tests {
                 min_delay: Duration::from_millis(1),
                 max_delay: Duration::from_millis(5),
             },
+            max_answer_bytes: 1024 * 1024,
         }
     }
 

@@ -81,6 +81,8 @@ pub struct ApiConfig {
     pub retry_max_elapsed: Duration,
     /// First retry delay; each next one doubles (with full jitter), up to 30 s.
     pub retry_min_delay: Duration,
+    /// The largest answer taken, in MiB, on the wire and once inflated (1..=1024).
+    pub max_answer_mib: u32,
 }
 
 /// `[app]`: the approved app's credentials.
@@ -546,6 +548,7 @@ const API_KEYS: &[&str] = &[
     "retry_attempts",
     "retry_max_elapsed",
     "retry_min_delay",
+    "max_answer_mib",
 ];
 const APP_KEYS: &[&str] = &[
     "consumer_key",
@@ -827,6 +830,10 @@ impl Loader<'_> {
         let retry_attempts = self.count(sec, "retry_attempts", 5, 1, 20);
         let retry_max_elapsed = self.duration(sec, "retry_max_elapsed", "2m");
         let retry_min_delay = self.duration(sec, "retry_min_delay", "500ms");
+        // The largest legal answer (25 Tweets × 17 metrics × 673 hours of 12-digit counts) is
+        // about 6 MB compact and 9 MB indented; 16 MiB leaves room for that and keeps
+        // `max_in_flight` answers well under the shipped units' memory limits.
+        let max_answer_mib = self.count(sec, "max_answer_mib", 16, 1, 1024);
         ApiConfig {
             base_url,
             token_url,
@@ -836,6 +843,7 @@ impl Loader<'_> {
             retry_attempts,
             retry_max_elapsed,
             retry_min_delay,
+            max_answer_mib,
         }
     }
 

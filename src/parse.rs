@@ -2,7 +2,7 @@
 //! the `group_by` order) and turns the partial-success keys into typed outcomes. No I/O.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use chrono::{NaiveDate, NaiveTime};
@@ -52,11 +52,65 @@ impl Row {
     }
 }
 
+/// The largest count taken from an answer, in either sign. The most-viewed Tweets have some
+/// 10^10 impressions; a value past 10^12 is not a measurement, and with it no sum of stored
+/// values can come near `i64::MAX` (it would take 9 million such values).
+pub const MAX_COUNT: i64 = 1_000_000_000_000;
+
+/// The most values one grouping may hold. The largest legal answer has 25 Tweets × 17 metrics ×
+/// 673 hours = 286,025; past this an answer is not one the API gives, and its rows would only
+/// cost memory.
+pub const MAX_LEAVES: usize = 400_000;
+
+/// What an answer said about one (Tweet, metric) pair: how many leaves it gave and, for time
+/// series, the first and last hour bucket. Keys are distinct at every level (a repeated key is
+/// a shape error), so the leaves are distinct buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub leaves: u32,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+impl Span {
+    fn add(&mut self, bucket: Option<i64>) {
+        self.leaves += 1;
+        if let Some(b) = bucket {
+            self.first = Some(self.first.map_or(b, |f| f.min(b)));
+            self.last = Some(self.last.map_or(b, |l| l.max(b)));
+        }
+    }
+
+    fn merge(&mut self, other: Span) {
+        self.leaves += other.leaves;
+        for b in [other.first, other.last].into_iter().flatten() {
+            self.first = Some(self.first.map_or(b, |f| f.min(b)));
+            self.last = Some(self.last.map_or(b, |l| l.max(b)));
+        }
+    }
+
+    /// Whether the pair has every hour bucket of `[start, end)` (hour-aligned seconds): the
+    /// span reaches both ends and has as many distinct buckets as hours from first to last.
+    pub fn covers(&self, start: i64, end: i64) -> bool {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => {
+                first <= start
+                    && last >= end - HOUR_SECS
+                    && (last - first) / HOUR_SECS + 1 == i64::from(self.leaves)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A parsed response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parsed {
     /// Rows per grouping name, in no particular order.
     pub groupings: BTreeMap<String, Vec<Row>>,
+    /// Per grouping keyed by Tweet and type: every pair the answer named, zeros included (a
+    /// pair it does not name is not a zero: it is unanswered).
+    pub named: BTreeMap<String, HashMap<(TweetId, Metric), Span>>,
     /// Tweets the API reports as deleted or not public.
     pub unavailable: Vec<TweetId>,
     /// Tweets too old for `impressions`/`engagements`.
@@ -74,7 +128,11 @@ pub struct Parsed {
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("response is not valid JSON (truncated?): {0}")]
+    /// The body ends mid-value: cut short on the way (worth asking again).
+    #[error("response ends before its JSON does (truncated): {0}")]
+    Truncated(String),
+    /// Not JSON: asking again gets the same answer.
+    #[error("response is not valid JSON: {0}")]
     Json(String),
     #[error("response is not a JSON object")]
     NotAnObject,
@@ -88,8 +146,16 @@ pub enum ParseError {
 ///
 /// The body is read in one streaming pass: groupings go straight into rows, with no JSON tree in
 /// between (a `/historical` answer has about 300,000 leaves), and keys are borrowed from the body.
+/// Counts may be negative here (a series bucket or window sum can be: un-likes within it,
+/// engagement-api.md §4.2); see [`parse_lifetime`] for `/totals`.
 pub fn parse(body: &[u8], groupings: &[(&str, &[GroupBy])]) -> Result<Parsed, ParseError> {
-    parse_with(body, groupings, false)
+    parse_with(body, groupings, false, -MAX_COUNT)
+}
+
+/// As [`parse`], for `/totals`: lifetime counts, which are never negative (one that is makes the
+/// answer a shape error).
+pub fn parse_lifetime(body: &[u8], groupings: &[(&str, &[GroupBy])]) -> Result<Parsed, ParseError> {
+    parse_with(body, groupings, false, 0)
 }
 
 /// As [`parse`], but hourly buckets (rows of a grouping by `engagement.hour`) that are zero are
@@ -99,18 +165,21 @@ pub fn parse_nonzero_buckets(
     body: &[u8],
     groupings: &[(&str, &[GroupBy])],
 ) -> Result<Parsed, ParseError> {
-    parse_with(body, groupings, true)
+    parse_with(body, groupings, true, -MAX_COUNT)
 }
 
 fn parse_with(
     body: &[u8],
     groupings: &[(&str, &[GroupBy])],
     skip_zero_buckets: bool,
+    min_count: i64,
 ) -> Result<Parsed, ParseError> {
     let mut state = Top {
         skip_zero_buckets,
+        min_count,
         groupings,
         rows: groupings.iter().map(|_| None).collect(),
+        named: groupings.iter().map(|_| HashMap::new()).collect(),
         meta: Map::new(),
         unknown: Vec::new(),
         current: None,
@@ -122,9 +191,13 @@ fn parse_with(
         .deserialize(&mut de)
         .and_then(|()| de.end());
     if let Err(e) = streamed {
-        // Truncated or invalid JSON wins over what was found on the way: it is retried.
+        // Truncated or invalid JSON wins over what was found on the way.
         if let Err(invalid) = serde_json::from_slice::<IgnoredAny>(body) {
-            return Err(ParseError::Json(invalid.to_string()));
+            return Err(if invalid.is_eof() {
+                ParseError::Truncated(invalid.to_string())
+            } else {
+                ParseError::Json(invalid.to_string())
+            });
         }
         if !state.object {
             return Err(ParseError::NotAnObject);
@@ -133,8 +206,8 @@ fn parse_with(
             .current
             .map_or_else(String::new, |i| groupings[i].0.to_string());
         return Err(ParseError::Shape {
-            grouping,
-            detail: state.shape.unwrap_or_else(|| e.to_string()),
+            grouping: clean_text(&grouping, TEXT_MAX),
+            detail: clean_text(&state.shape.unwrap_or_else(|| e.to_string()), TEXT_MAX),
         });
     }
     let top = state.meta;
@@ -148,7 +221,10 @@ fn parse_with(
         unknown_metrics: state.unknown,
         ..Parsed::default()
     };
-    for ((name, _), rows) in groupings.iter().zip(state.rows) {
+    for ((name, levels), (rows, named)) in groupings
+        .iter()
+        .zip(state.rows.into_iter().zip(state.named))
+    {
         let rows = match rows {
             Some(rows) => rows,
             // An answer where every Tweet was unavailable may leave the grouping out.
@@ -156,13 +232,17 @@ fn parse_with(
             None => return Err(ParseError::MissingGrouping(name.to_string())),
         };
         out.groupings.insert(name.to_string(), rows);
+        if levels.contains(&GroupBy::TweetId) && levels.contains(&GroupBy::EngagementType) {
+            out.named.insert(name.to_string(), named);
+        }
     }
     out.unknown_metrics.sort();
     out.unknown_metrics.dedup();
     Ok(out)
 }
 
-/// A count written as a decimal string (the API's way); surrounding blanks are allowed.
+/// A count written as a decimal string (the API's way); surrounding blanks are allowed. The
+/// range is checked by the caller.
 fn count(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     // The common case, a few plain digits, without the general parser.
@@ -185,9 +265,13 @@ const META_KEYS: &[&str] = &[
 /// What the streaming pass collects.
 struct Top<'g> {
     skip_zero_buckets: bool,
+    /// The smallest count accepted.
+    min_count: i64,
     groupings: &'g [(&'g str, &'g [GroupBy])],
     /// Rows per requested grouping, `None` until found.
     rows: Vec<Option<Vec<Row>>>,
+    /// Named (Tweet, metric) pairs per requested grouping.
+    named: Vec<HashMap<(TweetId, Metric), Span>>,
     meta: Map<String, Value>,
     unknown: Vec<String>,
     /// The grouping being read (for error messages).
@@ -220,8 +304,15 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
         while let Some(Key(key)) = map.next_key()? {
             if let Some(i) = top.groupings.iter().position(|(n, _)| *n == key) {
                 top.current = Some(i);
+                if top.rows[i].is_some() {
+                    let detail = "the grouping appears twice".to_string();
+                    top.shape = Some(detail.clone());
+                    return Err(de::Error::custom(detail));
+                }
                 let mut rows = Vec::new();
+                let mut named = HashMap::new();
                 let mut day = DayCache::default();
+                let levels = top.groupings[i].1;
                 map.next_value_seed(Level {
                     levels: top.groupings[i].1,
                     depth: 0,
@@ -233,9 +324,12 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                         value: 0,
                     },
                     out: &mut Sink {
-                        skip_zero: top.skip_zero_buckets
-                            && top.groupings[i].1.contains(&GroupBy::Hour),
+                        skip_zero: top.skip_zero_buckets && levels.contains(&GroupBy::Hour),
+                        min: top.min_count,
                         rows: &mut rows,
+                        named: &mut named,
+                        pair: None,
+                        leaves: 0,
                         unknown: &mut top.unknown,
                         shape: &mut top.shape,
                         day: &mut day,
@@ -243,6 +337,7 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                 })?;
                 top.current = None;
                 top.rows[i] = Some(rows);
+                top.named[i] = named;
             } else if META_KEYS.contains(&key.as_ref()) {
                 let value: Value = map.next_value()?;
                 top.meta.insert(key.into_owned(), value);
@@ -283,10 +378,78 @@ impl<'de> Deserialize<'de> for Key<'de> {
 struct Sink<'a> {
     /// Leave zero counts out (hourly buckets of [`parse_nonzero_buckets`]).
     skip_zero: bool,
+    /// The smallest count accepted (the largest is [`MAX_COUNT`]).
+    min: i64,
     rows: &'a mut Vec<Row>,
+    named: &'a mut HashMap<(TweetId, Metric), Span>,
+    /// The pair whose leaves are being read (they come together in the usual nesting), kept
+    /// out of `named` until the next pair starts.
+    pair: Option<((TweetId, Metric), Span)>,
+    /// Values read so far.
+    leaves: usize,
     unknown: &'a mut Vec<String>,
     shape: &'a mut Option<String>,
     day: &'a mut DayCache,
+}
+
+impl Sink<'_> {
+    /// Takes one checked count.
+    fn push(&mut self, row: &Row, value: i64) {
+        if let (Some(tweet), Some(metric)) = (row.tweet, row.metric) {
+            let bucket = row.bucket().map(Hour::secs);
+            match &mut self.pair {
+                Some((key, span)) if *key == (tweet, metric) => span.add(bucket),
+                current => {
+                    if let Some((key, span)) = current.take() {
+                        self.named.entry(key).or_default().merge(span);
+                    }
+                    let mut span = Span::default();
+                    span.add(bucket);
+                    *current = Some(((tweet, metric), span));
+                }
+            }
+        }
+        if value != 0 || !self.skip_zero {
+            self.rows.push(Row { value, ..*row });
+        }
+    }
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        if let Some((key, span)) = self.pair.take() {
+            self.named.entry(key).or_default().merge(span);
+        }
+    }
+}
+
+/// The keys of one JSON object seen so far, to find a repeated one: a list while they come in
+/// ascending order (the usual case), a set once they do not.
+#[derive(Default)]
+struct Seen {
+    ascending: Vec<i64>,
+    set: Option<HashSet<i64>>,
+}
+
+impl Seen {
+    /// Notes `key`; false when it was seen before.
+    fn insert(&mut self, key: i64) -> bool {
+        if let Some(set) = &mut self.set {
+            return set.insert(key);
+        }
+        match self.ascending.last() {
+            Some(&last) if key <= last => {
+                let mut set: HashSet<i64> = self.ascending.drain(..).collect();
+                let fresh = set.insert(key);
+                self.set = Some(set);
+                fresh
+            }
+            _ => {
+                self.ascending.push(key);
+                true
+            }
+        }
+    }
 }
 
 /// The last day key read and its Unix seconds: consecutive buckets share their day.
@@ -334,12 +497,18 @@ impl Level<'_, '_> {
             )));
         }
         match value {
-            Some(value) => {
-                if value != 0 || !self.out.skip_zero {
-                    self.out.rows.push(Row { value, ..self.row });
-                }
+            Some(_) if self.out.leaves == MAX_LEAVES => Err(self.fail(format!(
+                "more than {MAX_LEAVES} values, more than any answer of the API holds"
+            ))),
+            Some(value) if (self.out.min..=MAX_COUNT).contains(&value) => {
+                self.out.leaves += 1;
+                self.out.push(&self.row, value);
                 Ok(())
             }
+            Some(value) => Err(self.fail(format!(
+                "count {value} is out of range ({} to {MAX_COUNT})",
+                self.out.min
+            ))),
             None => Err(self.fail(format!("expected a count, found {found}"))),
         }
     }
@@ -363,15 +532,13 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
-        if self.depth == self.levels.len()
-            && let Some(value) = count(v)
-        {
-            if value != 0 || !self.out.skip_zero {
-                self.out.rows.push(Row { value, ..self.row });
+        match count(v) {
+            Some(value) => self.leaf(Some(value), &value),
+            None => {
+                let shown: String = v.chars().take(40).collect();
+                self.leaf(None, &Value::from(shown))
             }
-            return Ok(());
         }
-        self.leaf(None, &Value::from(v))
     }
 
     fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
@@ -379,7 +546,7 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
     }
 
     fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
-        self.leaf(i64::try_from(v).ok(), &v)
+        self.leaf(Some(i64::try_from(v).unwrap_or(i64::MAX)), &v)
     }
 
     fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
@@ -402,14 +569,15 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
         let Some(&level) = self.levels.get(self.depth) else {
             return Err(self.fail("expected a count, found an object".to_string()));
         };
+        let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key()? {
             let mut next = self.row.clone();
             match level {
-                GroupBy::TweetId => match key.parse() {
+                GroupBy::TweetId => match key.parse::<TweetId>() {
                     Ok(id) => next.tweet = Some(id),
                     Err(e) => return Err(self.fail(format!("bad Tweet ID key: {e}"))),
                 },
-                GroupBy::EngagementType => match key.parse() {
+                GroupBy::EngagementType => match key.parse::<Metric>() {
                     Ok(m) => next.metric = Some(m),
                     Err(_) => {
                         self.out.unknown.push(key.into_owned());
@@ -437,6 +605,20 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                         }
                     }
                 }
+            }
+            let id = match level {
+                GroupBy::TweetId => next.tweet.map(|t| t.get() as i64),
+                GroupBy::EngagementType => next.metric.map(Metric::id),
+                GroupBy::Day => next.day,
+                GroupBy::Hour => next.hour.map(i64::from),
+            };
+            if let Some(id) = id
+                && !seen.insert(id)
+            {
+                return Err(self.fail(format!(
+                    "key {key:?} appears twice under {}",
+                    level.as_str()
+                )));
             }
             map.next_value_seed(Level {
                 levels: self.levels,
@@ -479,22 +661,62 @@ pub fn error_info(body: &[u8]) -> Option<(Vec<String>, Vec<TweetId>)> {
 }
 
 /// Error strings; the api host's `{"code":…,"message":…}` objects are read for their message.
+/// At most [`ERRORS_MAX`] of them, each made safe by [`clean_text`].
 fn string_list(top: &Map<String, Value>, key: &str) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => clean_text(s, TEXT_MAX),
+        Value::Object(o) => match o.get("message").and_then(Value::as_str) {
+            Some(message) => clean_text(message, TEXT_MAX),
+            None => clean_text(&v.to_string(), TEXT_MAX),
+        },
+        other => clean_text(&other.to_string(), TEXT_MAX),
+    };
     match top.get(key) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                Value::Object(o) => o
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| v.to_string(), str::to_string),
-                other => other.to_string(),
-            })
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            let mut out: Vec<String> = items.iter().take(ERRORS_MAX).map(text).collect();
+            if items.len() > ERRORS_MAX {
+                out.push(format!("({} more not shown)", items.len() - ERRORS_MAX));
+            }
+            out
+        }
+        Some(v @ Value::String(_)) => vec![text(v)],
         _ => Vec::new(),
     }
+}
+
+/// The longest text kept from an answer (an `errors` string, a body that is not JSON), in
+/// characters: room for a refusal naming 25 Tweet IDs.
+pub const TEXT_MAX: usize = 1000;
+
+/// The most `errors` strings kept from one answer.
+pub const ERRORS_MAX: usize = 10;
+
+/// Text from the network made safe to log, print and store: control characters and the
+/// invisible ones that reorder or hide text (bidirectional marks and overrides, zero-width
+/// characters, line separators) escaped as `\u{…}`, and the whole cut to `max` characters
+/// with a note of how much was left out.
+pub fn clean_text(text: &str, max: usize) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    let mut out = String::with_capacity(text.len().min(max + 32));
+    let mut shown = 0;
+    for (i, c) in text.char_indices() {
+        if shown == max {
+            let left = text[i..].chars().count();
+            out.push_str(&format!("… ({left} more characters)"));
+            break;
+        }
+        if hidden(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+        shown += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -628,6 +850,14 @@ mod tests {
     fn malformed_bodies_are_errors_not_panics() {
         assert!(matches!(
             parse(br#"{"g": {"1": {"favorites": "1"#, &[("g", BY_TWEET)]),
+            Err(ParseError::Truncated(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"g": {"1": {"favorites": "1"}}} x"#, &[("g", BY_TWEET)]),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse(b"<html>Bad gateway</html>", &[("g", BY_TWEET)]),
             Err(ParseError::Json(_))
         ));
         assert_eq!(
@@ -650,11 +880,166 @@ mod tests {
             Err(ParseError::Shape { .. })
         ));
         let p = parse(
-            br#"{"g": {"1": {"media_clicks": "3", "favorites": "-2"}}}"#,
+            br#"{"g": {"1": {"media_clicks": "3", "favorites": "2"}}}"#,
             &[("g", BY_TWEET)],
         )
         .unwrap();
         assert_eq!(p.unknown_metrics, vec!["media_clicks".to_string()]);
-        assert_eq!(p.groupings["g"][0].value, -2);
+        assert_eq!(p.groupings["g"][0].value, 2);
+    }
+
+    /// Lifetime counts are never negative; a bucket or a window's sum may be (an un-like
+    /// within it); no count goes past [`MAX_COUNT`], as a string or a JSON number.
+    #[test]
+    fn counts_are_checked_for_range() {
+        let series = [
+            GroupBy::TweetId,
+            GroupBy::EngagementType,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ];
+        let shape = |body: &[u8], levels: &[GroupBy]| match parse(body, &[("g", levels)]) {
+            Err(ParseError::Shape { detail, .. }) => detail,
+            other => panic!("{other:?}"),
+        };
+        let lifetime = |body: &[u8]| match parse_lifetime(body, &[("g", BY_TWEET)]) {
+            Err(ParseError::Shape { detail, .. }) => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(lifetime(br#"{"g": {"1": {"favorites": "-5"}}}"#).contains("out of range"));
+        assert!(lifetime(br#"{"g": {"1": {"favorites": -5}}}"#).contains("out of range"));
+        // A window's sum can be negative.
+        assert_eq!(
+            parse(br#"{"g": {"1": {"favorites": "-5"}}}"#, &[("g", BY_TWEET)])
+                .unwrap()
+                .groupings["g"][0]
+                .value,
+            -5
+        );
+        for huge in [
+            &br#"{"g": {"1": {"impressions": "9223372036854775807"}}}"#[..],
+            br#"{"g": {"1": {"impressions": "99999999999999999999"}}}"#,
+            br#"{"g": {"1": {"impressions": 18446744073709551615}}}"#,
+            br#"{"g": {"1": {"impressions": "1000000000001"}}}"#,
+        ] {
+            assert!(matches!(
+                parse(huge, &[("g", BY_TWEET)]),
+                Err(ParseError::Shape { .. })
+            ));
+        }
+        let at_max = format!(r#"{{"g": {{"1": {{"impressions": "{MAX_COUNT}"}}}}}}"#);
+        assert_eq!(
+            parse(at_max.as_bytes(), &[("g", BY_TWEET)])
+                .unwrap()
+                .groupings["g"][0]
+                .value,
+            MAX_COUNT
+        );
+        let p = parse(
+            br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "-1", "01": "2"}}}}}"#,
+            &[("g", &series)],
+        )
+        .unwrap();
+        assert_eq!(p.groupings["g"].iter().map(|r| r.value).sum::<i64>(), 1);
+        assert!(
+            shape(
+                br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "-1000000000001"}}}}}"#,
+                &series
+            )
+            .contains("out of range")
+        );
+    }
+
+    /// A key repeated at any level makes the answer ambiguous: a shape error, not two values.
+    #[test]
+    fn repeated_keys_are_shape_errors() {
+        let series = [
+            GroupBy::TweetId,
+            GroupBy::EngagementType,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ];
+        for body in [
+            &br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "1", "00": "2"}}}}}"#[..],
+            br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "1"}, "2026-11-01": {"01": "2"}}}}}"#,
+            br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "1"}}, "favorites": {"2026-11-02": {"00": "1"}}}}}"#,
+            br#"{"g": {"1": {"favorites": {"2026-11-01": {"00": "1"}}}, "1": {"favorites": {"2026-11-02": {"00": "1"}}}}}"#,
+            br#"{"g": {"2": {"favorites": {"2026-11-01": {"05": "1", "01": "2", "05": "0"}}}}}"#,
+            br#"{"g": {}, "g": {}}"#,
+        ] {
+            let got = parse(body, &[("g", &series)]);
+            assert!(matches!(got, Err(ParseError::Shape { .. })), "{got:?}");
+        }
+        // Out-of-order keys are fine when distinct.
+        let p = parse(
+            br#"{"g": {"2": {"favorites": {"2026-11-02": {"05": "1", "01": "2"}, "2026-11-01": {"00": "3"}}}, "1": {"favorites": {"2026-11-01": {"00": "4"}}}}}"#,
+            &[("g", &series)],
+        )
+        .unwrap();
+        assert_eq!(p.groupings["g"].len(), 4);
+    }
+
+    /// Every pair an answer names is known with its span, zeros included; the span tells a
+    /// whole window from a part of one or one with a hole.
+    #[test]
+    fn named_pairs_and_their_spans() {
+        let series = [
+            GroupBy::TweetId,
+            GroupBy::EngagementType,
+            GroupBy::Day,
+            GroupBy::Hour,
+        ];
+        let body = br#"{"g": {
+            "1": {"favorites": {"2026-11-01": {"22": "0", "23": "0"}, "2026-11-02": {"00": "0"}},
+                  "replies": {"2026-11-01": {"22": "1", "23": "0"}}},
+            "2": {"favorites": {"2026-11-01": {"22": "0", "23": "5"}, "2026-11-02": {"01": "0"}}}}}"#;
+        let p = parse_nonzero_buckets(body, &[("g", &series)]).unwrap();
+        assert_eq!(p.groupings["g"].len(), 2, "zeros are not kept as rows");
+        let named = &p.named["g"];
+        assert_eq!(named.len(), 3, "but every pair is named");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 1)
+            .unwrap()
+            .and_time(NaiveTime::MIN)
+            .and_utc()
+            .timestamp();
+        let (h22, h01) = (day + 22 * HOUR_SECS, day + 25 * HOUR_SECS);
+        let whole = named[&(id("1"), Metric::Favorites)];
+        assert_eq!(
+            (whole.leaves, whole.first, whole.last),
+            (3, Some(h22), Some(h22 + 2 * HOUR_SECS))
+        );
+        assert!(whole.covers(h22, h22 + 3 * HOUR_SECS));
+        assert!(
+            !named[&(id("1"), Metric::Replies)].covers(h22, h22 + 3 * HOUR_SECS),
+            "too short"
+        );
+        let holed = named[&(id("2"), Metric::Favorites)];
+        assert_eq!(holed.last, Some(h01));
+        assert!(!holed.covers(h22, h01 + HOUR_SECS), "hour 00 is missing");
+        // Totals: a pair is named by its one leaf.
+        let p = parse(br#"{"t": {"1": {"favorites": "0"}}}"#, &[("t", BY_TWEET)]).unwrap();
+        assert_eq!(p.named["t"][&(id("1"), Metric::Favorites)].leaves, 1);
+    }
+
+    /// Text from an answer is cut and has what would steer a terminal escaped.
+    #[test]
+    fn answer_text_is_cut_and_escaped() {
+        let text = format!("bad\u{1b}[31m \u{202e}gnp.exe\r\n{}", "x".repeat(5000));
+        let clean = clean_text(&text, 100);
+        assert!(
+            !clean.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{clean}"
+        );
+        assert!(
+            clean.starts_with("bad\\u{1b}[31m \\u{202e}gnp.exe\\u{d}\\u{a}"),
+            "{clean}"
+        );
+        assert!(clean.ends_with("(4919 more characters)"), "{clean}");
+        assert_eq!(clean_text("plain", 100), "plain");
+        let many: Vec<String> = (0..50).map(|i| format!("error {i}")).collect();
+        let body = serde_json::json!({ "errors": many }).to_string();
+        let (errors, _) = error_info(body.as_bytes()).unwrap();
+        assert_eq!(errors.len(), ERRORS_MAX + 1);
+        assert_eq!(errors[ERRORS_MAX], "(40 more not shown)");
     }
 }

@@ -666,6 +666,7 @@ pub fn client_settings(config: &Config) -> ClientSettings {
             min_delay: config.api.retry_min_delay,
             ..RetryPolicy::default()
         },
+        max_answer_bytes: config.api.max_answer_mib as usize * 1024 * 1024,
     }
 }
 
@@ -1027,6 +1028,7 @@ pub async fn run_cycle(
         app_refused: OnceLock::new(),
         bearer_refused: OnceLock::new(),
         answered_accounts: Mutex::new(BTreeSet::new()),
+        unknown_metrics: Mutex::new(BTreeSet::new()),
         bearer_configured: ctx.config.app.bearer_token.is_some(),
     });
     // Bearer jobs all start at once; each account's jobs wait for its first answer, so a
@@ -1425,6 +1427,8 @@ struct BatchContext {
     bearer_refused: OnceLock<String>,
     /// Accounts whose token the API accepted this run.
     answered_accounts: Mutex<BTreeSet<Handle>>,
+    /// Metric names answers used that this build does not know (logged once per run).
+    unknown_metrics: Mutex<BTreeSet<String>>,
     /// `app.bearer_token` is configured (else it is obtained from the token endpoint).
     bearer_configured: bool,
 }
@@ -1698,8 +1702,14 @@ impl BatchContext {
             let window = job.cell.map(|cell| cell.window(started_at));
             let body = request_body(&job, window);
             let grouping = grouping(job.kind);
-            // Zero buckets are never stored: they are not kept past the parse.
-            let check = |bytes: &[u8]| parse::parse_nonzero_buckets(bytes, &[grouping]);
+            // Zero buckets are never stored: they are not kept past the parse. Lifetime totals
+            // are never negative.
+            let check = |bytes: &[u8]| match job.kind {
+                JobKind::Totals => parse::parse_lifetime(bytes, &[grouping]),
+                JobKind::Hourly | JobKind::Historical => {
+                    parse::parse_nonzero_buckets(bytes, &[grouping])
+                }
+            };
             let outcome = self
                 .client
                 .send(
@@ -1738,39 +1748,43 @@ impl BatchContext {
             };
             let error = match outcome.result {
                 Ok(parsed) => {
-                    let partial = !parsed.unavailable.is_empty()
-                        || !parsed.unsupported_impressions.is_empty()
-                        || !parsed.unsupported_video_views.is_empty();
-                    if partial {
-                        record.outcome = BatchOutcome::Partial;
-                        record.error =
-                            (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
-                    }
+                    self.note_unknown_metrics(&parsed.unknown_metrics);
                     let now = (self.clock)();
-                    let (received, rows) = match job.kind {
+                    let (received, rows, coverage) = match job.kind {
                         JobKind::Totals => {
-                            let write = totals_write(&job, &parsed, &self.states, now);
+                            let (write, coverage) = totals_write(&job, &parsed, &self.states, now);
+                            record_answer(&mut record, &job, &parsed, &coverage);
                             let received = write.values.len();
                             let rows = self
                                 .blocking(record.clone(), move |store, rec| {
                                     store.write_totals_batch(rec, &write)
                                 })
                                 .await?;
-                            (received, rows)
+                            (received, rows, coverage)
                         }
                         JobKind::Hourly | JobKind::Historical => {
-                            let write = series_write(&job, &parsed, &self.states, window, now);
-                            let hours = (write.end - write.start) / HOUR_SECS;
-                            let received =
-                                write.answered.len() * usize::try_from(hours).unwrap_or(0);
+                            let (write, coverage) =
+                                series_write(&job, &parsed, &self.states, window, now);
+                            record_answer(&mut record, &job, &parsed, &coverage);
+                            let received = write
+                                .answered
+                                .iter()
+                                .map(|(_, _, from, to)| {
+                                    usize::try_from((to - from) / HOUR_SECS).unwrap_or(0)
+                                })
+                                .sum();
                             let rows = self
                                 .blocking(record.clone(), move |store, rec| {
                                     store.write_series_batch(rec, &write)
                                 })
                                 .await?;
-                            (received, rows)
+                            (received, rows, coverage)
                         }
                     };
+                    if let Some(why) = coverage.shortfall(&job) {
+                        tracing::warn!(endpoint = job.endpoint.name(), credential = %job.credential,
+                            "Batch answered in part: {why}");
+                    }
                     tracing::debug!(received, rows, "Stored");
                     self.note_answered(&job);
                     self.metrics.batch(
@@ -1854,6 +1868,17 @@ impl BatchContext {
             }
         }
         Ok(done)
+    }
+
+    /// Logs the metric names an answer used that this build does not know, each once per run.
+    fn note_unknown_metrics(&self, names: &[String]) {
+        let mut seen = self.unknown_metrics.lock().expect("not poisoned");
+        for name in names {
+            if seen.len() < 100 && seen.insert(name.clone()) {
+                tracing::warn!(metric = %parse::clean_text(name, 64),
+                    "The answer has a metric this version does not know; it is not stored");
+            }
+        }
     }
 
     /// Notes that `job`'s account token was accepted (the API answered past authentication).
@@ -1994,40 +2019,176 @@ pub fn request_body(job: &Job, window: Option<(Hour, Hour)>) -> serde_json::Valu
     body
 }
 
-/// The Tweets an answer covers (all asked but the unavailable ones) and the status changes it
-/// implies: unavailable Tweets marked, refused ones that answer again made active again (a
-/// Tweet forbidden to its owner only when the owner's token answered).
-fn answered_tweets(
-    job: &Job,
-    parsed: &Parsed,
-    states: &HashMap<TweetId, TweetState>,
-) -> (Vec<TweetId>, Vec<StatusChange>) {
-    let unavailable: HashSet<TweetId> = parsed.unavailable.iter().copied().collect();
-    let detail = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
-    let mut changes: Vec<StatusChange> = job
-        .tweets
-        .iter()
-        .filter(|t| unavailable.contains(t))
-        .map(|t| (*t, TweetStatus::Unavailable, detail.clone()))
-        .collect();
-    let answered: Vec<TweetId> = job
-        .tweets
-        .iter()
-        .copied()
-        .filter(|t| !unavailable.contains(t))
-        .collect();
-    let owner_answered = matches!(job.credential, Credential::UserContext { .. });
-    for t in &answered {
-        let revived = states.get(t).is_some_and(|s| match s.status {
-            TweetStatus::Unavailable | TweetStatus::Protected => true,
-            TweetStatus::Forbidden => owner_answered,
-            TweetStatus::Active => false,
-        });
-        if revived {
-            changes.push((*t, TweetStatus::Active, None));
-        }
+/// The outcome an answer gives its batch: `partial` when it lists Tweets as unavailable or
+/// unsupported, or leaves some out (with why); `failed` when it names none of them.
+fn record_answer(record: &mut BatchRecord, job: &Job, parsed: &Parsed, coverage: &Coverage) {
+    let listed = coverage.unavailable > 0
+        || !parsed.unsupported_impressions.is_empty()
+        || !parsed.unsupported_video_views.is_empty();
+    let shortfall = coverage.shortfall(job);
+    let mut why: Vec<String> = Vec::new();
+    if listed && !parsed.errors.is_empty() {
+        why.push(parsed.errors.join("; "));
     }
-    (answered, changes)
+    why.extend(shortfall.clone());
+    if coverage.answered_nothing(job) {
+        record.outcome = BatchOutcome::Failed;
+    } else if listed || shortfall.is_some() {
+        record.outcome = BatchOutcome::Partial;
+    }
+    record.error = (!why.is_empty()).then(|| why.join("; "));
+}
+
+/// What an answer said of a job's Tweets, pair by pair. Only what it names counts: a requested
+/// Tweet or metric it leaves out is unanswered (nothing stored or deleted for it, no coverage,
+/// planned again), never a zero.
+struct Coverage {
+    /// Tweets the answer named in full: every pair asked of them that the API measures (those
+    /// its `unsupported_*` lists refuse are answered by the list), over the whole window for
+    /// the series.
+    complete: Vec<TweetId>,
+    /// Pairs the answer named, with the hours `[from, to)` it named them over (series only).
+    named: Vec<(TweetId, Metric, i64, i64)>,
+    /// Requested Tweets the answer neither named nor listed as unavailable.
+    missing_tweets: Vec<TweetId>,
+    /// Pairs of named Tweets missing from the answer, or (series) not covering the window.
+    missing_pairs: Vec<(TweetId, Metric)>,
+    /// Requested Tweets listed as unavailable.
+    unavailable: usize,
+    status_changes: Vec<StatusChange>,
+}
+
+impl Coverage {
+    /// Reads `parsed` for `job`; `whole` says whether a pair's span is a full answer and gives
+    /// the hours it covers (for the series: contiguous buckets, clipped to the window).
+    fn of(
+        job: &Job,
+        parsed: &Parsed,
+        grouping: &str,
+        states: &HashMap<TweetId, TweetState>,
+        span_hours: impl Fn(&parse::Span) -> Option<(i64, i64, bool)>,
+    ) -> Coverage {
+        let unavailable: HashSet<TweetId> = parsed.unavailable.iter().copied().collect();
+        let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
+        let no_impressions: HashSet<TweetId> =
+            parsed.unsupported_impressions.iter().copied().collect();
+        // What the API says it does not measure is not a zero to store (nor to delete over).
+        let measured = |t: &TweetId, m: &Metric| match m {
+            Metric::VideoViews => !no_video.contains(t),
+            Metric::Impressions | Metric::Engagements => !no_impressions.contains(t),
+            _ => true,
+        };
+        let empty = HashMap::new();
+        let spans = parsed.named.get(grouping).unwrap_or(&empty);
+        let detail = (!parsed.errors.is_empty()).then(|| parsed.errors.join("; "));
+        let owner_answered = matches!(job.credential, Credential::UserContext { .. });
+        let mut out = Coverage {
+            complete: Vec::new(),
+            named: Vec::new(),
+            missing_tweets: Vec::new(),
+            missing_pairs: Vec::new(),
+            unavailable: 0,
+            status_changes: Vec::new(),
+        };
+        for t in &job.tweets {
+            if unavailable.contains(t) {
+                out.unavailable += 1;
+                out.status_changes
+                    .push((*t, TweetStatus::Unavailable, detail.clone()));
+                continue;
+            }
+            let (mut any, mut whole) = (false, true);
+            for m in job.metrics.iter().filter(|m| measured(t, m)) {
+                match spans.get(&(*t, *m)).and_then(&span_hours) {
+                    Some((from, to, full)) => {
+                        any = true;
+                        out.named.push((*t, *m, from, to));
+                        if !full {
+                            whole = false;
+                            out.missing_pairs.push((*t, *m));
+                        }
+                    }
+                    None => {
+                        whole = false;
+                        out.missing_pairs.push((*t, *m));
+                    }
+                }
+            }
+            // A Tweet whose every asked metric is unsupported is answered by the lists alone.
+            let listed = job.metrics.iter().all(|m| !measured(t, m));
+            if !any && !listed {
+                out.missing_pairs.retain(|(p, _)| p != t);
+                out.missing_tweets.push(*t);
+                continue;
+            }
+            if whole {
+                out.complete.push(*t);
+            }
+            // A Tweet that answers again is active again (one forbidden to its owner only when
+            // the owner's token answered).
+            let revived = states.get(t).is_some_and(|s| match s.status {
+                TweetStatus::Unavailable | TweetStatus::Protected => true,
+                TweetStatus::Forbidden => owner_answered,
+                TweetStatus::Active => false,
+            });
+            if revived {
+                out.status_changes.push((*t, TweetStatus::Active, None));
+            }
+        }
+        out
+    }
+
+    /// Whether the answer named nothing of what was asked: no Tweet, no unavailable list.
+    fn answered_nothing(&self, job: &Job) -> bool {
+        !job.tweets.is_empty() && self.missing_tweets.len() == job.tweets.len()
+    }
+
+    /// What the answer left out, in words (a few IDs, then a count), when it left anything.
+    fn shortfall(&self, job: &Job) -> Option<String> {
+        let ids = |v: &mut dyn Iterator<Item = String>, n: usize| {
+            let shown: Vec<String> = v.take(5).collect();
+            let more = n.saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("{}{more}", shown.join(", "))
+        };
+        let mut parts = Vec::new();
+        if !self.missing_tweets.is_empty() {
+            parts.push(format!(
+                "left out {} of the {} Tweets asked ({})",
+                self.missing_tweets.len(),
+                job.tweets.len(),
+                ids(
+                    &mut self.missing_tweets.iter().map(ToString::to_string),
+                    self.missing_tweets.len()
+                )
+            ));
+        }
+        if !self.missing_pairs.is_empty() {
+            let what = if job.kind == JobKind::Totals {
+                "left out"
+            } else {
+                "left out or gave incomplete series for"
+            };
+            parts.push(format!(
+                "{what} {} Tweet metrics ({})",
+                self.missing_pairs.len(),
+                ids(
+                    &mut self.missing_pairs.iter().map(|(t, m)| format!("{t} {m}")),
+                    self.missing_pairs.len()
+                )
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "the answer {}: nothing stored for them, asked again next run",
+                parts.join(" and ")
+            )
+        })
+    }
 }
 
 fn account_of(job: &Job) -> Option<Handle> {
@@ -2037,35 +2198,45 @@ fn account_of(job: &Job) -> Option<Handle> {
     }
 }
 
-/// What an answered `/28hr` or `/historical` job stores. The answer is dense over its window
-/// (the requested one for `/historical`, the echoed one for `/28hr`), so every answered
-/// (Tweet, metric) pair replaces its stored buckets there.
+/// What an answered `/28hr` or `/historical` job stores. Each pair the answer named with
+/// contiguous hourly buckets replaces its stored buckets over those hours, within the window
+/// (the requested one for `/historical`, the echoed one for `/28hr`, else the hours the answer
+/// spans); only Tweets named in full over the window count as covered.
 fn series_write(
     job: &Job,
     parsed: &Parsed,
     states: &HashMap<TweetId, TweetState>,
     window: Option<(Hour, Hour)>,
     fetched_at: i64,
-) -> SeriesWrite {
-    let (start, end) = window.or_else(|| echoed_window(parsed)).unwrap_or_else(|| {
-        // No echo: the documented /28hr window.
-        (
-            Hour::floor(fetched_at - 28 * HOUR_SECS),
-            Hour::ceil(fetched_at),
-        )
-    });
-    let (answered, status_changes) = answered_tweets(job, parsed, states);
-    let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
-    let no_impressions: HashSet<TweetId> = parsed.unsupported_impressions.iter().copied().collect();
-    let pairs: HashSet<(TweetId, Metric)> = answered
-        .iter()
-        .flat_map(|t| job.metrics.iter().map(move |m| (*t, *m)))
-        // What the API says it does not measure is not a zero to store (nor to delete over).
-        .filter(|(t, m)| match m {
-            Metric::VideoViews => !no_video.contains(t),
-            Metric::Impressions | Metric::Engagements => !no_impressions.contains(t),
-            _ => true,
+) -> (SeriesWrite, Coverage) {
+    let spans = parsed.named.get(SERIES_GROUPING);
+    let (start, end) = window
+        .map(|(s, e)| (s.secs(), e.secs()))
+        .or_else(|| echoed_window(parsed))
+        .or_else(|| {
+            // Neither asked nor echoed: the hours the answer spans.
+            let spans = spans?.values();
+            let first = spans.clone().filter_map(|s| s.first).min()?;
+            let last = spans.filter_map(|s| s.last).max()?;
+            Some((first, last + HOUR_SECS))
         })
+        .unwrap_or((
+            Hour::floor(fetched_at - 28 * HOUR_SECS).secs(),
+            Hour::ceil(fetched_at).secs(),
+        ));
+    let coverage = Coverage::of(job, parsed, SERIES_GROUPING, states, |span| {
+        let (first, last) = (span.first?, span.last?);
+        // Buckets with a hole between them say nothing certain of the hours in the hole.
+        if (last - first) / HOUR_SECS + 1 != i64::from(span.leaves) {
+            return None;
+        }
+        let (from, to) = (first.max(start), (last + HOUR_SECS).min(end));
+        Some((from, to, span.covers(start, end)))
+    });
+    let ranges: HashMap<(TweetId, Metric), (i64, i64)> = coverage
+        .named
+        .iter()
+        .map(|&(t, m, from, to)| ((t, m), (from, to)))
         .collect();
     let rows = parsed
         .groupings
@@ -2075,78 +2246,81 @@ fn series_write(
     let values = rows
         .iter()
         .filter_map(|r| Some((r.tweet?, r.metric?, r.bucket()?, r.value)))
-        // Zero buckets are not stored (the window's delete covers them).
-        .filter(|(t, m, _, v)| *v != 0 && pairs.contains(&(*t, *m)))
+        // Zero buckets are not stored (the range's delete covers them).
+        .filter(|(t, m, h, v)| {
+            *v != 0
+                && ranges
+                    .get(&(*t, *m))
+                    .is_some_and(|(from, to)| (*from..*to).contains(&h.secs()))
+        })
         .collect();
-    let mut answered_pairs: Vec<(TweetId, Metric)> = pairs.into_iter().collect();
-    answered_pairs.sort();
-    SeriesWrite {
+    let mut answered = coverage.named.clone();
+    answered.sort();
+    let write = SeriesWrite {
         source: job.endpoint,
         fetched_at,
-        start: start.secs(),
-        end: end.secs(),
-        answered: answered_pairs,
+        start,
+        end,
+        answered,
         values,
         cell: job.cell.map(Cell::start),
-        covered: answered,
-        status_changes,
+        covered: coverage.complete.clone(),
+        status_changes: coverage.status_changes.clone(),
         handle: account_of(job),
         unsupported: unsupported(job, parsed),
-    }
+    };
+    (write, coverage)
 }
 
-/// The `start`/`end` the API echoed, widened to whole hours.
-fn echoed_window(parsed: &Parsed) -> Option<(Hour, Hour)> {
+/// The `start`/`end` the API echoed, widened to whole hours (seconds).
+fn echoed_window(parsed: &Parsed) -> Option<(i64, i64)> {
     let secs = |s: &Option<String>| {
         chrono::DateTime::parse_from_rfc3339(s.as_deref()?)
             .ok()
             .map(|d| d.timestamp())
     };
-    Some((
-        Hour::floor(secs(&parsed.start)?),
-        Hour::ceil(secs(&parsed.end)?),
-    ))
+    let (start, end) = (secs(&parsed.start)?, secs(&parsed.end)?);
+    (start < end).then(|| (Hour::floor(start).secs(), Hour::ceil(end).secs()))
 }
 
-/// What an answered `/totals` job stores: values the API vouched for, status changes, usage.
+/// What an answered `/totals` job stores: the values the answer named, and `checked_at` for
+/// the Tweets it named in full.
 fn totals_write(
     job: &Job,
     parsed: &Parsed,
     states: &HashMap<TweetId, TweetState>,
     observed_at: i64,
-) -> TotalsWrite {
-    let (checked, status_changes) = answered_tweets(job, parsed, states);
-    let answered: HashSet<TweetId> = checked.iter().copied().collect();
-    let no_impressions: HashSet<TweetId> = parsed.unsupported_impressions.iter().copied().collect();
-    let no_video: HashSet<TweetId> = parsed.unsupported_video_views.iter().copied().collect();
+) -> (TotalsWrite, Coverage) {
+    let coverage = Coverage::of(job, parsed, TOTALS_GROUPING, states, |span| {
+        (span.leaves > 0).then_some((0, 0, true))
+    });
     let rows = parsed
         .groupings
         .get(TOTALS_GROUPING)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let mut values = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (Some(tweet), Some(metric)) = (row.tweet, row.metric) else {
-            continue;
-        };
-        let refused = match metric {
-            Metric::Impressions | Metric::Engagements => no_impressions.contains(&tweet),
-            // The API keeps these Tweets with a "0" that means "not measured", not zero views.
-            Metric::VideoViews => no_video.contains(&tweet),
-            _ => false,
-        };
-        if answered.contains(&tweet) && job.metrics.contains(&metric) && !refused {
-            values.push((tweet, metric, row.value));
-        }
-    }
-    TotalsWrite {
+    let asked: HashSet<(TweetId, Metric)> = job
+        .tweets
+        .iter()
+        .flat_map(|t| job.metrics.iter().map(move |m| (*t, *m)))
+        .collect();
+    let named: HashSet<(TweetId, Metric)> =
+        coverage.named.iter().map(|&(t, m, _, _)| (t, m)).collect();
+    let mut values: Vec<(TweetId, Metric, i64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.tweet?, r.metric?, r.value)))
+        .filter(|(t, m, _)| asked.contains(&(*t, *m)) && named.contains(&(*t, *m)))
+        .collect();
+    values.sort_by_key(|(t, m, _)| (*t, *m));
+    let write = TotalsWrite {
         observed_at,
         values,
-        checked,
-        status_changes,
+        checked: coverage.complete.clone(),
+        status_changes: coverage.status_changes.clone(),
         handle: account_of(job),
         unsupported: unsupported(job, parsed),
-    }
+    };
+    (write, coverage)
 }
 
 /// The (Tweet, metric) pairs an answer's `unsupported_*` lists refuse, among those asked for.

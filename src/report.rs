@@ -179,7 +179,7 @@ fn daily(
     o: &Options,
 ) -> rusqlite::Result<BTreeMap<String, BTreeMap<i64, i64>>> {
     let mut stmt = conn.prepare(
-        "SELECT w.owner, s.hour / 86400 AS day, sum(s.value) FROM series AS s \
+        "SELECT w.owner, s.hour / 86400 AS day, CAST(total(s.value) AS INTEGER) FROM series AS s \
          JOIN tweets AS w USING (tweet_id) \
          WHERE s.metric_id = ?1 AND s.hour >= ?2 AND s.hour < ?3 \
            AND w.owner IS NOT NULL AND (?4 IS NULL OR w.owner = ?4) \
@@ -213,8 +213,8 @@ fn daily(
 fn top_tweets(conn: &Connection, o: &Options) -> rusqlite::Result<Vec<TopTweet>> {
     let mut stmt = conn.prepare(
         "SELECT s.tweet_id, w.owner, w.created_at, \
-                sum(CASE WHEN s.metric_id = ?1 THEN s.value ELSE 0 END) AS impressions, \
-                sum(CASE WHEN s.metric_id = ?2 THEN s.value ELSE 0 END) AS engagements \
+                CAST(total(CASE WHEN s.metric_id = ?1 THEN s.value ELSE 0 END) AS INTEGER) AS impressions, \
+                CAST(total(CASE WHEN s.metric_id = ?2 THEN s.value ELSE 0 END) AS INTEGER) AS engagements \
          FROM series AS s JOIN tweets AS w USING (tweet_id) \
          WHERE s.metric_id IN (?1, ?2) AND s.hour >= ?3 AND s.hour < ?4 \
            AND (?5 IS NULL OR w.owner = ?5) \
@@ -268,10 +268,10 @@ fn first_hours(
         return Ok(None);
     }
     let mut points = vec![(0.0, 0.0)];
-    let mut total = 0;
+    let mut total: i64 = 0;
     let mut hour = first;
     while hour.secs() < end && hour.plus_hours(1).secs() <= now {
-        total += buckets.get(&hour.secs()).copied().unwrap_or(0);
+        total = total.saturating_add(buckets.get(&hour.secs()).copied().unwrap_or(0));
         let at = (hour.plus_hours(1).secs().min(end) - created_at) as f64 / HOUR_SECS as f64;
         points.push((at, total as f64));
         hour = hour.plus_hours(1);

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_due_kinds_and_accounts.sql",
         include_str!("../schema/0004_due_kinds_and_accounts.sql"),
     ),
+    (
+        "0005_sums_cannot_overflow.sql",
+        include_str!("../schema/0005_sums_cannot_overflow.sql"),
+    ),
 ];
 
 /// `series.source`: the endpoint a bucket came from (schema 0003).
@@ -223,9 +227,9 @@ pub struct SeriesWrite {
     /// The answer's window `[start, end)`, hour-aligned Unix seconds.
     pub start: i64,
     pub end: i64,
-    /// The (Tweet, metric) pairs the answer covers densely; their stored buckets in the window
-    /// are replaced.
-    pub answered: Vec<(TweetId, Metric)>,
+    /// The (Tweet, metric) pairs the answer named, with the hours `[from, to)` it named them
+    /// over (within the window): their stored buckets there are replaced.
+    pub answered: Vec<(TweetId, Metric, i64, i64)>,
     /// Buckets; zeros are not stored.
     pub values: Vec<(TweetId, Metric, Hour, i64)>,
     /// `/historical`: the grid cell (start) fetched.
@@ -915,8 +919,9 @@ impl Store {
                     .ok()
                     .and_then(|m| prev_of.get(m).copied().flatten());
                 if prev != Some(value) {
-                    insert.execute(params![key, metric.id(), data.observed_at, value])?;
-                    written += 1;
+                    written +=
+                        insert.execute(params![key, metric.id(), data.observed_at, value])?;
+                    prev_of[usize::try_from(metric.id()).unwrap_or(0)] = Some(value);
                 }
             }
             let mut checked =
@@ -1003,8 +1008,11 @@ impl Store {
             let mut clear = tx.prepare_cached(
                 "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
             )?;
-            for &(id, metric) in &data.answered {
-                clear.execute(params![id.get() as i64, metric.id(), data.start, data.end])?;
+            for &(id, metric, from, to) in &data.answered {
+                let (from, to) = (from.max(data.start), to.min(data.end));
+                if from < to {
+                    clear.execute(params![id.get() as i64, metric.id(), from, to])?;
+                }
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
@@ -1014,7 +1022,7 @@ impl Store {
             let source = series_source(data.source);
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
-                    insert.execute(params![
+                    written += insert.execute(params![
                         id.get() as i64,
                         metric.id(),
                         hour.secs(),
@@ -1022,7 +1030,6 @@ impl Store {
                         source,
                         data.fetched_at
                     ])?;
-                    written += 1;
                 }
             }
             if let Some(cell) = data.cell {
@@ -1101,7 +1108,7 @@ impl Store {
         since: i64,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT w.owner, date(s.hour, 'unixepoch') AS day, sum(s.value) FROM series AS s \
+            "SELECT w.owner, date(s.hour, 'unixepoch') AS day, CAST(total(s.value) AS INTEGER) FROM series AS s \
              JOIN tweets AS w USING (tweet_id) \
              WHERE s.metric_id = ?1 AND w.owner IS NOT NULL AND s.hour >= ?2 \
              GROUP BY w.owner, day ORDER BY w.owner, day",
@@ -1452,7 +1459,7 @@ mod tests {
             fetched_at,
             start: h(0).secs(),
             end: h(4).secs(),
-            answered: vec![(t, Metric::Favorites)],
+            answered: vec![(t, Metric::Favorites, h(0).secs(), h(4).secs())],
             values: values
                 .into_iter()
                 .map(|(n, v)| (t, Metric::Favorites, h(n), v))

@@ -289,7 +289,10 @@ fn judge(tweet: TweetId, result: Result<(), ApiError>) -> Verdict {
         ApiError::Status { status, .. } if *status == 429 || *status >= 500 => {
             Verdict::Unreachable(e.to_string())
         }
-        ApiError::Status { .. } | ApiError::NoToken(_) => Verdict::Rejected(e.to_string()),
+        ApiError::Status { .. }
+        | ApiError::NoToken(_)
+        | ApiError::TooLarge { .. }
+        | ApiError::Unusable(_) => Verdict::Rejected(e.to_string()),
         ApiError::Connect(_)
         | ApiError::TokenConnect(_)
         | ApiError::Unreachable(_)

@@ -346,7 +346,7 @@ fn period_values(
     let owner = owner_filter(owner);
     let mut out = HashMap::new();
     let mut stmt = conn.prepare(
-        "SELECT w.tweet_id, coalesce((SELECT sum(s.value) FROM series AS s WHERE s.tweet_id = w.tweet_id \
+        "SELECT w.tweet_id, coalesce((SELECT CAST(total(s.value) AS INTEGER) FROM series AS s WHERE s.tweet_id = w.tweet_id \
              AND s.metric_id = ?1 AND s.hour >= ?2), 0) \
          FROM tweets AS w WHERE (?3 IS NULL OR lower(w.owner) = ?3) AND ( \
              EXISTS (SELECT 1 FROM coverage AS c WHERE c.tweet_id = w.tweet_id) \

@@ -108,7 +108,7 @@ fn schedule(app: &TestApp, totals: &str, series: &str, grace: &str) {
     app.edit_config(|t| {
         t.replace(
             "[api]\n",
-            "[api]\nmax_in_flight = 1\nretry_attempts = 2\nretry_min_delay = \"50ms\"\nretry_max_elapsed = \"1s\"\n",
+            "[api]\nmax_in_flight = 1\nretry_attempts = 2\nretry_min_delay = \"50ms\"\nretry_max_elapsed = \"10s\"\n",
         ) + &format!(
             "\n[schedule]\ntotals = {totals:?}\nhourly = {series:?}\nhistorical = {series:?}\n\
              \n[runtime]\nshutdown_grace = {grace:?}\n"

@@ -14,6 +14,8 @@ mod daemon;
 /// Faults, rate limits and refused credentials.
 mod failures;
 mod groupings;
+/// Broken and hostile answers: what is stored, what is retried, what is printed.
+mod hostile;
 /// `query` and `plan` against the simulator's own numbers.
 mod query;
 /// `report`: the HTML page, its numbers, its charts in Chromium.
