@@ -1135,7 +1135,7 @@ async fn read_body(mut response: reqwest::Response, limit: Limit) -> Result<Vec<
     };
     // The inflater writes into the capped buffer as it goes, so no chunk can inflate past it.
     let mut body = if gzip {
-        Body::Gzip(flate2::write::MultiGzDecoder::new(capped))
+        Body::Gzip(Box::new(flate2::write::MultiGzDecoder::new(capped)))
     } else {
         Body::Plain(capped)
     };
@@ -1189,7 +1189,7 @@ async fn read_body(mut response: reqwest::Response, limit: Limit) -> Result<Vec<
 /// A body being read: as sent, or inflated on the way.
 enum Body {
     Plain(Capped),
-    Gzip(flate2::write::MultiGzDecoder<Capped>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Capped>>),
 }
 
 impl Body {

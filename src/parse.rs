@@ -702,8 +702,7 @@ pub fn clean_text(text: &str, max: usize) -> String {
                 | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
     };
     let mut out = String::with_capacity(text.len().min(max + 32));
-    let mut shown = 0;
-    for (i, c) in text.char_indices() {
+    for (shown, (i, c)) in text.char_indices().enumerate() {
         if shown == max {
             let left = text[i..].chars().count();
             out.push_str(&format!("… ({left} more characters)"));
@@ -714,7 +713,6 @@ pub fn clean_text(text: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }

@@ -1759,7 +1759,7 @@ impl BatchContext {
                                 .blocking(record.clone(), move |store, rec| {
                                     store.write_totals_batch(rec, &write)
                                 })
-                                .await?;
+                                .await;
                             (received, rows, coverage)
                         }
                         JobKind::Hourly | JobKind::Historical => {
@@ -1777,9 +1777,19 @@ impl BatchContext {
                                 .blocking(record.clone(), move |store, rec| {
                                     store.write_series_batch(rec, &write)
                                 })
-                                .await?;
+                                .await;
                             (received, rows, coverage)
                         }
+                    };
+                    let rows = match rows {
+                        Ok(rows) => rows,
+                        // Another process held the database past the busy timeout: this batch
+                        // is lost (and planned again), not the run.
+                        Err(PipelineError::Store(e)) if store_busy(&e) => {
+                            self.not_stored(&job, record, &e, &mut done);
+                            return Ok(done);
+                        }
+                        Err(e) => return Err(e),
                     };
                     if let Some(why) = coverage.shortfall(&job) {
                         tracing::warn!(endpoint = job.endpoint.name(), credential = %job.credential,
@@ -1833,10 +1843,19 @@ impl BatchContext {
                 tracing::warn!(error = %error, attempts = record.attempts, "Batch failed; it will be planned again next run");
             }
             let (changes, moved) = (named.marked.clone(), named.moved.clone());
-            self.blocking(record.clone(), move |store, rec| {
-                store.record_batch(rec, &changes, &moved)
-            })
-            .await?;
+            let recorded = self
+                .blocking(record.clone(), move |store, rec| {
+                    store.record_batch(rec, &changes, &moved)
+                })
+                .await;
+            match recorded {
+                Ok(()) => {}
+                // The batch failed anyway; only its line in `requests` is lost.
+                Err(PipelineError::Store(e)) if store_busy(&e) => {
+                    tracing::error!(error = %e, "The failed batch could not be recorded: the database stayed busy");
+                }
+                Err(e) => return Err(e),
+            }
             self.metrics.batch(
                 job.kind,
                 job.endpoint,
@@ -1910,6 +1929,32 @@ impl BatchContext {
     }
 
     /// Runs a store write off the async threads.
+    /// Reports a batch that was answered but could not be stored.
+    fn not_stored(
+        &self,
+        job: &Job,
+        mut record: BatchRecord,
+        error: &StoreError,
+        done: &mut JobDone,
+    ) {
+        tracing::error!(error = %error, endpoint = job.endpoint.name(), credential = %job.credential,
+            "Batch answered but not stored: another process held the database longer than the \
+             busy timeout; it is planned again next run");
+        record.outcome = BatchOutcome::Failed;
+        record.error = Some(format!(
+            "answered, but not stored (planned again next run): {error}"
+        ));
+        self.metrics.batch(
+            job.kind,
+            job.endpoint,
+            record.outcome,
+            record.attempts,
+            0,
+            0,
+        );
+        done.requests.push(request_report(job, &record, 0, false));
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         record: BatchRecord,
@@ -2017,6 +2062,17 @@ pub fn request_body(job: &Job, window: Option<(Hour, Hour)>) -> serde_json::Valu
         body["end"] = end.to_string().into();
     }
     body
+}
+
+/// Whether a store error is another connection holding the database past the busy timeout.
+fn store_busy(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Sqlite(e) if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    )
 }
 
 /// The outcome an answer gives its batch: `partial` when it lists Tweets as unavailable or
@@ -2427,6 +2483,257 @@ fn ids_in(message: &str) -> Vec<TweetId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers that leave out any subset of Tweets, of pairs, or the last hours of a pair.
+    mod left_out {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const METRICS: [Metric; 3] = [Metric::Impressions, Metric::Favorites, Metric::Retweets];
+        const TWEETS: u64 = 4;
+        /// Hours of the window.
+        const HOURS: i64 = 6;
+
+        /// Per Tweet, per metric: `None` left out, else how many of the window's hours (from
+        /// its start) the answer gives, and their values.
+        type Answer = Vec<Vec<Option<(usize, Vec<i64>)>>>;
+
+        fn answer() -> impl Strategy<Value = (Vec<bool>, Answer)> {
+            let pair = prop_oneof![
+                1 => Just(None),
+                4 => (1..=HOURS as usize, prop::collection::vec(-1i64..4, HOURS as usize))
+                    .prop_map(Some),
+            ];
+            (
+                prop::collection::vec(any::<bool>(), TWEETS as usize),
+                prop::collection::vec(prop::collection::vec(pair, METRICS.len()), TWEETS as usize),
+            )
+        }
+
+        fn tweet(n: u64) -> TweetId {
+            TweetId::new(1_000 + n).unwrap()
+        }
+
+        /// The JSON of a series answer over `[start, start + HOURS)`.
+        fn series_json(start: i64, tweets: &[bool], answer: &Answer) -> String {
+            let mut grouping = serde_json::Map::new();
+            for (t, present) in tweets.iter().enumerate() {
+                if !present {
+                    continue;
+                }
+                let mut metrics = serde_json::Map::new();
+                for (m, pair) in answer[t].iter().enumerate() {
+                    let Some((hours, values)) = pair else {
+                        continue;
+                    };
+                    let mut days: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+                        BTreeMap::new();
+                    for (h, value) in values.iter().enumerate().take(*hours) {
+                        let at = chrono::DateTime::from_timestamp(start + h as i64 * HOUR_SECS, 0)
+                            .unwrap();
+                        days.entry(at.format("%Y-%m-%d").to_string())
+                            .or_default()
+                            .insert(at.format("%H").to_string(), value.to_string().into());
+                    }
+                    metrics.insert(
+                        METRICS[m].as_str().into(),
+                        serde_json::to_value(days).unwrap(),
+                    );
+                }
+                grouping.insert(tweet(t as u64).to_string(), metrics.into());
+            }
+            serde_json::json!({ SERIES_GROUPING: grouping }).to_string()
+        }
+
+        fn totals_json(tweets: &[bool], answer: &Answer) -> String {
+            let mut grouping = serde_json::Map::new();
+            for (t, present) in tweets.iter().enumerate() {
+                if !present {
+                    continue;
+                }
+                let metrics: serde_json::Map<String, serde_json::Value> = answer[t]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(m, pair)| {
+                        let (_, values) = pair.as_ref()?;
+                        Some((
+                            METRICS[m].as_str().into(),
+                            values[0].abs().to_string().into(),
+                        ))
+                    })
+                    .collect();
+                grouping.insert(tweet(t as u64).to_string(), metrics.into());
+            }
+            serde_json::json!({ TOTALS_GROUPING: grouping }).to_string()
+        }
+
+        fn record(run_id: i64, seq: i64, kind: JobKind, endpoint: Endpoint) -> BatchRecord {
+            BatchRecord {
+                run_id,
+                seq,
+                kind: kind.name(),
+                endpoint,
+                credential: "acme".into(),
+                tweet_count: TWEETS as usize,
+                attempts: 1,
+                http_status: Some(200),
+                outcome: BatchOutcome::Ok,
+                error: None,
+                started_at: 0,
+                duration_ms: 0,
+            }
+        }
+
+        fn job(kind: JobKind, endpoint: Endpoint, cell: Option<Cell>) -> Job {
+            Job {
+                kind,
+                endpoint,
+                credential: Credential::UserContext {
+                    account: "acme".parse().unwrap(),
+                },
+                tweets: (0..TWEETS).map(tweet).collect(),
+                metrics: METRICS.to_vec(),
+                cell,
+                refresh: false,
+            }
+        }
+
+        fn store() -> (tempfile::TempDir, Store, i64) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+            let acme: Handle = "acme".parse().unwrap();
+            store
+                .sync_inventory((0..TWEETS).map(|n| (tweet(n), Some(&acme))), 1)
+                .unwrap();
+            let run = store.begin_run(&RunStart::new(&["historical"], 1)).unwrap();
+            (dir, store, run)
+        }
+
+        fn stored(store: &Store) -> BTreeSet<(i64, i64, i64, i64)> {
+            let mut stmt = store
+                .conn()
+                .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// After a `/historical` batch the database holds everything it held before,
+            /// except the buckets the answer named, which hold the answer's values; only the
+            /// Tweets it named in full are covered.
+            #[test]
+            fn series_keep_all_but_what_the_answer_named(
+                (first_tweets, first) in answer(),
+                (tweets, second) in answer(),
+            ) {
+                let (_dir, mut store, run) = store();
+                let cell = Cell::of(1_700_000_000);
+                let start = cell.start();
+                let now = start + HOURS * HOUR_SECS;
+                let job = job(JobKind::Historical, Endpoint::Historical, Some(cell));
+                let window = Some(cell.window(now));
+                let states = HashMap::new();
+                let mut expected: BTreeMap<(i64, i64, i64), i64> = BTreeMap::new();
+                let mut covered_at: BTreeMap<i64, i64> = BTreeMap::new();
+                for (seq, (tweets, answer)) in [(first_tweets, first), (tweets, second)].into_iter().enumerate() {
+                    let fetched_at = now + seq as i64;
+                    let body = series_json(start, &tweets, &answer);
+                    let parsed = parse::parse_nonzero_buckets(body.as_bytes(), &[grouping(JobKind::Historical)]).unwrap();
+                    let (write, _) = series_write(&job, &parsed, &states, window, fetched_at);
+                    let rec = record(run, seq as i64 + 1, JobKind::Historical, Endpoint::Historical);
+                    store.write_series_batch(&rec, &write).unwrap();
+                    for (t, present) in tweets.iter().enumerate() {
+                        if !present {
+                            continue;
+                        }
+                        let id = tweet(t as u64).get() as i64;
+                        for (m, pair) in answer[t].iter().enumerate() {
+                            let Some((hours, values)) = pair else { continue };
+                            for (h, v) in values.iter().enumerate().take(*hours) {
+                                let key = (id, METRICS[m].id(), start + h as i64 * HOUR_SECS);
+                                if *v == 0 { expected.remove(&key); } else { expected.insert(key, *v); }
+                            }
+                        }
+                        let whole = answer[t].iter().all(|p| p.as_ref().is_some_and(|(h, _)| *h == HOURS as usize));
+                        if whole {
+                            covered_at.insert(id, fetched_at);
+                        }
+                    }
+                    let expected_rows: BTreeSet<_> = expected.iter().map(|(&(t, m, h), &v)| (t, m, h, v)).collect();
+                    prop_assert_eq!(stored(&store), expected_rows);
+                    let coverage: BTreeMap<i64, i64> = store
+                        .conn()
+                        .prepare("SELECT tweet_id, fetched_at FROM coverage")
+                        .unwrap()
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    prop_assert_eq!(&coverage, &covered_at);
+                }
+            }
+
+            /// After a `/totals` batch every pair's latest value is the answer's if it named
+            /// the pair, else what it was; `checked_at` moves only for Tweets named in full.
+            #[test]
+            fn totals_keep_all_but_what_the_answer_named(
+                (first_tweets, first) in answer(),
+                (tweets, second) in answer(),
+            ) {
+                let (_dir, mut store, run) = store();
+                let job = job(JobKind::Totals, Endpoint::Totals, None);
+                let states = HashMap::new();
+                let mut latest: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+                let mut checked: BTreeMap<i64, i64> = BTreeMap::new();
+                for (seq, (tweets, answer)) in [(first_tweets, first), (tweets, second)].into_iter().enumerate() {
+                    let at = 100 + seq as i64;
+                    let body = totals_json(&tweets, &answer);
+                    let parsed = parse::parse_lifetime(body.as_bytes(), &[grouping(JobKind::Totals)]).unwrap();
+                    let (write, _) = totals_write(&job, &parsed, &states, at);
+                    store.write_totals_batch(&record(run, seq as i64 + 1, JobKind::Totals, Endpoint::Totals), &write).unwrap();
+                    for (t, present) in tweets.iter().enumerate() {
+                        if !present {
+                            continue;
+                        }
+                        let id = tweet(t as u64).get() as i64;
+                        for (m, pair) in answer[t].iter().enumerate() {
+                            if let Some((_, values)) = pair {
+                                latest.insert((id, METRICS[m].id()), values[0].abs());
+                            }
+                        }
+                        if answer[t].iter().all(Option::is_some) {
+                            checked.insert(id, at);
+                        }
+                    }
+                    let got: BTreeMap<(i64, i64), i64> = store
+                        .conn()
+                        .prepare("SELECT tweet_id, metric_id, value FROM totals AS t WHERE observed_at = \
+                                  (SELECT max(observed_at) FROM totals AS u WHERE u.tweet_id = t.tweet_id AND u.metric_id = t.metric_id)")
+                        .unwrap()
+                        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    prop_assert_eq!(&got, &latest);
+                    let got_checked: BTreeMap<i64, i64> = store
+                        .conn()
+                        .prepare("SELECT tweet_id, totals_checked_at FROM tweets WHERE totals_checked_at IS NOT NULL")
+                        .unwrap()
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    prop_assert_eq!(&got_checked, &checked);
+                }
+            }
+        }
+    }
 
     #[test]
     fn ids_are_read_from_both_forbidden_message_forms() {

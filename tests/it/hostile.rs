@@ -23,6 +23,8 @@ use crate::helpers::{TestApp, text, world_with};
 
 type Edit = Arc<dyn Fn(&mut Value) + Send + Sync>;
 type TextEdit = Arc<dyn Fn(String) -> String + Send + Sync>;
+/// What an edit left out: a Tweet (no metric) or one metric of it.
+type LeftOut<M> = Arc<Mutex<Vec<(i64, Option<M>)>>>;
 
 /// What the stand-in answers.
 #[derive(Clone)]
@@ -35,6 +37,8 @@ enum Answer {
     Text(TextEdit),
     /// An answer of its own: status, headers, body.
     Fixed(u16, Vec<(&'static str, String)>, Bytes),
+    /// The simulator's answer, this long after the request.
+    Slow(std::time::Duration),
 }
 
 #[derive(Clone)]
@@ -98,6 +102,9 @@ async fn handle(State(stand): State<Stand>, uri: Uri, headers: HeaderMap, body: 
         }
         return response;
     }
+    if let Answer::Slow(delay) = answer {
+        tokio::time::sleep(delay).await;
+    }
     let upstream = stand.upstream.as_deref().expect("an upstream to pass to");
     // The Host header goes along: the OAuth signature covers the URL the worker sent to.
     let mut request = stand
@@ -113,7 +120,7 @@ async fn handle(State(stand): State<Stand>, uri: Uri, headers: HeaderMap, body: 
     let status = got.status().as_u16();
     let text = got.text().await.unwrap();
     let text = match answer {
-        Answer::Pass | Answer::Fixed(..) => text,
+        Answer::Pass | Answer::Fixed(..) | Answer::Slow(_) => text,
         Answer::Edit(edit) => {
             let mut value: Value = serde_json::from_str(&text).unwrap();
             edit(&mut value);
@@ -226,7 +233,7 @@ fn grouping(v: &mut Value) -> &mut serde_json::Map<String, Value> {
 async fn totals_left_out_are_not_zeros_and_are_asked_again() {
     let (app, hostile) = collected().await;
     let before = snapshot(&app);
-    let left_out: Arc<Mutex<Vec<(i64, Option<&'static str>)>>> = Arc::default();
+    let left_out: LeftOut<&'static str> = Arc::default();
     let noted = Arc::clone(&left_out);
     // Of each batch of two or more Tweets, the first goes, and the second's favorites.
     hostile.edit(move |v| {
@@ -353,7 +360,7 @@ async fn series_left_out_keep_their_buckets() {
     let (app, hostile) = collected().await;
     app.db().execute("DELETE FROM coverage", []).unwrap();
     let before = snapshot(&app);
-    let dropped: Arc<Mutex<BTreeSet<(i64, Option<String>)>>> = Arc::default();
+    let dropped: LeftOut<String> = Arc::default();
     let noted = Arc::clone(&dropped);
     // Of each batch of two or more Tweets, the first goes, and the second's first metric.
     hostile.edit(move |v| {
@@ -364,11 +371,11 @@ async fn series_left_out_keep_their_buckets() {
         }
         let mut noted = noted.lock().unwrap();
         g.remove(&ids[0]);
-        noted.insert((ids[0].parse().unwrap(), None));
+        noted.push((ids[0].parse().unwrap(), None));
         let metrics = g[&ids[1]].as_object_mut().unwrap();
         let m = metrics.keys().next().cloned().unwrap();
         metrics.remove(&m);
-        noted.insert((ids[1].parse().unwrap(), Some(m)));
+        noted.push((ids[1].parse().unwrap(), Some(m)));
     });
     let report = app.run(&context(&app), &[JobKind::Historical]).await;
     assert_eq!(report.exit_code(), 0, "{report:?}");
@@ -627,7 +634,7 @@ async fn repeated_keys_are_refused() {
     let after = snapshot(&app);
     assert!(before.totals.is_subset(&after.totals));
     // Rows written count what was stored.
-    let stored = (after.totals.len() - before.totals.len()) as usize;
+    let stored = after.totals.len() - before.totals.len();
     assert_eq!(report.rows_written, stored);
 }
 
@@ -714,4 +721,79 @@ async fn error_text_is_bounded_and_escaped() {
         "{}",
         text(&out)
     );
+}
+
+/// Another process holds the database's write lock past the busy timeout while batches are
+/// answered: those batches are reported failed ("not stored") and asked again next run, the
+/// others are stored, and the run is closed with a status, not left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_loses_batches_not_the_run() {
+    let (app, hostile) = collected().await;
+    app.edit_config(|t| t.replace("[api]\n", "[api]\nmax_in_flight = 1\n"));
+    let before = snapshot(&app);
+    let ctx = context(&app);
+    ctx.store
+        .lock()
+        .unwrap()
+        .conn()
+        .busy_timeout(std::time::Duration::from_millis(300))
+        .unwrap();
+    hostile.answer(Answer::Slow(std::time::Duration::from_millis(400)));
+    let hits = Arc::clone(&hostile.hits);
+    let db_path = app.db_path.clone();
+    let holder = std::thread::spawn(move || {
+        while hits.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let db = rusqlite::Connection::open(db_path).unwrap();
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        db.execute_batch("COMMIT").unwrap();
+    });
+    let report = app.run(&ctx, &[JobKind::Totals]).await;
+    holder.join().unwrap();
+    assert_eq!(report.exit_code(), 1, "{report:?}");
+    let lost: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| {
+            r.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not stored")
+        })
+        .collect();
+    assert!(!lost.is_empty(), "{report:?}");
+    assert!(lost.iter().all(|r| r.outcome == BatchOutcome::Failed));
+    let status: String = app
+        .db()
+        .query_row(
+            "SELECT status FROM runs WHERE run_id = ?1",
+            [report.run_id.unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "partial", "the run is closed");
+    let after = snapshot(&app);
+    assert!(before.totals.is_subset(&after.totals));
+    let unchecked: Vec<i64> = after
+        .checked
+        .iter()
+        .filter(|(t, at)| before.checked[*t] == **at)
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        !unchecked.is_empty(),
+        "the lost batches' Tweets were not checked"
+    );
+
+    // The next run asks them again.
+    hostile.answer(Answer::Pass);
+    drop(ctx);
+    let again = app.run(&context(&app), &[JobKind::Totals]).await;
+    assert_eq!(again.exit_code(), 0, "{again:?}");
+    let last = snapshot(&app);
+    for t in unchecked {
+        assert_ne!(last.checked[&t], before.checked[&t], "{t} asked again");
+    }
 }
