@@ -1116,6 +1116,15 @@ impl Loader<'_> {
                             self.problem(&file, &format!("file {path:?} is empty"));
                             return None;
                         }
+                        if let Some(mode) = world_writable(Path::new(&path)) {
+                            let at = self.locate(&file.path, None);
+                            self.warnings.push(format!(
+                                "{at}: {}: {path:?} is writable by every user of this machine \
+                                 (mode {mode:o}): anyone could replace the secret; `chmod o-w` it \
+                                 (0600 or 0640)",
+                                file.path.section_form()
+                            ));
+                        }
                         Some(value.to_string())
                     }
                     Err(e) => {
@@ -1611,6 +1620,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The permission bits of a file every user may write to (the file itself, after symlinks),
+/// or `None`.
+fn world_writable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o002 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1744,6 +1761,29 @@ access_token = "file-token"
         assert_eq!(c.app.consumer_secret.expose(), "from-a-file");
         assert!(c.warnings().is_empty());
         assert!(c.accounts.is_empty(), "zero accounts is allowed");
+    }
+
+    /// A secret file anyone may write is a secret anyone may replace: said, not refused
+    /// (the value is still read), and never with the value.
+    #[test]
+    fn world_writable_secret_files_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cs");
+        std::fs::write(&secret, "w0rld-wr1table").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let text = format!(
+            "[app]\nconsumer_key = \"ck\"\nconsumer_secret_file = {:?}\n",
+            secret.display().to_string()
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.app.consumer_secret.expose(), "w0rld-wr1table");
+        let w = c.warnings().join("\n");
+        assert!(w.contains("config.toml:3: [app] consumer_secret_file:"), "{w}");
+        assert!(w.contains("writable by every user") && w.contains("666"), "{w}");
+        assert!(!w.contains("w0rld-wr1table"));
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(parse(&text, &[]).unwrap().warnings().is_empty());
     }
 
     #[test]
