@@ -1779,8 +1779,14 @@ access_token = "file-token"
         let c = parse(&text, &[]).unwrap();
         assert_eq!(c.app.consumer_secret.expose(), "w0rld-wr1table");
         let w = c.warnings().join("\n");
-        assert!(w.contains("config.toml:3: [app] consumer_secret_file:"), "{w}");
-        assert!(w.contains("writable by every user") && w.contains("666"), "{w}");
+        assert!(
+            w.contains("config.toml:3: [app] consumer_secret_file:"),
+            "{w}"
+        );
+        assert!(
+            w.contains("writable by every user") && w.contains("666"),
+            "{w}"
+        );
         assert!(!w.contains("w0rld-wr1table"));
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(parse(&text, &[]).unwrap().warnings().is_empty());

@@ -797,3 +797,53 @@ async fn a_busy_database_loses_batches_not_the_run() {
         assert_ne!(last.checked[&t], before.checked[&t], "{t} asked again");
     }
 }
+
+/// A token endpoint that answers a token no header can carry: the bearer batches fail once
+/// each, not retried, with the reason; a 5xx from it is retried and never taken as a refusal.
+#[tokio::test]
+async fn a_bad_token_answer_is_not_retried() {
+    let (app, _hostile) = collected().await;
+    let tokens = Hostile::spawn(None).await;
+    let url = format!("{}/oauth2/token", tokens.url());
+    app.edit_config(|t| {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("token_url"))
+            .unwrap()
+            .to_string();
+        t.replace(&line, &format!("token_url = {url:?}"))
+    });
+    tokens.answer(Answer::Fixed(
+        200,
+        vec![("content-type", "application/json".into())],
+        Bytes::from_static(br#"{"token_type":"bearer","access_token":"AAAA\r\nX-Injected: 1"}"#),
+    ));
+    let before = snapshot(&app);
+    let report = app.run(&context(&app), &[JobKind::Totals]).await;
+    assert_eq!(report.exit_code(), 1, "{report:?}");
+    let bearer: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| r.credential.label() == "bearer")
+        .collect();
+    assert!(!bearer.is_empty());
+    for r in &bearer {
+        assert_eq!((r.outcome, r.attempts), (BatchOutcome::Failed, 1), "{r:?}");
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not a usable header value")
+        );
+    }
+    assert!(report.app_refused.is_none(), "the keys were not refused");
+    assert_eq!(tokens.hits(), 1, "asked once");
+    let after = snapshot(&app);
+    assert!(before.totals.is_subset(&after.totals));
+
+    // A 503 from it is retried like any 5xx.
+    tokens.answer(Answer::Fixed(503, Vec::new(), Bytes::new()));
+    let report = app.run(&context(&app), &[JobKind::Totals]).await;
+    assert!(report.app_refused.is_none());
+    assert!(tokens.hits() >= 3, "{} token requests", tokens.hits());
+}
