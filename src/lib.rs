@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod inventory;
+pub mod listener;
 pub mod lock;
 pub mod metrics;
 pub mod parse;

@@ -9,6 +9,7 @@ use engagement_ingest::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(&cli);
+    cli::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

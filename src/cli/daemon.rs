@@ -23,6 +23,7 @@ use super::run::{pipeline_failure, progress_interval};
 use super::{Cli, DaemonArgs, Failure};
 use crate::config::Config;
 use crate::domain::JobKind;
+use crate::listener;
 use crate::metrics;
 use crate::pipeline::{self, Context, Selection};
 
@@ -73,6 +74,9 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8, Failure> {
             .await
             .map_err(Failure::usage)?;
     }
+    // The endpoints serve until the cycles are over, so a scrape during the stop sees them end.
+    let stop_serving = CancellationToken::new();
+    let mut serving = None;
     if let Some(listener) = listener {
         let app = axum::Router::new()
             .route("/metrics", get(serve_metrics))
@@ -82,11 +86,15 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8, Failure> {
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
         tracing::info!(addr = %addr, "Serving /metrics and /healthz");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "The metrics endpoint stopped");
-            }
-        });
+        if let Some(warning) = args.metrics_listen.and_then(exposure_warning) {
+            tracing::warn!(addr = %addr, "{warning}");
+        }
+        serving = Some(tokio::spawn(listener::serve(
+            listener,
+            app,
+            listener::Limits::METRICS,
+            stop_serving.clone(),
+        )));
     }
     scheduler
         .start()
@@ -121,6 +129,11 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8, Failure> {
     {
         tracing::warn!("Cycles did not end within the shutdown grace; exiting");
     }
+    stop_serving.cancel();
+    if let Some(serving) = serving {
+        // Idle connections close at once; a response being written gets a moment.
+        let _ = tokio::time::timeout(Duration::from_secs(1), serving).await;
+    }
     tracing::info!("Daemon stopped");
     Ok(0)
 }
@@ -130,6 +143,16 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
         Failure::usage(anyhow::anyhow!(
             "cannot listen on {addr} (--metrics-listen): {e}"
         ))
+    })
+}
+
+/// The warning for endpoints served on `addr`, unless it is a loopback address.
+fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().to_canonical().is_loopback()).then(|| {
+        format!(
+            "/metrics and /healthz are served without authentication on {addr}: anyone who can \
+             reach it can read them. Bind 127.0.0.1, or restrict access with a firewall or network policy"
+        )
     })
 }
 
@@ -350,5 +373,29 @@ mod tests {
         assert!(all[0] != all[1] || all[1] != all[2], "{all:?}");
         let other = std::path::Path::new("/srv/other.sqlite");
         assert_ne!(a, jitter_delay(JobKind::Totals, other, bound));
+    }
+
+    #[test]
+    fn only_a_non_loopback_metrics_address_is_warned_about() {
+        for quiet in [
+            "127.0.0.1:9464",
+            "127.3.2.1:9464",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:9464",
+        ] {
+            assert_eq!(exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for exposed in [
+            "0.0.0.0:9464",
+            "10.0.0.5:9464",
+            "[::]:9464",
+            "[2001:db8::1]:9464",
+        ] {
+            let warning = exposure_warning(exposed.parse().unwrap()).expect(exposed);
+            assert!(
+                warning.contains(exposed) && warning.contains("without authentication"),
+                "{warning}"
+            );
+        }
     }
 }

@@ -13,11 +13,14 @@ use crate::domain::JobKind;
 mod check;
 mod daemon;
 mod demo;
+mod limits;
 mod output;
 mod plan;
 mod query;
 mod report;
 mod run;
+
+pub use limits::raise_open_file_limit;
 
 /// engagement-ingest: X Enterprise Engagement API metrics, kept as time series in SQLite.
 #[derive(Debug, Parser)]
@@ -209,7 +212,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Serve /metrics (Prometheus text format) and /healthz on this address, e.g.
-    /// 127.0.0.1:9464.
+    /// 127.0.0.1:9464. Served without authentication: a non-loopback address is warned about.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }

@@ -665,3 +665,229 @@ async fn a_bad_inventory_edit_keeps_the_last_good_one_and_shows_in_healthz() {
     let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
 }
+
+/// Finished runs that did not end `ok` or that name a problem: status and error.
+fn troubled_runs(db: &rusqlite::Connection) -> Vec<String> {
+    db.prepare(
+        "SELECT status || ': ' || coalesce(error, '') FROM runs \
+         WHERE status != 'running' AND (status != 'ok' OR coalesce(error, '') != '')",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Descriptors the process `pid` has open.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Holds `first` (opened at `opened`), a connection that never sends anything; when the server
+/// closes it, opens another, until `stop`. Adds to `closed` how long the first one lived; returns
+/// how many were opened after it.
+async fn hold_idle(
+    addr: std::net::SocketAddr,
+    (first, opened): (tokio::net::TcpStream, Instant),
+    stop: tokio_util::sync::CancellationToken,
+    closed: Arc<Mutex<Vec<Duration>>>,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    let (mut stream, mut opened, mut reopened) = (first, opened, 0);
+    loop {
+        let mut buf = [0u8; 64];
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                // EOF (or a reset): the server closed it without a word.
+                assert!(matches!(read, Ok(0) | Err(_)), "{read:?} from a connection that sent nothing");
+                if reopened == 0 {
+                    closed.lock().unwrap().push(opened.elapsed());
+                }
+            }
+            () = stop.cancelled() => return reopened,
+        }
+        stream = tokio::select! {
+            s = tokio::net::TcpStream::connect(addr) => s.expect("the port accepts into its backlog"),
+            () = stop.cancelled() => return reopened,
+        };
+        (opened, reopened) = (Instant::now(), reopened + 1);
+    }
+}
+
+/// The issue's attack, scaled down: 180 idle connections, each opened again as soon as the server
+/// closes it, against a daemon allowed 128 open files (the issue: 1,100 against 1,024). 180 is what
+/// the listener's 64 connections and the kernel's backlog of 128 hold; beyond that, connection
+/// attempts wait for the backlog rather than hold anything. The listener keeps at most its 64, so
+/// totals cycles keep succeeding; /metrics answers while the connections are held, once those ahead
+/// of it in the backlog have timed out; the server closes idle connections after its 5 s header
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_metrics_port_do_not_stop_the_cycles() {
+    const OPEN_FILES: u64 = 128;
+    const IDLE: usize = 180;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    let app = TestApp::spawn_live(world(3, 2, 3, 0)).await;
+    let never = "0 0 0 1 1 * 2099";
+    schedule(&app, "*/2 * * * * *", never, "2s");
+    let mut daemon = Daemon::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = daemon.metrics_url().await;
+    let pid = daemon.child.id();
+    // Soft and hard, once the daemon has raised its soft limit (it logs the address after).
+    let limit = rustix::process::Rlimit {
+        current: Some(OPEN_FILES),
+        maximum: Some(OPEN_FILES),
+    };
+    rustix::process::prlimit(
+        Some(rustix::process::Pid::from_child(&daemon.child)),
+        rustix::process::Resource::Nofile,
+        limit,
+    )
+    .expect("a child's open-file limit can be lowered");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits.lines().any(|l| l.starts_with("Max open files")
+            && l.split_whitespace().skip(3).take(2).eq(["128", "128"])),
+        "{limits}"
+    );
+    assert!(
+        !daemon.logs().contains("without authentication"),
+        "{}",
+        daemon.logs()
+    );
+    let ok_runs = |db: &rusqlite::Connection| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM runs WHERE kinds = 'totals' AND status = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    let before = until(
+        &app,
+        &daemon,
+        Duration::from_secs(30),
+        "a totals cycle",
+        |db| Some(ok_runs(db)).filter(|n| *n > 0),
+    )
+    .await;
+    let base_files = open_files(pid);
+
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let attack = Instant::now();
+    let mut holders = Vec::new();
+    for _ in 0..IDLE {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        holders.push(tokio::spawn(hold_idle(
+            addr,
+            (stream, Instant::now()),
+            stop.clone(),
+            Arc::clone(&closed),
+        )));
+    }
+    // Asked once every idle connection is open: it waits behind them in the backlog.
+    let scrape = tokio::spawn(async move {
+        let asked = Instant::now();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers while the idle connections are held");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap(), asked.elapsed())
+    });
+
+    // Two more successful cycles while the connections are held; the daemon's descriptors stay
+    // within the listener's cap of its count before the attack.
+    let mut most_files = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        most_files = most_files.max(open_files(pid));
+        let runs = ok_runs(&app.db());
+        if runs >= before + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} cycles in 90 s under the attack:\n{}",
+            runs - before,
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cycled_in = attack.elapsed();
+    assert_eq!(
+        troubled_runs(&app.db()),
+        Vec::<String>::new(),
+        "{}",
+        daemon.logs()
+    );
+    assert!(
+        most_files <= base_files + 64 + 8,
+        "{most_files} open files, {base_files} before the attack"
+    );
+
+    let (status, body, scraped_in) = tokio::time::timeout(Duration::from_secs(150), scrape)
+        .await
+        .expect("the scrape ends")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        sample(&parse(&body), "engagement_cycles_total", &[]) >= 2.0,
+        "{body}"
+    );
+
+    // Every first connection closed by the server: those it accepted at once after the header
+    // timeout (the client starts counting a little after the server), the rest as slots freed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while closed.lock().unwrap().len() < IDLE {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {IDLE} idle connections closed",
+            closed.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_closed = attack.elapsed();
+    let during = ok_runs(&app.db()) - before;
+    assert_eq!(
+        troubled_runs(&app.db()),
+        Vec::<String>::new(),
+        "{}",
+        daemon.logs()
+    );
+    let lives = closed.lock().unwrap().clone();
+    let first = lives.iter().min().copied().unwrap();
+    let last = lives.iter().max().copied().unwrap();
+    assert!(
+        first > HEADER_TIMEOUT - Duration::from_secs(1)
+            && first < HEADER_TIMEOUT + Duration::from_secs(10),
+        "the first idle connection lived {first:?}"
+    );
+    stop.cancel();
+    let mut reopened = 0;
+    for holder in holders {
+        reopened += holder.await.unwrap();
+    }
+    println!(
+        "{IDLE} idle connections held (reopened {reopened} times), open-file limit {OPEN_FILES}: \
+         2 totals cycles ok after {cycled_in:?}, {during} by the end; at most {most_files} open \
+         files ({base_files} before); /metrics answered in {scraped_in:?}; first connections \
+         closed after {first:?} to {last:?}, all {IDLE} by {all_closed:?}"
+    );
+    assert!(
+        !daemon.logs().contains("Too many open files"),
+        "{}",
+        daemon.logs()
+    );
+
+    daemon.sigterm();
+    let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{}", daemon.logs());
+}
