@@ -164,6 +164,26 @@ fn folder_problem(folder: &Path) -> Option<FolderProblem> {
     }
 }
 
+/// Whether a writer can work in a folder it cannot create files in: the database, its -wal and
+/// -shm files and its lock file all exist and are writable for this process. Asked with
+/// access(2), not by opening them: closing a descriptor of a file SQLite has open would drop
+/// SQLite's locks on it.
+pub fn writer_files_writable(database: &Path) -> bool {
+    let with = |suffix: &str| {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [
+        database.to_path_buf(),
+        with("-wal"),
+        with("-shm"),
+        lock_path(database),
+    ]
+    .iter()
+    .all(|p| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok())
+}
+
 impl WriterLock {
     /// Takes the writer lock of `database` without waiting; the lock file says which process
     /// holds it, for the message another process prints.

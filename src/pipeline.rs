@@ -63,7 +63,14 @@ pub struct Context {
     /// The last inventory that validated, and when it was read.
     last_inventory: Arc<Mutex<Option<GoodInventory>>>,
     lock: Arc<WriterLock>,
+    /// When [`Context::new`] proved the database ([`Store::preflight`]); taken by the next cycle,
+    /// which need not prove it again if it begins within [`PROOF_SERVES`].
+    proven: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How long the proof of the database made when it is opened serves the first cycle: `run`
+/// begins its cycle at once, the daemon's first trigger may come much later.
+const PROOF_SERVES: Duration = Duration::from_secs(60);
 
 /// An inventory that validated, and when it was read.
 type GoodInventory = (Arc<Inventory>, i64);
@@ -375,12 +382,16 @@ impl RunReport {
 }
 
 impl Context {
-    /// Takes the database's writer lock (before anything is written), opens (creating or
-    /// migrating) the database, marks runs a killed process left `running` as interrupted, and
-    /// builds the client. The metrics start from what the database knows of earlier cycles.
+    /// Takes the database's writer lock (before anything is written), opens (creating) the
+    /// database, proves it sound and writable ([`Store::preflight`]) before migrating it, marks
+    /// runs a killed process left `running` as interrupted, and builds the client. The metrics
+    /// start from what the database knows of earlier cycles.
     pub fn new(config: Config, clock: Clock) -> Result<Context, PipelineError> {
         let lock = WriterLock::acquire(&config.database.path)?;
-        let mut store = Store::open(&config.database.path)?;
+        let mut store = Store::connect(&config.database.path)?;
+        store.preflight()?;
+        let proven = Instant::now();
+        store.migrate()?;
         let stale = store.close_stale_runs(clock())?;
         if stale > 0 {
             tracing::warn!(
@@ -401,6 +412,7 @@ impl Context {
             config_problem: None,
             last_inventory: Arc::new(Mutex::new(None)),
             lock: Arc::new(lock),
+            proven: Arc::new(Mutex::new(Some(proven))),
         })
     }
 
@@ -889,7 +901,8 @@ pub async fn run_once(
 
 /// Runs one cycle of what `selection` picks. When `shutdown` is cancelled no new request is
 /// sent; requests in flight finish and are stored, and the run is marked interrupted. A cycle
-/// that fails before planning (inventory, database) is recorded in `runs` as failed.
+/// that fails before planning (inventory, database) is recorded in `runs` as failed, unless the
+/// database is damaged or cannot be written.
 pub async fn run_cycle(
     ctx: &Context,
     selection: &Selection,
@@ -1255,8 +1268,19 @@ async fn begin_cycle(
     let store = Arc::clone(&ctx.store);
     let mirror = Arc::clone(&inventory);
     let refresh_after = ctx.config.historical.refresh_after;
+    // Before anything is sent, the database must be sound and writable (proven when the context
+    // opened it, if that was a moment ago).
+    let proven = ctx
+        .proven
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .is_some_and(|at| at.elapsed() < PROOF_SERVES);
     let (sync, state) = tokio::task::spawn_blocking(move || {
         let mut store = store.lock().expect("store mutex poisoned");
+        if !proven {
+            store.preflight()?;
+        }
         let entries = mirror.entries.iter().map(|e| (e.id, e.owner.as_ref()));
         let sync = store.sync_inventory(entries, now)?;
         Ok::<_, StoreError>((sync, PlanState::read(&store, refresh_after)?))
@@ -1345,6 +1369,12 @@ async fn record_failed_cycle(
     started_at: i64,
     error: &PipelineError,
 ) {
+    if let PipelineError::Store(e) = error
+        && e.forbids_writing()
+    {
+        tracing::error!("The failed cycle is not recorded in the runs table: {e}");
+        return;
+    }
     let store = Arc::clone(&ctx.store);
     let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
     let (finished_at, text) = ((ctx.clock)(), error.to_string());

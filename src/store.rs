@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
@@ -40,6 +41,81 @@ fn series_source(endpoint: Endpoint) -> i64 {
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long the writer waits for a lock another connection holds before a write fails as busy.
+/// Other connections hold it for seconds at most: a reader's checkpoint (sqlite3, Datasette, a
+/// backup tool closing its connection), a refused `run` recording its failed cycle, someone's
+/// short transaction in sqlite3. A connection that keeps it longer is reported, not waited for.
+pub const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a reader (`query`, `report`, `check`) waits for a lock: only WAL recovery and a
+/// checkpoint's reset hold one against readers, both short.
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many problems are asked of an integrity check (`PRAGMA quick_check(N)`): the
+/// verdict does not need more, and a badly damaged file reports one per broken cell.
+const INTEGRITY_MAX_PROBLEMS: usize = 100;
+
+/// Problems shown in messages; the rest are counted.
+const INTEGRITY_SHOWN: usize = 3;
+
+/// Which integrity check to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrityCheck {
+    /// `PRAGMA quick_check`: every page and b-tree of the file, without comparing indexes with
+    /// their tables. Reads the whole file: its cost grows with the database's size.
+    Quick,
+    /// `PRAGMA integrity_check`: also that every index matches its table.
+    Full,
+}
+
+impl IntegrityCheck {
+    /// The pragma's name.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            IntegrityCheck::Quick => "quick_check",
+            IntegrityCheck::Full => "integrity_check",
+        }
+    }
+}
+
+/// What an integrity check found; no problem means the database is sound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integrity {
+    pub check: IntegrityCheck,
+    /// The first problems as SQLite words them (cut to 200 characters each).
+    pub first: Vec<String>,
+    /// How many problems SQLite reported; it stops at [`INTEGRITY_MAX_PROBLEMS`].
+    pub count: usize,
+}
+
+impl Integrity {
+    /// Whether the check found nothing wrong.
+    pub fn is_ok(&self) -> bool {
+        self.count == 0
+    }
+
+    /// "3 problems", "at least 100 problems".
+    fn counted(&self) -> String {
+        let s = if self.count == 1 { "" } else { "s" };
+        if self.count >= INTEGRITY_MAX_PROBLEMS {
+            format!("at least {} problem{s}", self.count)
+        } else {
+            format!("{} problem{s}", self.count)
+        }
+    }
+
+    /// The first problems, `; `-separated, with how many more there are.
+    fn shown(&self) -> String {
+        let more = self.count.saturating_sub(self.first.len());
+        let more = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        format!("{}{more}", self.first.join("; "))
+    }
+}
 
 /// What can go wrong with the database. Paths are shown absolute; the SQLite error of an
 /// open that failed is part of the message (not a separate `source`), so it appears once.
@@ -91,6 +167,38 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// `PRAGMA quick_check` or `integrity_check` found problems.
+    #[error(
+        "database {} is damaged: PRAGMA {} found {}: {}. Stop every writer (`run`, `daemon`), then \
+         restore the file from a backup, or salvage what SQLite can still read into a new file \
+         (sqlite3 {} \".recover\" | sqlite3 NEW.sqlite), check it (`engagement-ingest check \
+         --thorough` with [database] path set to it) and put it in place; nothing is sent while \
+         the database is damaged",
+        crate::lock::absolute(path).display(),
+        integrity.check.pragma(),
+        integrity.counted(),
+        integrity.shown(),
+        crate::lock::absolute(path).display()
+    )]
+    Damaged { path: PathBuf, integrity: Integrity },
+    /// The file, its folder or SQLite refuses writes.
+    #[error(
+        "database {} is not writable for this process: {why}. Make the file, its -wal and -shm \
+         files and its folder writable for the service's user (or, for a read-only mount, point \
+         [database] path at a writable volume); nothing is sent while the database cannot be written",
+        crate::lock::absolute(path).display()
+    )]
+    ReadOnly { path: PathBuf, why: String },
+    /// Another connection held the write lock longer than the busy timeout.
+    #[error(
+        "database {} is busy: another connection held its write lock for more than {} s (an \
+         sqlite3 shell or a tool with an open write transaction, a backup holding it): end that \
+         transaction or close that connection; nothing is sent while the database cannot be \
+         written",
+        crate::lock::absolute(path).display(),
+        waited.as_secs()
+    )]
+    Busy { path: PathBuf, waited: Duration },
     #[error("migration {name} failed: {source}")]
     Migration {
         name: &'static str,
@@ -98,6 +206,33 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// Whether nothing more should be written to the database: it is damaged (a write may spread
+    /// the damage) or cannot be written at all.
+    pub fn forbids_writing(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Damaged { .. } | StoreError::ReadOnly { .. }
+        )
+    }
+}
+
+/// Whether `e` says the file is damaged or not a database.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// Whether `e` says another connection held a lock longer than the busy timeout.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 /// The status of a Tweet as the API last described it.
@@ -450,7 +585,7 @@ impl Store {
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(explain)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(READER_BUSY_TIMEOUT)?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
@@ -479,13 +614,181 @@ impl Store {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = self
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         self.conn
             .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        Ok(())
+    }
+
+    /// Opens an existing database for writing and changes nothing: it is not created nor
+    /// migrated, its journal mode is kept, and closing does not checkpoint. `check` proves with
+    /// it that `run` could write.
+    pub fn connect_existing(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |error| StoreError::Open {
+            path: path.to_path_buf(),
+            error,
+            issue: crate::lock::folder_issue(path).map(Box::new),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(open_error)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(open_error)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// What a writer proves before a cycle sends anything: `PRAGMA quick_check` finds the
+    /// database sound, its folder takes the files SQLite creates, and it can be written (see
+    /// [`Store::prove_writable`]). Waits up to [`WRITER_BUSY_TIMEOUT`] for another
+    /// connection's write lock.
+    pub fn preflight(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.ensure_sound(IntegrityCheck::Quick)?;
+        let checked = started.elapsed();
+        self.prove_folder()?;
+        self.prove_writable()?;
+        tracing::debug!(
+            quick_check_seconds = checked.as_secs_f64(),
+            seconds = started.elapsed().as_secs_f64(),
+            "The database passed quick_check and can be written"
+        );
+        Ok(())
+    }
+
+    /// `PRAGMA quick_check`: the problems it finds (none: the database is sound).
+    pub fn quick_check(&self) -> Result<Integrity, StoreError> {
+        self.check_integrity(IntegrityCheck::Quick)
+    }
+
+    /// `PRAGMA integrity_check`: the problems it finds (none: the database is sound).
+    pub fn integrity_check(&self) -> Result<Integrity, StoreError> {
+        self.check_integrity(IntegrityCheck::Full)
+    }
+
+    /// Runs `check`; [`StoreError::Damaged`] when it finds a problem.
+    pub fn ensure_sound(&self, check: IntegrityCheck) -> Result<(), StoreError> {
+        let integrity = self.check_integrity(check)?;
+        if integrity.is_ok() {
+            Ok(())
+        } else {
+            Err(StoreError::Damaged {
+                path: self.path.clone(),
+                integrity,
+            })
+        }
+    }
+
+    /// Runs `check` and collects what it reports, at most [`INTEGRITY_MAX_PROBLEMS`] problems.
+    pub fn check_integrity(&self, check: IntegrityCheck) -> Result<Integrity, StoreError> {
+        let sql = format!("PRAGMA {}({INTEGRITY_MAX_PROBLEMS})", check.pragma());
+        let mut problems: Vec<String> = Vec::new();
+        let read = (|| {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let text: String = row.get(0)?;
+                // A row may hold several problems, one a line, headed by "*** in database
+                // main ***", which is not one.
+                problems.extend(
+                    text.lines()
+                        .filter(|l| *l != "ok" && !l.starts_with("*** ") && !l.trim().is_empty())
+                        .map(str::to_string),
+                );
+            }
+            Ok::<_, rusqlite::Error>(())
+        })();
+        match read {
+            Ok(()) => {}
+            // Damage where the check itself must read (the schema, a b-tree's root) stops it.
+            Err(e) if is_damage(&e) => problems.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+        let count = problems.len();
+        let first = problems
+            .into_iter()
+            .take(INTEGRITY_SHOWN)
+            .map(|p| match p.char_indices().nth(200) {
+                Some((i, _)) => format!("{}…", &p[..i]),
+                None => p,
+            })
+            .collect();
+        Ok(Integrity {
+            check,
+            first,
+            count,
+        })
+    }
+
+    /// The database's folder takes new files (SQLite creates the -wal, -shm and journal files
+    /// there), or every file a writer needs exists and is writable.
+    fn prove_folder(&self) -> Result<(), StoreError> {
+        use crate::lock::FolderProblem;
+        match crate::lock::folder_issue(&self.path) {
+            None => Ok(()),
+            Some(issue)
+                if matches!(issue.problem, FolderProblem::NotWritable(_))
+                    && crate::lock::writer_files_writable(&self.path) =>
+            {
+                Ok(())
+            }
+            Some(issue) => {
+                let os = match &issue.problem {
+                    FolderProblem::NotWritable(os) | FolderProblem::Inaccessible(os) => {
+                        format!(" ({os})")
+                    }
+                    FolderProblem::Missing | FolderProblem::NotAFolder => String::new(),
+                };
+                Err(StoreError::ReadOnly {
+                    path: self.path.clone(),
+                    why: format!("{issue}{os}"),
+                })
+            }
+        }
+    }
+
+    /// Proves this connection can write: the file is writable for this process, SQLite did not
+    /// open it read-only, and a write transaction can begin (it is rolled back: nothing is
+    /// written). Waits up to the connection's busy timeout for another connection's write lock:
+    /// [`StoreError::Busy`] when it is held longer.
+    pub fn prove_writable(&self) -> Result<(), StoreError> {
+        let read_only = |why: String| StoreError::ReadOnly {
+            path: self.path.clone(),
+            why,
+        };
+        // access(2), not an open: closing a descriptor of a file SQLite has open would drop
+        // SQLite's POSIX locks on it.
+        if let Err(e) = rustix::fs::access(&self.path, rustix::fs::Access::WRITE_OK) {
+            let e = std::io::Error::from(e);
+            return Err(read_only(format!("the file cannot be written ({e})")));
+        }
+        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(read_only(
+                "SQLite opened it read-only (the file, or its -wal or -shm file, is not writable \
+                 for this process)"
+                    .to_string(),
+            ));
+        }
+        let started = std::time::Instant::now();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return Err(if is_busy(&e) {
+                StoreError::Busy {
+                    path: self.path.clone(),
+                    waited: started.elapsed(),
+                }
+            } else if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+                read_only(format!("SQLite refuses to begin a write transaction ({e})"))
+            } else {
+                e.into()
+            });
+        }
+        self.conn.execute_batch("ROLLBACK")?;
         Ok(())
     }
 
@@ -517,7 +820,7 @@ impl Store {
             if version <= before {
                 continue;
             }
-            let tx = self.conn.transaction()?;
+            let tx = self.write_transaction()?;
             tx.execute_batch(sql)
                 .map_err(|source| StoreError::Migration { name, source })?;
             tx.pragma_update(None, "user_version", version)?;
@@ -525,6 +828,15 @@ impl Store {
             tracing::info!(migration = name, version, "applied migration");
         }
         Ok((before, SCHEMA_VERSION))
+    }
+
+    /// A transaction that takes the write lock as it begins (`BEGIN IMMEDIATE`), waiting up to
+    /// the busy timeout for it. A deferred one that reads first cannot wait: when another
+    /// connection holds the lock, its upgrade to a write fails at once with SQLITE_BUSY whatever
+    /// the timeout, and the batch in it would be lost.
+    fn write_transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
     }
 
     /// The path the store was opened from.
@@ -544,7 +856,7 @@ impl Store {
         entries: impl IntoIterator<Item = (TweetId, Option<&'a Handle>)>,
         now: i64,
     ) -> Result<SyncReport, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let mut known: HashMap<i64, (Option<String>, bool)> = HashMap::new();
         {
             let mut stmt =
@@ -670,24 +982,53 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Closes a run with its outcome.
+    /// Closes a run with its outcome. A database still busy after the busy timeout is waited
+    /// for once more before giving up, so that a run is not left `running` by another
+    /// connection's long transaction.
     pub fn finish_run(&mut self, run_id: i64, summary: &RunSummary) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
-             rows_written = ?6, error = ?7, not_attempted = ?8, failed_kinds = ?9 WHERE run_id = ?1",
-            params![
-                run_id,
-                summary.finished_at,
-                summary.status,
-                summary.requests as i64,
-                summary.failed_batches as i64,
-                summary.rows_written as i64,
-                summary.error,
-                summary.not_attempted as i64,
-                summary.failed_kinds.join(",")
-            ],
-        )?;
-        Ok(())
+        let update = |conn: &Connection| {
+            conn.execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
+                 rows_written = ?6, error = ?7, not_attempted = ?8, failed_kinds = ?9 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    summary.finished_at,
+                    summary.status,
+                    summary.requests as i64,
+                    summary.failed_batches as i64,
+                    summary.rows_written as i64,
+                    summary.error,
+                    summary.not_attempted as i64,
+                    summary.failed_kinds.join(",")
+                ],
+            )
+        };
+        match update(&self.conn) {
+            Err(e) if is_busy(&e) => {
+                tracing::warn!(
+                    run_id,
+                    error = %e,
+                    "Cannot record the end of the run: another connection holds the database's \
+                     write lock; waiting once more"
+                );
+                match update(&self.conn) {
+                    Ok(_) => {
+                        tracing::info!(run_id, "Recorded the end of the run at the second try");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            run_id,
+                            error = %e,
+                            "The end of the run is not recorded: it stays `running` in the runs \
+                             table until the next run marks it interrupted"
+                        );
+                        Err(e.into())
+                    }
+                }
+            }
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
     }
 
     /// Records a cycle of `kinds` that failed before it planned anything (config, inventory,
@@ -861,7 +1202,7 @@ impl Store {
         status_changes: &[StatusChange],
         moved: &[(TweetId, Handle)],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         apply_status_changes(&tx, status_changes, record.started_at)?;
         {
             let mut stmt = tx.prepare_cached("UPDATE tweets SET owner = ?2 WHERE tweet_id = ?1")?;
@@ -882,7 +1223,7 @@ impl Store {
         record: &BatchRecord,
         data: &TotalsWrite,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let mut written = 0;
         {
             // The latest value of every metric of one Tweet in one statement (a seek per
@@ -1002,7 +1343,7 @@ impl Store {
         record: &BatchRecord,
         data: &SeriesWrite,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let mut written = 0;
         {
             let mut clear = tx.prepare_cached(
@@ -1495,5 +1836,170 @@ mod tests {
             .query_row("SELECT fetched_at FROM coverage", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fetched, 20);
+    }
+
+    /// Holds the write lock of `path` from another connection, as sqlite3 or a backup tool
+    /// would, until the returned sender is dropped or sent to; returns once the lock is held.
+    fn hold_write_lock(path: &Path) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let holder = std::thread::spawn(move || {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE; UPDATE tweets SET removed_at = removed_at;")
+                .unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        held_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
+    /// A sound database passes the preflight, twice in a row (the proof's transaction is rolled
+    /// back, nothing is left open), and both checks report no problem.
+    #[test]
+    fn a_sound_database_passes_the_preflight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("e.sqlite")).unwrap();
+        store.sync_inventory([(id(1), None)], 1).unwrap();
+        store.preflight().unwrap();
+        store.preflight().unwrap();
+        assert!(store.quick_check().unwrap().is_ok());
+        let full = store.integrity_check().unwrap();
+        assert_eq!((full.check, full.count), (IntegrityCheck::Full, 0));
+        assert!(store.conn().is_autocommit(), "no transaction left open");
+    }
+
+    /// A connection SQLite opened read-only is refused by the proof (what SQLite does with a file
+    /// this process cannot write: root writes any file, so a read-only open stands in for it).
+    #[test]
+    fn a_read_only_connection_fails_the_writability_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        drop(Store::open(&path).unwrap());
+        let store = Store::open_read_only(&path).unwrap();
+        let err = store.prove_writable().unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+        assert!(err.forbids_writing());
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("SQLite opened it read-only"), "{text}");
+    }
+
+    /// Another connection's write lock is waited for; held past the busy timeout, the proof
+    /// says busy (not read-only), and passes once the lock is let go.
+    #[test]
+    fn a_write_lock_held_too_long_is_reported_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .busy_timeout(Duration::from_millis(200))
+            .unwrap();
+        let (release, holder) = hold_write_lock(&path);
+        let err = store.prove_writable().unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+        assert!(!err.forbids_writing());
+        assert!(err.to_string().contains("is busy"), "{err}");
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        store.prove_writable().unwrap();
+    }
+
+    /// A batch answered while another connection holds the write lock waits for it and is
+    /// stored: its transaction takes the lock as it begins. (A deferred one reads first and
+    /// then cannot wait: it fails at once with "database is locked".)
+    #[test]
+    fn a_batch_write_waits_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        store.sync_inventory([(id(1), None)], 1).unwrap();
+        let run = store.begin_run(&RunStart::new(&["totals"], 1)).unwrap();
+        let (release, holder) = hold_write_lock(&path);
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            release.send(()).unwrap();
+        });
+        let write = TotalsWrite {
+            observed_at: 10,
+            values: vec![(id(1), Metric::Favorites, 5)],
+            checked: vec![id(1)],
+            ..Default::default()
+        };
+        assert_eq!(
+            store.write_totals_batch(&record(run, 1), &write).unwrap(),
+            1
+        );
+        releaser.join().unwrap();
+        holder.join().unwrap();
+        assert_eq!(store.count("requests").unwrap(), 1);
+    }
+
+    /// `finish_run` on a database busy for longer than the busy timeout waits once more, so
+    /// the run is closed rather than left `running`.
+    #[test]
+    fn finish_run_waits_once_more_for_a_busy_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        let run = store.begin_run(&RunStart::new(&["totals"], 1)).unwrap();
+        let timeout = Duration::from_millis(500);
+        store.conn().busy_timeout(timeout).unwrap();
+        let (release, holder) = hold_write_lock(&path);
+        // Held past the first wait, let go during the second.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(timeout * 3 / 2);
+            release.send(()).unwrap();
+        });
+        let summary = RunSummary {
+            finished_at: 2,
+            status: "ok",
+            requests: 0,
+            failed_batches: 0,
+            not_attempted: 0,
+            failed_kinds: Vec::new(),
+            rows_written: 0,
+            error: None,
+        };
+        store.finish_run(run, &summary).unwrap();
+        releaser.join().unwrap();
+        holder.join().unwrap();
+        let status: String = store
+            .conn()
+            .query_row("SELECT status FROM runs WHERE run_id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(status, "ok");
+    }
+
+    /// A run left `running` (its process killed, or its end not recordable) is closed as
+    /// interrupted by the next writer, after waiting for a lock another connection holds.
+    #[test]
+    fn a_stale_running_run_is_marked_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        let run = store.begin_run(&RunStart::new(&["totals"], 1)).unwrap();
+        let (release, holder) = hold_write_lock(&path);
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            release.send(()).unwrap();
+        });
+        assert_eq!(store.close_stale_runs(5).unwrap(), 1);
+        releaser.join().unwrap();
+        holder.join().unwrap();
+        let (status, finished): (String, i64) = store
+            .conn()
+            .query_row(
+                "SELECT status, finished_at FROM runs WHERE run_id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), finished), ("interrupted", 5));
     }
 }

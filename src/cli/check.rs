@@ -1,9 +1,13 @@
 //! `check`: validate config, inventory, the database and its folder without sending anything;
 //! with `--online`, also try each credential with the cheapest real request.
 //!
+//! The database is checked as `run` checks it before a cycle: `PRAGMA quick_check` (the full
+//! `integrity_check` with `--thorough`), and a write transaction begun and rolled back.
+//!
 //! One line per thing checked, then a summary line. Exit 0: all ok; 2: any problem (config,
-//! inventory, database or its folder, a refused credential); 3: no problem found, but the API
-//! could not be reached (or kept failing), so some credential could not be verified.
+//! inventory, the database damaged, not writable or busy, its folder, a refused credential); 3:
+//! no problem found, but the API could not be reached (or kept failing), so some credential could
+//! not be verified.
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +21,9 @@ use crate::inventory::Inventory;
 use crate::lock::{self, FolderProblem};
 use crate::pipeline;
 use crate::planner::Job;
-use crate::store::{AccountRecord, AccountState, SCHEMA_VERSION, Store, StoreError};
+use crate::store::{
+    AccountRecord, AccountState, IntegrityCheck, SCHEMA_VERSION, Store, StoreError,
+};
 
 /// `check` options.
 #[derive(Debug, Args)]
@@ -27,6 +33,11 @@ pub struct CheckArgs {
     /// once on /totals for one of its Tweets. Paused accounts are never sent a request.
     #[arg(long)]
     pub online: bool,
+    /// Check the database with the full `PRAGMA integrity_check` (every index compared with its
+    /// table) rather than `quick_check`, which `run` does before every cycle. Slower: it reads
+    /// the database more than once.
+    #[arg(long)]
+    pub thorough: bool,
 }
 
 /// What the checks found, for the summary line and the exit code.
@@ -111,7 +122,12 @@ pub async fn check(cli: &Cli, args: &CheckArgs) -> Result<u8, Failure> {
         println!("  warning: {warning}");
     }
     let inventory = check_inventory(&config, &mut findings);
-    let records = check_database(&config, &mut findings);
+    let integrity = if args.thorough {
+        IntegrityCheck::Full
+    } else {
+        IntegrityCheck::Quick
+    };
+    let records = check_database(&config, integrity, &mut findings);
     if args.online {
         online(&config, inventory.as_ref(), &mut findings).await?;
     } else {
@@ -146,8 +162,13 @@ fn check_inventory(config: &Config, findings: &mut Findings) -> Option<Inventory
 }
 
 /// The database's folder (it must exist and take new files: the lock file, SQLite's -wal and
-/// -shm) and the database itself; returns the accounts' last recorded states.
-fn check_database(config: &Config, findings: &mut Findings) -> Vec<AccountRecord> {
+/// -shm), the database itself (its schema, its integrity, and that it can be written, as `run`
+/// proves before a cycle); returns the accounts' last recorded states.
+fn check_database(
+    config: &Config,
+    integrity: IntegrityCheck,
+    findings: &mut Findings,
+) -> Vec<AccountRecord> {
     let db = lock::absolute(&config.database.path);
     let folder = lock::database_folder(&db);
     let mut creatable = true;
@@ -158,7 +179,7 @@ fn check_database(config: &Config, findings: &mut Findings) -> Vec<AccountRecord
             free_space(&folder).map_or(String::new(), |f| format!(", {f} free"))
         ),
         Some(issue) => match &issue.problem {
-            FolderProblem::NotWritable(os) if writer_files_exist(&db) => println!(
+            FolderProblem::NotWritable(os) if lock::writer_files_writable(&db) => println!(
                 "database folder {}: not writable ({os}), but the database and its -wal, -shm and \
                  .lock files exist and are writable: ok as long as they stay",
                 folder.display()
@@ -194,7 +215,7 @@ fn check_database(config: &Config, findings: &mut Findings) -> Vec<AccountRecord
         }
         return Vec::new();
     }
-    match Store::open_read_only(&db) {
+    let records = match Store::open_read_only(&db) {
         Ok(store) => {
             println!(
                 "database {}: ok (schema version {SCHEMA_VERSION})",
@@ -212,27 +233,60 @@ fn check_database(config: &Config, findings: &mut Findings) -> Vec<AccountRecord
         Err(e) => {
             findings.problem("database");
             println!("database {}: FAILED\n{e}", db.display());
-            Vec::new()
+            return Vec::new();
+        }
+    };
+    // Read and written through one connection that changes nothing (no checkpoint on close).
+    let store = match Store::connect_existing(&db) {
+        Ok(store) => store,
+        Err(e) => {
+            findings.problem("database writable");
+            println!("database writable {}: FAILED\n{e}", db.display());
+            return records;
+        }
+    };
+    let started = std::time::Instant::now();
+    match store.ensure_sound(integrity) {
+        Ok(()) => {
+            let thorough = match integrity {
+                IntegrityCheck::Quick => "; `check --thorough` runs the full integrity_check",
+                IntegrityCheck::Full => "",
+            };
+            println!(
+                "database integrity {}: ok (PRAGMA {} in {:.2} s{thorough})",
+                db.display(),
+                integrity.pragma(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => {
+            findings.problem("database integrity");
+            println!("database integrity {}: FAILED\n{e}", db.display());
         }
     }
-}
-
-/// Whether a writer can work in a folder it cannot create files in: every file it needs exists
-/// and opens for writing.
-fn writer_files_exist(db: &std::path::Path) -> bool {
-    let with = |suffix: &str| {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        std::path::PathBuf::from(name)
-    };
-    [
-        db.to_path_buf(),
-        with("-wal"),
-        with("-shm"),
-        lock::lock_path(db),
-    ]
-    .iter()
-    .all(|p| std::fs::OpenOptions::new().write(true).open(p).is_ok())
+    if !creatable {
+        println!(
+            "database writable {}: not checked: its folder cannot be written (above)",
+            db.display()
+        );
+        return records;
+    }
+    match store.prove_writable() {
+        Ok(()) => println!(
+            "database writable {}: ok (the file is writable and a write transaction can begin; \
+             nothing was written)",
+            db.display()
+        ),
+        Err(e @ StoreError::Busy { .. }) => {
+            findings.problem("database writable");
+            println!("database writable {}: BUSY\n{e}", db.display());
+        }
+        Err(e) => {
+            findings.problem("database writable");
+            println!("database writable {}: FAILED\n{e}", db.display());
+        }
+    }
+    records
 }
 
 /// An account's line without `--online`: its switch and what the last run found.

@@ -11,6 +11,8 @@ mod check;
 mod cli;
 /// The daemon: schedules, metrics, health, shutdown, the writer lock.
 mod daemon;
+/// The database before quota: damaged, unwritable or busy, as `check` and `run` find it.
+mod database;
 /// Faults, rate limits and refused credentials.
 mod failures;
 mod groupings;
