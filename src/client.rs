@@ -1405,6 +1405,41 @@ mod tests {
         }
     }
 
+    /// A server that accepts and never answers costs `retry_max_elapsed` in all, not
+    /// `retry_attempts` × `timeout`: the attempt waiting then is cut off, none starts after.
+    #[tokio::test(start_paused = true)]
+    async fn retry_max_elapsed_bounds_a_requests_whole_time() {
+        let app = axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "never"
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut settings = settings_for(format!("http://{addr}"), 5, 1);
+        settings.timeout = Duration::from_secs(30);
+        settings.retry.max_elapsed = Duration::from_secs(45);
+        let client = ApiClient::new(settings, crate::domain::system_clock()).unwrap();
+        let started = tokio::time::Instant::now();
+        let outcome = client
+            .send(
+                Endpoint::Totals,
+                &Credential::Bearer,
+                &serde_json::json!({}),
+                |_| Ok(()),
+                &Breaker::new(),
+                &CancellationToken::new(),
+            )
+            .await;
+        // On the paused clock: 30 s for the first attempt, the second cut at 45 s.
+        let spent = started.elapsed();
+        assert_eq!(outcome.attempts, 2, "{:?}", outcome.result);
+        assert!(spent <= Duration::from_secs(46), "{spent:?}");
+        let error = outcome.result.unwrap_err().to_string();
+        assert!(error.contains("api.retry_max_elapsed"), "{error}");
+        server.abort();
+    }
+
     /// A client for a stub on `base_url`: a configured bearer token, quick retries.
     fn settings_for(base_url: String, attempts: u32, max_in_flight: usize) -> ClientSettings {
         ClientSettings {
