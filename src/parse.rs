@@ -505,8 +505,8 @@ impl Level<'_, '_> {
                 self.out.push(&self.row, value);
                 Ok(())
             }
-            Some(value) => Err(self.fail(format!(
-                "count {value} is out of range ({} to {MAX_COUNT})",
+            Some(_) => Err(self.fail(format!(
+                "count {found} is out of range ({} to {MAX_COUNT})",
                 self.out.min
             ))),
             None => Err(self.fail(format!("expected a count, found {found}"))),
