@@ -1386,17 +1386,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let server = tokio::spawn(async move { axum::serve(listener, app).await });
             let settings = settings_for(format!("http://{addr}"), 3, 1);
-            let client = ApiClient::new(settings, crate::domain::system_clock()).unwrap();
-            let outcome = client
-                .send(
-                    Endpoint::Totals,
-                    &Credential::Bearer,
-                    &serde_json::json!({}),
-                    |_| Ok(()),
-                    &Breaker::new(),
-                    &CancellationToken::new(),
-                )
-                .await;
+            let outcome = send_many(settings, 1).await.0.remove(0);
             assert!(outcome.result.is_err());
             assert_eq!(outcome.status, Some(status));
             assert_eq!((status, hits.load(Ordering::SeqCst)), (status, expected));
@@ -1419,18 +1409,8 @@ mod tests {
         let mut settings = settings_for(format!("http://{addr}"), 5, 1);
         settings.timeout = Duration::from_secs(30);
         settings.retry.max_elapsed = Duration::from_secs(45);
-        let client = ApiClient::new(settings, crate::domain::system_clock()).unwrap();
         let started = tokio::time::Instant::now();
-        let outcome = client
-            .send(
-                Endpoint::Totals,
-                &Credential::Bearer,
-                &serde_json::json!({}),
-                |_| Ok(()),
-                &Breaker::new(),
-                &CancellationToken::new(),
-            )
-            .await;
+        let outcome = send_many(settings, 1).await.0.remove(0);
         // On the paused clock: 30 s for the first attempt, the second cut at 45 s.
         let spent = started.elapsed();
         assert_eq!(outcome.attempts, 2, "{:?}", outcome.result);

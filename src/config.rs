@@ -830,9 +830,9 @@ impl Loader<'_> {
         let retry_attempts = self.count(sec, "retry_attempts", 5, 1, 20);
         let retry_max_elapsed = self.duration(sec, "retry_max_elapsed", "2m");
         let retry_min_delay = self.duration(sec, "retry_min_delay", "500ms");
-        // The largest legal answer (25 Tweets × 17 metrics × 673 hours of 12-digit counts) is
-        // about 6 MB compact and 9 MB indented; 16 MiB leaves room for that and keeps
-        // `max_in_flight` answers well under the shipped units' memory limits.
+        // The largest legal answer (25 Tweets × 17 metrics × 28 days of 12-digit counts) is
+        // 5.9 MB compact and 9.6 MB indented (2.8 MB when every count is 0); 16 MiB leaves room
+        // for that and keeps `max_in_flight` answers well under the units' memory limits.
         let max_answer_mib = self.count(sec, "max_answer_mib", 16, 1, 1024);
         ApiConfig {
             base_url,

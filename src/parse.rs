@@ -75,18 +75,20 @@ pub struct Span {
 impl Span {
     fn add(&mut self, bucket: Option<i64>) {
         self.leaves += 1;
-        if let Some(b) = bucket {
-            self.first = Some(self.first.map_or(b, |f| f.min(b)));
-            self.last = Some(self.last.map_or(b, |l| l.max(b)));
-        }
+        bucket.into_iter().for_each(|b| self.widen(b));
     }
 
     fn merge(&mut self, other: Span) {
         self.leaves += other.leaves;
-        for b in [other.first, other.last].into_iter().flatten() {
-            self.first = Some(self.first.map_or(b, |f| f.min(b)));
-            self.last = Some(self.last.map_or(b, |l| l.max(b)));
-        }
+        [other.first, other.last]
+            .into_iter()
+            .flatten()
+            .for_each(|b| self.widen(b));
+    }
+
+    fn widen(&mut self, bucket: i64) {
+        self.first = Some(self.first.map_or(bucket, |f| f.min(bucket)));
+        self.last = Some(self.last.map_or(bucket, |l| l.max(bucket)));
     }
 
     /// Whether the pair has every hour bucket of `[start, end)` (hour-aligned seconds): the

@@ -1780,22 +1780,22 @@ impl BatchContext {
                 Ok(parsed) => {
                     self.note_unknown_metrics(&parsed.unknown_metrics);
                     let now = (self.clock)();
-                    let (received, rows, coverage) = match job.kind {
+                    let (received, rows, shortfall) = match job.kind {
                         JobKind::Totals => {
                             let (write, coverage) = totals_write(&job, &parsed, &self.states, now);
-                            record_answer(&mut record, &job, &parsed, &coverage);
+                            let shortfall = record_answer(&mut record, &job, &parsed, &coverage);
                             let received = write.values.len();
                             let rows = self
                                 .blocking(record.clone(), move |store, rec| {
                                     store.write_totals_batch(rec, &write)
                                 })
                                 .await;
-                            (received, rows, coverage)
+                            (received, rows, shortfall)
                         }
                         JobKind::Hourly | JobKind::Historical => {
                             let (write, coverage) =
                                 series_write(&job, &parsed, &self.states, window, now);
-                            record_answer(&mut record, &job, &parsed, &coverage);
+                            let shortfall = record_answer(&mut record, &job, &parsed, &coverage);
                             let received = write
                                 .answered
                                 .iter()
@@ -1808,7 +1808,7 @@ impl BatchContext {
                                     store.write_series_batch(rec, &write)
                                 })
                                 .await;
-                            (received, rows, coverage)
+                            (received, rows, shortfall)
                         }
                     };
                     let rows = match rows {
@@ -1821,7 +1821,7 @@ impl BatchContext {
                         }
                         Err(e) => return Err(e),
                     };
-                    if let Some(why) = coverage.shortfall(&job) {
+                    if let Some(why) = shortfall {
                         tracing::warn!(endpoint = job.endpoint.name(), credential = %job.credential,
                             "Batch answered in part: {why}");
                     }
@@ -2107,7 +2107,13 @@ fn store_busy(error: &StoreError) -> bool {
 
 /// The outcome an answer gives its batch: `partial` when it lists Tweets as unavailable or
 /// unsupported, or leaves some out (with why); `failed` when it names none of them.
-fn record_answer(record: &mut BatchRecord, job: &Job, parsed: &Parsed, coverage: &Coverage) {
+/// Returns what the answer left out, in words.
+fn record_answer(
+    record: &mut BatchRecord,
+    job: &Job,
+    parsed: &Parsed,
+    coverage: &Coverage,
+) -> Option<String> {
     let listed = coverage.unavailable > 0
         || !parsed.unsupported_impressions.is_empty()
         || !parsed.unsupported_video_views.is_empty();
@@ -2123,6 +2129,7 @@ fn record_answer(record: &mut BatchRecord, job: &Job, parsed: &Parsed, coverage:
         record.outcome = BatchOutcome::Partial;
     }
     record.error = (!why.is_empty()).then(|| why.join("; "));
+    shortfall
 }
 
 /// What an answer said of a job's Tweets, pair by pair. Only what it names counts: a requested
@@ -2640,15 +2647,30 @@ mod tests {
             (dir, store, run)
         }
 
-        fn stored(store: &Store) -> BTreeSet<(i64, i64, i64, i64)> {
-            let mut stmt = store
-                .conn()
-                .prepare("SELECT tweet_id, metric_id, hour, value FROM series")
-                .unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        /// The rows of `sql`, each read by `row`.
+        fn rows<T, C: FromIterator<T>>(
+            store: &Store,
+            sql: &str,
+            row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        ) -> C {
+            let mut stmt = store.conn().prepare(sql).unwrap();
+            stmt.query_map([], row)
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()
+        }
+
+        fn stored(store: &Store) -> BTreeSet<(i64, i64, i64, i64)> {
+            rows(
+                store,
+                "SELECT tweet_id, metric_id, hour, value FROM series",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+        }
+
+        /// Two columns as a map from the first.
+        fn by_first(store: &Store, sql: &str) -> BTreeMap<i64, i64> {
+            rows(store, sql, |r| Ok((r.get(0)?, r.get(1)?)))
         }
 
         proptest! {
@@ -2697,14 +2719,8 @@ mod tests {
                     }
                     let expected_rows: BTreeSet<_> = expected.iter().map(|(&(t, m, h), &v)| (t, m, h, v)).collect();
                     prop_assert_eq!(stored(&store), expected_rows);
-                    let coverage: BTreeMap<i64, i64> = store
-                        .conn()
-                        .prepare("SELECT tweet_id, fetched_at FROM coverage")
-                        .unwrap()
-                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .unwrap()
-                        .map(Result::unwrap)
-                        .collect();
+                    let coverage: BTreeMap<i64, i64> =
+                        by_first(&store, "SELECT tweet_id, fetched_at FROM coverage");
                     prop_assert_eq!(&coverage, &covered_at);
                 }
             }
@@ -2741,24 +2757,17 @@ mod tests {
                             checked.insert(id, at);
                         }
                     }
-                    let got: BTreeMap<(i64, i64), i64> = store
-                        .conn()
-                        .prepare("SELECT tweet_id, metric_id, value FROM totals AS t WHERE observed_at = \
-                                  (SELECT max(observed_at) FROM totals AS u WHERE u.tweet_id = t.tweet_id AND u.metric_id = t.metric_id)")
-                        .unwrap()
-                        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-                        .unwrap()
-                        .map(Result::unwrap)
-                        .collect();
+                    let got: BTreeMap<(i64, i64), i64> = rows(
+                        &store,
+                        "SELECT tweet_id, metric_id, value FROM totals AS t WHERE observed_at = \
+                         (SELECT max(observed_at) FROM totals AS u WHERE u.tweet_id = t.tweet_id AND u.metric_id = t.metric_id)",
+                        |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)),
+                    );
                     prop_assert_eq!(&got, &latest);
-                    let got_checked: BTreeMap<i64, i64> = store
-                        .conn()
-                        .prepare("SELECT tweet_id, totals_checked_at FROM tweets WHERE totals_checked_at IS NOT NULL")
-                        .unwrap()
-                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .unwrap()
-                        .map(Result::unwrap)
-                        .collect();
+                    let got_checked: BTreeMap<i64, i64> = by_first(
+                        &store,
+                        "SELECT tweet_id, totals_checked_at FROM tweets WHERE totals_checked_at IS NOT NULL",
+                    );
                     prop_assert_eq!(&got_checked, &checked);
                 }
             }
