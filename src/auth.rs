@@ -2,46 +2,11 @@
 //! owner's token, the app's bearer token, and obtaining that bearer token from `POST /oauth2/token`.
 //! It signs; it does not decide which credential a request needs (the planner does).
 
-use std::fmt;
-
 use oauth1_request as oauth;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::config::Secret;
-use crate::domain::Handle;
-
-/// Which credential signs a request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Credential {
-    /// The app's bearer token (app-only): `/totals`, public metrics only.
-    Bearer,
-    /// A Tweet owner's OAuth 1.0a access token.
-    UserContext { account: Handle },
-}
-
-impl Credential {
-    /// A label safe to log and store: `bearer` or the account's handle.
-    pub fn label(&self) -> &str {
-        match self {
-            Credential::Bearer => "bearer",
-            Credential::UserContext { account } => account.as_str(),
-        }
-    }
-
-    /// `bearer` or `user`, for per-kind summaries.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Credential::Bearer => "bearer",
-            Credential::UserContext { .. } => "user",
-        }
-    }
-}
-
-impl fmt::Display for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
+pub use crate::domain::Credential;
 
 /// The app's consumer credentials.
 #[derive(Debug, Clone)]

@@ -534,6 +534,203 @@ pub fn iso_utc(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+// ---- The shared vocabulary of states and outcomes (the planner, store, metrics and CLI all
+// speak it; none of them owns it).
+
+/// Which credential signs a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Credential {
+    /// The app's bearer token (app-only): `/totals`, public metrics only.
+    Bearer,
+    /// A Tweet owner's OAuth 1.0a access token.
+    UserContext { account: Handle },
+}
+
+impl Credential {
+    /// A label safe to log and store: `bearer` or the account's handle.
+    pub fn label(&self) -> &str {
+        match self {
+            Credential::Bearer => "bearer",
+            Credential::UserContext { account } => account.as_str(),
+        }
+    }
+
+    /// `bearer` or `user`, for per-kind summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::Bearer => "bearer",
+            Credential::UserContext { .. } => "user",
+        }
+    }
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The status of a Tweet as the API last described it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TweetStatus {
+    Active,
+    /// Deleted or otherwise not public (`unavailable_tweet_ids`).
+    Unavailable,
+    /// Protected: refused even with the owner's token.
+    Protected,
+    /// The configured owner's token may not read it.
+    Forbidden,
+}
+
+impl TweetStatus {
+    /// The spelling in the `tweets.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TweetStatus::Active => "active",
+            TweetStatus::Unavailable => "unavailable",
+            TweetStatus::Protected => "protected",
+            TweetStatus::Forbidden => "forbidden",
+        }
+    }
+
+    /// Reads `tweets.status`; `None` for a spelling the schema does not allow.
+    pub fn parse(s: &str) -> Option<TweetStatus> {
+        Some(match s {
+            "active" => TweetStatus::Active,
+            "unavailable" => TweetStatus::Unavailable,
+            "protected" => TweetStatus::Protected,
+            "forbidden" => TweetStatus::Forbidden,
+            _ => return None,
+        })
+    }
+}
+
+/// A Tweet whose status the API reported, with its words.
+pub type StatusChange = (TweetId, TweetStatus, Option<String>);
+
+/// What the database remembers of a Tweet that the planner needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TweetState {
+    pub status: TweetStatus,
+    /// When the API last reported `status` (for non-active Tweets).
+    pub status_checked_at: Option<i64>,
+    /// When `/totals` last answered for the Tweet.
+    pub totals_checked_at: Option<i64>,
+    /// Metrics the API refused for the Tweet (`unsupported_*` lists), as a bit set by metric id.
+    pub unsupported: u32,
+    /// When `/28hr` last answered for the Tweet.
+    pub hourly_fetched_at: Option<i64>,
+}
+
+/// Outcome of one batch as recorded in `requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Ok,
+    /// Answered, but some Tweets or metrics were refused (unavailable, unsupported).
+    Partial,
+    /// Refused as a whole because of Tweets the API named; those were marked and the rest sent again.
+    Refused,
+    /// Failed after retries; planned again next run.
+    Failed,
+    /// The credential was refused (401): an account to re-authorize, or the app's own keys.
+    Unauthorized,
+}
+
+impl BatchOutcome {
+    /// The spelling in the `requests` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchOutcome::Ok => "ok",
+            BatchOutcome::Partial => "partial",
+            BatchOutcome::Refused => "refused",
+            BatchOutcome::Failed => "failed",
+            BatchOutcome::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// The status of a run in `runs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RunStatus {
+    Running,
+    Ok,
+    Partial,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// Every status a finished run can have, in the order metrics list them.
+    pub const FINISHED: [RunStatus; 4] = [
+        RunStatus::Ok,
+        RunStatus::Partial,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+    ];
+
+    /// The spelling in `runs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Reads `runs.status`; `None` for a spelling the schema does not allow.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "ok" => RunStatus::Ok,
+            "partial" => RunStatus::Partial,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// The condition of a configured account, as the `accounts` table has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountState {
+    /// Its token answered.
+    Ok,
+    /// The API refused its token (401) while the app's keys were accepted.
+    Refused,
+    /// `enabled = false`: no request uses its token.
+    Paused,
+}
+
+impl AccountState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [AccountState; 3] = [
+        AccountState::Ok,
+        AccountState::Refused,
+        AccountState::Paused,
+    ];
+
+    /// The spelling in `accounts.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Ok => "ok",
+            AccountState::Refused => "refused",
+            AccountState::Paused => "paused",
+        }
+    }
+
+    /// Reads `accounts.state`; `None` for a spelling the schema does not allow.
+    pub fn parse(s: &str) -> Option<AccountState> {
+        Some(match s {
+            "ok" => AccountState::Ok,
+            "refused" => AccountState::Refused,
+            "paused" => AccountState::Paused,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

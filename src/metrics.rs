@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::config::ScheduleConfig;
+use crate::domain::{AccountState, BatchOutcome, RunStatus};
 use crate::domain::{Endpoint, JobKind};
-use crate::store::{AccountState, BatchOutcome};
 
 /// Counters and gauges of one process. Cheap to update from any task.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ struct Inner {
     rows: BTreeMap<&'static str, u64>,
     /// Values received per kind (one per Tweet and metric, or per bucket including zeros).
     received: BTreeMap<&'static str, u64>,
-    cycles: BTreeMap<(&'static str, &'static str), u64>,
+    cycles: BTreeMap<(&'static str, RunStatus), u64>,
     kinds: BTreeMap<JobKind, KindState>,
     /// Each kind's schedule period, seconds.
     periods: BTreeMap<JobKind, i64>,
@@ -94,7 +94,7 @@ impl InventoryProblem {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KindState {
     /// Status and end (epoch seconds) of the last finished cycle.
-    pub last: Option<(&'static str, i64)>,
+    pub last: Option<(RunStatus, i64)>,
     pub last_success: Option<i64>,
     pub last_duration: Option<f64>,
     pub running: bool,
@@ -161,7 +161,7 @@ impl Metrics {
     pub fn cycle_finished(
         &self,
         kinds: &[JobKind],
-        status: &'static str,
+        status: RunStatus,
         finished_at: i64,
         seconds: f64,
     ) {
@@ -172,7 +172,7 @@ impl Metrics {
                 state.running = false;
                 state.last = Some((status, finished_at));
                 state.last_duration = Some(seconds);
-                if status == "ok" {
+                if status == RunStatus::Ok {
                     state.last_success = Some(finished_at);
                 }
             }
@@ -183,7 +183,7 @@ impl Metrics {
     pub fn seed_kind(
         &self,
         kind: JobKind,
-        last: Option<(&'static str, i64)>,
+        last: Option<(RunStatus, i64)>,
         last_success: Option<i64>,
     ) {
         self.with(|m| {
@@ -344,9 +344,9 @@ impl Metrics {
             "Finished cycles, by kind and run status.",
             kinds()
                 .flat_map(|k| {
-                    ["ok", "partial", "failed", "interrupted"].map(|s| {
+                    RunStatus::FINISHED.map(|s| {
                         let n = m.cycles.get(&(k, s)).copied().unwrap_or(0);
-                        (labels(&[("kind", k), ("status", s)]), n as f64)
+                        (labels(&[("kind", k), ("status", s.as_str())]), n as f64)
                     })
                 })
                 .collect(),
@@ -536,10 +536,11 @@ pub fn health(
                         t - metrics.started_at
                     ),
                 ),
-                Some((status, _)) if status != "ok" => (
+                Some((status, _)) if status != RunStatus::Ok => (
                     false,
                     format!(
-                        "the last cycle ended {status}{}",
+                        "the last cycle ended {}{}",
+                        status.as_str(),
                         since(state.last_success, t)
                     ),
                 ),
@@ -609,7 +610,7 @@ mod tests {
         m.response(Endpoint::Totals, 429);
         m.response(Endpoint::Totals, 429);
         m.response(Endpoint::Totals, 200);
-        m.cycle_finished(&[JobKind::Totals], "partial", 1_700_000_100, 2.5);
+        m.cycle_finished(&[JobKind::Totals], RunStatus::Partial, 1_700_000_100, 2.5);
         let text = m.render();
         let lines: Vec<String> = text.lines().map(String::from).collect();
         let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
@@ -663,11 +664,11 @@ mod tests {
             !healthy(&m, start + 11),
             "nothing finished in twice the period"
         );
-        m.cycle_finished(&kinds, "ok", start + 12, 1.0);
+        m.cycle_finished(&kinds, RunStatus::Ok, start + 12, 1.0);
         assert!(healthy(&m, start + 13));
         assert!(!healthy(&m, start + 23), "last success too old");
-        m.cycle_finished(&[JobKind::Hourly], "partial", start + 24, 1.0);
-        m.cycle_finished(&[JobKind::Totals], "ok", start + 24, 1.0);
+        m.cycle_finished(&[JobKind::Hourly], RunStatus::Partial, start + 24, 1.0);
+        m.cycle_finished(&[JobKind::Totals], RunStatus::Ok, start + 24, 1.0);
         let verdict = health(&m, &s, &kinds, at(start + 25));
         assert!(verdict[0].healthy);
         assert!(!verdict[1].healthy);

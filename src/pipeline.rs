@@ -552,11 +552,7 @@ fn seed_metrics(
 ) -> Result<(), StoreError> {
     for kind in JobKind::ALL {
         let history = store.kind_history(kind.name())?;
-        metrics.seed_kind(
-            kind,
-            history.last_finished.map(|(s, at)| (s.as_str(), at)),
-            history.last_success,
-        );
+        metrics.seed_kind(kind, history.last_finished, history.last_success);
     }
     metrics.set_periods(periods(&config.schedule, now));
     metrics.set_accounts(account_states(config, &store.accounts()?));
@@ -632,7 +628,7 @@ pub async fn run_within_grace(
             .map_err(|e| PipelineError::Task(e.to_string()))??;
             let seconds = started.elapsed().as_secs_f64();
             ctx.metrics
-                .cycle_finished(&selection.kinds(), "interrupted", now, seconds);
+                .cycle_finished(&selection.kinds(), RunStatus::Interrupted, now, seconds);
             Ok(None)
         }
     }
@@ -917,7 +913,7 @@ pub async fn run_cycle(
         Err(e) => {
             let seconds = started.elapsed().as_secs_f64();
             ctx.metrics
-                .cycle_finished(&considered, "failed", (ctx.clock)(), seconds);
+                .cycle_finished(&considered, RunStatus::Failed, (ctx.clock)(), seconds);
             record_failed_cycle(ctx, &considered, now, &e).await;
             return Err(e);
         }
@@ -1215,12 +1211,8 @@ pub async fn run_cycle(
             RunStatus::Partial if !failed_kinds.contains(&kind.name()) => RunStatus::Ok,
             s => s,
         };
-        ctx.metrics.cycle_finished(
-            &[*kind],
-            own.as_str(),
-            finished_at,
-            report.elapsed.as_secs_f64(),
-        );
+        ctx.metrics
+            .cycle_finished(&[*kind], own, finished_at, report.elapsed.as_secs_f64());
     }
     span.in_scope(|| {
         tracing::info!(
@@ -2096,13 +2088,7 @@ pub fn request_body(job: &Job, window: Option<(Hour, Hour)>) -> serde_json::Valu
 
 /// Whether a store error is another connection holding the database past the busy timeout.
 fn store_busy(error: &StoreError) -> bool {
-    matches!(
-        error,
-        StoreError::Sqlite(e) if matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
-    )
+    error.is_busy()
 }
 
 /// The outcome an answer gives its batch: `partial` when it lists Tweets as unavailable or

@@ -5,12 +5,10 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::auth::Credential;
 use crate::domain::{
-    DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS, JobKind, Metric,
-    TweetId,
+    Credential, DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS,
+    JobKind, Metric, TweetId, TweetState, TweetStatus,
 };
-use crate::store::{TweetState, TweetStatus};
 
 /// How long a Tweet reported unavailable, protected or forbidden is left alone by default.
 pub const RECHECK_AFTER_SECS: i64 = 24 * 3600;

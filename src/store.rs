@@ -8,6 +8,9 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+pub use crate::domain::{
+    AccountState, BatchOutcome, RunStatus, StatusChange, TweetState, TweetStatus,
+};
 use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
@@ -209,6 +212,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether another connection held a lock longer than the busy timeout (the write may
+    /// succeed later).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Busy { .. } => true,
+            StoreError::Sqlite(e) => is_busy(e),
+            _ => false,
+        }
+    }
+
     /// Whether nothing more should be written to the database: it is damaged (a write may spread
     /// the damage) or cannot be written at all.
     pub fn forbids_writing(&self) -> bool {
@@ -227,62 +240,21 @@ fn is_damage(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A column holding a spelling this version does not know: an error, never a default.
+fn unknown_value(column: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{column} holds {value:?}, which this version does not know").into(),
+    )
+}
+
 /// Whether `e` says another connection held a lock longer than the busy timeout.
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
     )
-}
-
-/// The status of a Tweet as the API last described it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TweetStatus {
-    Active,
-    /// Deleted or otherwise not public (`unavailable_tweet_ids`).
-    Unavailable,
-    /// Protected: refused even with the owner's token.
-    Protected,
-    /// The configured owner's token may not read it.
-    Forbidden,
-}
-
-impl TweetStatus {
-    /// The spelling in the `tweets.status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TweetStatus::Active => "active",
-            TweetStatus::Unavailable => "unavailable",
-            TweetStatus::Protected => "protected",
-            TweetStatus::Forbidden => "forbidden",
-        }
-    }
-
-    fn parse(s: &str) -> TweetStatus {
-        match s {
-            "unavailable" => TweetStatus::Unavailable,
-            "protected" => TweetStatus::Protected,
-            "forbidden" => TweetStatus::Forbidden,
-            _ => TweetStatus::Active,
-        }
-    }
-}
-
-/// A Tweet whose status the API reported, with its words.
-pub type StatusChange = (TweetId, TweetStatus, Option<String>);
-
-/// What the database remembers of a Tweet that the planner needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TweetState {
-    pub status: TweetStatus,
-    /// When the API last reported `status` (for non-active Tweets).
-    pub status_checked_at: Option<i64>,
-    /// When `/totals` last answered for the Tweet.
-    pub totals_checked_at: Option<i64>,
-    /// Metrics the API refused for the Tweet (`unsupported_*` lists), as a bit set by metric id.
-    pub unsupported: u32,
-    /// When `/28hr` last answered for the Tweet.
-    pub hourly_fetched_at: Option<i64>,
 }
 
 /// How the inventory mirror changed.
@@ -292,33 +264,6 @@ pub struct SyncReport {
     pub owner_changed: usize,
     pub removed: usize,
     pub restored: usize,
-}
-
-/// Outcome of one batch as recorded in `requests`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOutcome {
-    Ok,
-    /// Answered, but some Tweets or metrics were refused (unavailable, unsupported).
-    Partial,
-    /// Refused as a whole because of Tweets the API named; those were marked and the rest sent again.
-    Refused,
-    /// Failed after retries; planned again next run.
-    Failed,
-    /// The credential was refused (401): an account to re-authorize, or the app's own keys.
-    Unauthorized,
-}
-
-impl BatchOutcome {
-    /// The spelling in the `requests` table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchOutcome::Ok => "ok",
-            BatchOutcome::Partial => "partial",
-            BatchOutcome::Refused => "refused",
-            BatchOutcome::Failed => "failed",
-            BatchOutcome::Unauthorized => "unauthorized",
-        }
-    }
 }
 
 /// One row of the `requests` ledger.
@@ -429,79 +374,6 @@ pub struct KindHistory {
     /// Requests of the kind sent since its last full cycle started (that one included): what a
     /// per-run budget has spent in this period.
     pub sent_since_full: usize,
-}
-
-/// The status of a run in `runs.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunStatus {
-    Running,
-    Ok,
-    Partial,
-    Failed,
-    Interrupted,
-}
-
-impl RunStatus {
-    /// The spelling in `runs.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Ok => "ok",
-            RunStatus::Partial => "partial",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-        }
-    }
-
-    /// Reads `runs.status`; `None` for a spelling the schema does not allow.
-    pub fn parse(s: &str) -> Option<RunStatus> {
-        Some(match s {
-            "running" => RunStatus::Running,
-            "ok" => RunStatus::Ok,
-            "partial" => RunStatus::Partial,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            _ => return None,
-        })
-    }
-}
-
-/// The condition of a configured account, as the `accounts` table has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccountState {
-    /// Its token answered.
-    Ok,
-    /// The API refused its token (401) while the app's keys were accepted.
-    Refused,
-    /// `enabled = false`: no request uses its token.
-    Paused,
-}
-
-impl AccountState {
-    /// Every state, in the order metrics list them.
-    pub const ALL: [AccountState; 3] = [
-        AccountState::Ok,
-        AccountState::Refused,
-        AccountState::Paused,
-    ];
-
-    /// The spelling in `accounts.state`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountState::Ok => "ok",
-            AccountState::Refused => "refused",
-            AccountState::Paused => "paused",
-        }
-    }
-
-    fn parse(s: &str) -> Option<AccountState> {
-        Some(match s {
-            "ok" => AccountState::Ok,
-            "refused" => AccountState::Refused,
-            "paused" => AccountState::Paused,
-            _ => return None,
-        })
-    }
 }
 
 /// One row of the `accounts` table.
@@ -935,7 +807,8 @@ impl Store {
         for row in rows {
             let (id, status, status_checked_at, totals_checked_at, unsupported, hourly) = row?;
             if let Some(id) = TweetId::new(id as u64) {
-                let status = TweetStatus::parse(&status);
+                let status = TweetStatus::parse(&status)
+                    .ok_or_else(|| unknown_value("tweets.status", &status))?;
                 out.insert(
                     id,
                     TweetState {
@@ -1081,15 +954,18 @@ impl Store {
                 ))
             })
             .optional()?
-            .and_then(|(status, at, failed_here)| {
+            .map(|(status, at, failed_here)| {
                 // A run is partial when any of its kinds failed a batch; this kind is ok if it
                 // was not one of them.
-                let status = match RunStatus::parse(&status)? {
+                let status = match RunStatus::parse(&status)
+                    .ok_or_else(|| unknown_value("runs.status", &status))?
+                {
                     RunStatus::Partial if !failed_here => RunStatus::Ok,
                     s => s,
                 };
-                Some((status, at))
-            });
+                Ok::<_, rusqlite::Error>((status, at))
+            })
+            .transpose()?;
         let ok = format!(
             "SELECT max(finished_at) FROM runs WHERE {has} AND (status = 'ok' OR \
              (status = 'partial' AND (',' || failed_kinds || ',') NOT LIKE '%,' || ?1 || ',%'))"
@@ -1128,15 +1004,15 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (handle, state, detail, since, checked_at) = row?;
-            if let Some(state) = AccountState::parse(&state) {
-                out.push(AccountRecord {
-                    handle,
-                    state,
-                    detail,
-                    since,
-                    checked_at,
-                });
-            }
+            let state = AccountState::parse(&state)
+                .ok_or_else(|| unknown_value("accounts.state", &state))?;
+            out.push(AccountRecord {
+                handle,
+                state,
+                detail,
+                since,
+                checked_at,
+            });
         }
         Ok(out)
     }

@@ -13,9 +13,9 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, Failure};
-use crate::auth::Credential;
 use crate::client::{ApiClient, ApiError, AppVerdict, Breaker};
 use crate::config::Config;
+use crate::domain::Credential;
 use crate::domain::{Endpoint, Handle, JobKind, Metric, TweetId, iso_utc};
 use crate::inventory::Inventory;
 use crate::lock::{self, FolderProblem};

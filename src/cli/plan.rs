@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 
 use super::output::emit;
 use super::{Failure, Format, PlanArgs};
-use crate::auth::Credential;
 use crate::client::PACING_SLACK;
 use crate::config::{Config, Limit};
+use crate::domain::Credential;
 use crate::domain::{DAY_SECS, JobKind};
 use crate::pipeline::{self, KindDue, PlanState, Scope, Selection};
 use crate::planner::Job;
