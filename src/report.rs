@@ -1,16 +1,15 @@
 //! `report`: one self-contained HTML page of tables and inline SVG charts (drawn with plotters'
-//! SVG backend) from a database connection. The page references no script, stylesheet, font or
+//! SVG backend) from the store's typed reads. The page references no script, stylesheet, font or
 //! image, so it opens without a network. This module only reads: it never writes the database,
 //! and where the page goes is the caller's business.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId, iso_utc};
+use crate::store::{DailyQuery, Freshness, Owner, Store, StoreError, TopBasis, TopQuery, TopTweet};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use rusqlite::{Connection, params};
-
-use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, iso_utc};
 
 /// How many Tweets the top table lists.
 const TOP_TABLE: usize = 10;
@@ -62,18 +61,24 @@ pub struct Page {
 /// Why a page could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot read the database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot read the database: {}", driver_message(.0))]
+    Store(#[from] StoreError),
     #[error("cannot draw the chart {chart:?}: {message}")]
     Chart { chart: String, message: String },
 }
 
-/// Renders the page for `options` from `conn`. All reads share one transaction, so the page is
-/// one consistent snapshot even while a writer commits batches (WAL).
-pub fn render(conn: &Connection, options: &Options) -> Result<Page, ReportError> {
-    let tx = conn.unchecked_transaction()?;
-    let data = Data::load(&tx, options)?;
-    drop(tx);
+/// A read's error as the database words it.
+fn driver_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Db(e) => e.to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Renders the page for `options` from `store`. All reads share one snapshot, so the page is
+/// one consistent state even while a writer commits batches (WAL).
+pub fn render(store: &Store, options: &Options) -> Result<Page, ReportError> {
+    let data = store.snapshot(|store| Data::load(store, options))?;
     let mut page = Html::default();
     page.header(&data, options);
     page.daily(&data)?;
@@ -115,55 +120,40 @@ struct Data {
     freshness: Vec<Freshness>,
 }
 
-struct TopTweet {
-    id: i64,
-    owner: Option<String>,
-    created_at: i64,
-    impressions: i64,
-    engagements: i64,
-}
-
-struct Freshness {
-    kind: JobKind,
-    /// When the last run with status `ok` that ran this kind finished.
-    last_ok: Option<i64>,
-    /// The last run of this kind, whatever its outcome: (started_at, status).
-    last_run: Option<(i64, String)>,
-}
-
 impl Data {
-    fn load(conn: &Connection, o: &Options) -> rusqlite::Result<Data> {
-        let owner = o.owner.as_ref().map(Handle::as_str);
-        let (tweets, owned) = conn.query_row(
-            "SELECT count(*), count(owner) FROM tweets \
-             WHERE removed_at IS NULL AND (?1 IS NULL OR owner = ?1)",
-            [owner],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let accounts = conn
-            .prepare(
-                "SELECT DISTINCT owner FROM tweets \
-                 WHERE owner IS NOT NULL AND (?1 IS NULL OR owner = ?1) ORDER BY owner",
-            )?
-            .query_map([owner], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let top = top_tweets(conn, o)?;
+    fn load(store: &Store, o: &Options) -> Result<Data, StoreError> {
+        let owner = o
+            .owner
+            .as_ref()
+            .map_or(Owner::Any, |h| Owner::Is(h.as_str()));
+        let counts = store.tweet_counts(owner)?;
+        // The Tweets with the most impressions in the period (sums of their hourly buckets),
+        // with their engagements over the same hours.
+        let top = store.top_tweets(&TopQuery {
+            metric: Metric::Impressions,
+            since: o.since,
+            until: Some(o.now),
+            owner,
+            limit: TOP_TABLE,
+            basis: TopBasis::Series,
+            only_positive: true,
+        })?;
         let curves = top
             .iter()
             .take(TOP_CURVES)
-            .map(|t| first_hours(conn, t.id, t.created_at, o.now))
+            .map(|t| first_hours(store, t.tweet, t.created_at, o.now))
             .collect::<Result<_, _>>()?;
         let freshness = JobKind::ALL
             .into_iter()
-            .map(|kind| freshness(conn, kind))
+            .map(|kind| store.freshness(kind))
             .collect::<Result<_, _>>()?;
         Ok(Data {
-            tweets,
-            owned,
-            accounts,
+            tweets: counts.listed,
+            owned: counts.owned,
+            accounts: store.owners(owner)?,
             days: o.since.div_euclid(DAY_SECS)..=(o.now - 1).div_euclid(DAY_SECS),
-            daily_impressions: daily(conn, Metric::Impressions, o)?,
-            daily_engagements: daily(conn, Metric::Engagements, o)?,
+            daily_impressions: daily(store, Metric::Impressions, o, owner)?,
+            daily_engagements: daily(store, Metric::Engagements, o, owner)?,
             top,
             curves,
             freshness,
@@ -174,96 +164,39 @@ impl Data {
 /// Per account and UTC day (days since the epoch), the sum of `metric`'s hourly buckets that
 /// start inside the period.
 fn daily(
-    conn: &Connection,
+    store: &Store,
     metric: Metric,
     o: &Options,
-) -> rusqlite::Result<BTreeMap<String, BTreeMap<i64, i64>>> {
-    let mut stmt = conn.prepare(
-        "SELECT w.owner, s.hour / 86400 AS day, CAST(total(s.value) AS INTEGER) FROM series AS s \
-         JOIN tweets AS w USING (tweet_id) \
-         WHERE s.metric_id = ?1 AND s.hour >= ?2 AND s.hour < ?3 \
-           AND w.owner IS NOT NULL AND (?4 IS NULL OR w.owner = ?4) \
-         GROUP BY w.owner, day",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            metric.id(),
-            o.since,
-            o.now,
-            o.owner.as_ref().map(Handle::as_str)
-        ],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        },
-    )?;
+    owner: Owner<'_>,
+) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, StoreError> {
     let mut out: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
-    for row in rows {
-        let (owner, day, value) = row?;
-        out.entry(owner).or_default().insert(day, value);
+    for p in store.daily(&DailyQuery {
+        metric,
+        since: o.since,
+        until: Some(o.now),
+        owner,
+    })? {
+        out.entry(p.owner).or_default().insert(p.day, p.value);
     }
     Ok(out)
-}
-
-/// The Tweets with the most impressions in the period (sums of their hourly buckets), with their
-/// engagements over the same hours.
-fn top_tweets(conn: &Connection, o: &Options) -> rusqlite::Result<Vec<TopTweet>> {
-    let mut stmt = conn.prepare(
-        "SELECT s.tweet_id, w.owner, w.created_at, \
-                CAST(total(CASE WHEN s.metric_id = ?1 THEN s.value ELSE 0 END) AS INTEGER) AS impressions, \
-                CAST(total(CASE WHEN s.metric_id = ?2 THEN s.value ELSE 0 END) AS INTEGER) AS engagements \
-         FROM series AS s JOIN tweets AS w USING (tweet_id) \
-         WHERE s.metric_id IN (?1, ?2) AND s.hour >= ?3 AND s.hour < ?4 \
-           AND (?5 IS NULL OR w.owner = ?5) \
-         GROUP BY s.tweet_id HAVING impressions > 0 \
-         ORDER BY impressions DESC, s.tweet_id LIMIT ?6",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            Metric::Impressions.id(),
-            Metric::Engagements.id(),
-            o.since,
-            o.now,
-            o.owner.as_ref().map(Handle::as_str),
-            TOP_TABLE as i64
-        ],
-        |r| {
-            Ok(TopTweet {
-                id: r.get(0)?,
-                owner: r.get(1)?,
-                created_at: r.get(2)?,
-                impressions: r.get(3)?,
-                engagements: r.get(4)?,
-            })
-        },
-    )?;
-    rows.collect()
 }
 
 /// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `now`), as
 /// (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they do
 /// inside fetched coverage; `None` when none of these hours is stored at all.
 fn first_hours(
-    conn: &Connection,
-    tweet: i64,
+    store: &Store,
+    tweet: TweetId,
     created_at: i64,
     now: i64,
-) -> rusqlite::Result<Option<Vec<(f64, f64)>>> {
+) -> Result<Option<Vec<(f64, f64)>>, StoreError> {
     let first = Hour::floor(created_at);
     let end = created_at + CURVE_HOURS * HOUR_SECS;
-    let buckets: BTreeMap<i64, i64> = conn
-        .prepare(
-            "SELECT hour, value FROM series \
-             WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
-        )?
-        .query_map(
-            params![tweet, Metric::Impressions.id(), first.secs(), end],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?
-        .collect::<Result<_, _>>()?;
+    let buckets: BTreeMap<i64, i64> = store
+        .buckets(tweet, Metric::Impressions, first.secs(), end)?
+        .into_iter()
+        .map(|b| (b.hour, b.value))
+        .collect();
     if buckets.is_empty() {
         return Ok(None);
     }
@@ -277,33 +210,6 @@ fn first_hours(
         hour = hour.plus_hours(1);
     }
     Ok(Some(points))
-}
-
-/// The last successful run and the last run of any outcome that included `kind`.
-fn freshness(conn: &Connection, kind: JobKind) -> rusqlite::Result<Freshness> {
-    // `kinds` is comma-separated: match whole names only.
-    let has_kind = "instr(',' || kinds || ',', ',' || ?1 || ',') > 0";
-    let last_ok = conn.query_row(
-        &format!(
-            "SELECT max(coalesce(finished_at, started_at)) FROM runs \
-             WHERE status = 'ok' AND {has_kind}"
-        ),
-        [kind.name()],
-        |r| r.get(0),
-    )?;
-    let last_run = conn
-        .prepare(&format!(
-            "SELECT started_at, status FROM runs WHERE {has_kind} \
-             ORDER BY started_at DESC, run_id DESC LIMIT 1"
-        ))?
-        .query_map([kind.name()], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .next()
-        .transpose()?;
-    Ok(Freshness {
-        kind,
-        last_ok,
-        last_run,
-    })
 }
 
 /// The page being written, and how many charts it holds.
@@ -433,11 +339,10 @@ impl Html {
              <th class=\"num\">engagement rate</th></tr></thead>\n<tbody>\n",
         );
         for (i, t) in data.top.iter().enumerate() {
-            let rate = if t.impressions > 0 {
-                format!(
-                    "{:.2}%",
-                    100.0 * t.engagements as f64 / t.impressions as f64
-                )
+            // Ranked by impressions over the period's series: every Tweet has both sums.
+            let (impressions, engagements) = (t.value, t.engagements.unwrap_or(0));
+            let rate = if impressions > 0 {
+                format!("{:.2}%", 100.0 * engagements as f64 / impressions as f64)
             } else {
                 "n/a".to_string()
             };
@@ -446,11 +351,11 @@ impl Html {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 i + 1,
-                t.id,
+                t.tweet,
                 escape_html(t.owner.as_deref().unwrap_or("(public)")),
                 escape_html(&short_utc(t.created_at)),
-                t.impressions,
-                t.engagements,
+                impressions,
+                engagements,
                 rate
             );
         }
@@ -460,8 +365,8 @@ impl Html {
         let mut missing = Vec::new();
         for (t, curve) in data.top.iter().zip(&data.curves) {
             let label = match &t.owner {
-                Some(owner) => format!("{} (@{owner})", t.id),
-                None => t.id.to_string(),
+                Some(owner) => format!("{} (@{owner})", t.tweet),
+                None => t.tweet.to_string(),
             };
             match curve {
                 Some(points) => lines.push(Line {
@@ -512,7 +417,7 @@ impl Html {
                 None => ("never".to_string(), "n/a".to_string()),
             };
             let (run_at, status) = match &f.last_run {
-                Some((t, status)) => (iso_utc(*t), status.clone()),
+                Some((t, status)) => (iso_utc(*t), status.as_str().to_string()),
                 None => ("never".to_string(), "n/a".to_string()),
             };
             let _ = writeln!(
@@ -791,7 +696,7 @@ fn short_number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{RunStatus, Store};
 
     const NOW: i64 = 1_793_404_800; // 2026-10-31T00:00:00Z
 
@@ -826,7 +731,7 @@ mod tests {
         let (_dir, store) = database();
         let mut o = options(NOW - 7 * DAY_SECS, None);
         o.database = "/tmp/<img src=x onerror=alert(1)>.sqlite".to_string();
-        let page = render(store.conn(), &o).unwrap();
+        let page = render(&store, &o).unwrap();
         assert!(!page.html.contains("<img"), "{}", page.html);
         assert!(
             page.html
@@ -837,7 +742,7 @@ mod tests {
     #[test]
     fn an_empty_database_renders_a_page_that_says_so() {
         let (_dir, store) = database();
-        let page = render(store.conn(), &options(NOW - 30 * DAY_SECS, None)).unwrap();
+        let page = render(&store, &options(NOW - 30 * DAY_SECS, None)).unwrap();
         assert_eq!(page.charts, 0);
         assert!(!page.html.contains("<svg"));
         assert!(page.html.contains("No data in this period."));
@@ -850,24 +755,13 @@ mod tests {
     #[test]
     fn the_period_and_the_owner_bound_what_is_counted() {
         let (_dir, store) = database();
-        let conn = store.conn();
         let created = NOW - 3 * DAY_SECS - 1800; // half past the hour
         for (id, owner) in [(101_i64, "acme"), (202, "bob")] {
-            conn.execute(
-                "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
-                 VALUES (?1, ?2, ?2, ?3, ?3)",
-                params![id, owner, created],
-            )
-            .unwrap();
+            store.put_tweet(id, Some(owner), created);
         }
         let first = Hour::floor(created).secs();
         let bucket = |id: i64, metric: Metric, hour: i64, value: i64| {
-            conn.execute(
-                "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                params![id, metric.id(), hour, value, NOW],
-            )
-            .unwrap();
+            store.put_bucket(id, metric, hour, value, NOW);
         };
         bucket(101, Metric::Impressions, first, 1000);
         bucket(101, Metric::Impressions, first + 2 * HOUR_SECS, 30);
@@ -876,11 +770,11 @@ mod tests {
 
         // The period starts after acme's first bucket.
         let o = options(first + HOUR_SECS, None);
-        let data = Data::load(conn, &o).unwrap();
+        let data = Data::load(&store, &o).unwrap();
         let top: Vec<(i64, i64, i64)> = data
             .top
             .iter()
-            .map(|t| (t.id, t.impressions, t.engagements))
+            .map(|t| (t.tweet.get() as i64, t.value, t.engagements.unwrap_or(0)))
             .collect();
         assert_eq!(top, vec![(202, 500, 0), (101, 30, 3)]);
         let acme_curve = data.curves[1].as_ref().unwrap();
@@ -894,12 +788,12 @@ mod tests {
         assert_eq!(acme_curve[3], (2.5, 1030.0));
         assert_eq!(acme_curve.last().unwrap(), &(72.0, 1030.0));
 
-        let data = Data::load(conn, &options(first - HOUR_SECS, Some("acme"))).unwrap();
+        let data = Data::load(&store, &options(first - HOUR_SECS, Some("acme"))).unwrap();
         assert_eq!(data.accounts, vec!["acme".to_string()]);
         let days: i64 = data.daily_impressions["acme"].values().sum();
         assert_eq!(days, 1030);
         assert!(!data.daily_impressions.contains_key("bob"));
-        let page = render(conn, &options(first - HOUR_SECS, Some("acme"))).unwrap();
+        let page = render(&store, &options(first - HOUR_SECS, Some("acme"))).unwrap();
         assert_eq!(
             page.charts, 3,
             "two daily charts and the curves; no run yet"
@@ -911,28 +805,23 @@ mod tests {
     #[test]
     fn freshness_is_the_last_ok_run_of_each_kind() {
         let (_dir, store) = database();
-        let conn = store.conn();
         for (kinds, started, status) in [
             ("totals,hourly", NOW - 7200, "ok"),
             ("totals", NOW - 600, "partial"),
             ("historical", NOW - 300, "failed"),
         ] {
-            conn.execute(
-                "INSERT INTO runs (kinds, started_at, finished_at, status) VALUES (?1, ?2, ?3, ?4)",
-                params![kinds, started, started + 60, status],
-            )
-            .unwrap();
+            store.put_run(kinds, started, started + 60, status);
         }
         let f: Vec<_> = JobKind::ALL
             .into_iter()
-            .map(|k| freshness(conn, k).unwrap())
+            .map(|k| store.freshness(k).unwrap())
             .collect();
         assert_eq!(f[0].last_ok, Some(NOW - 7140));
-        assert_eq!(f[0].last_run, Some((NOW - 600, "partial".to_string())));
+        assert_eq!(f[0].last_run, Some((NOW - 600, RunStatus::Partial)));
         assert_eq!(f[1].last_ok, Some(NOW - 7140));
         assert_eq!(f[2].last_ok, None);
-        assert_eq!(f[2].last_run, Some((NOW - 300, "failed".to_string())));
-        let page = render(conn, &options(NOW - DAY_SECS, None)).unwrap();
+        assert_eq!(f[2].last_run, Some((NOW - 300, RunStatus::Failed)));
+        let page = render(&store, &options(NOW - DAY_SECS, None)).unwrap();
         assert_eq!(page.charts, 1);
         assert!(page.html.contains("totals: 2 h ago"), "{}", page.html);
         assert!(page.html.contains("historical: never succeeded"));
@@ -945,20 +834,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sqlite");
         let writer = Store::open(&path).unwrap();
-        writer.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
-        writer
-            .conn()
-            .execute(
-                "INSERT INTO runs (kinds, started_at, finished_at, status) \
-                 VALUES ('totals', ?1, ?1, 'ok')",
-                [NOW - 60],
-            )
-            .unwrap();
+        writer.begin_write();
+        writer.put_run("totals", NOW - 60, NOW - 60, "ok");
         let reader = Store::open_read_only(&path).unwrap();
-        let page = render(reader.conn(), &options(NOW - DAY_SECS, None)).unwrap();
+        let page = render(&reader, &options(NOW - DAY_SECS, None)).unwrap();
         assert!(page.html.contains("No successful run yet."));
-        writer.conn().execute_batch("COMMIT").unwrap();
-        let page = render(reader.conn(), &options(NOW - DAY_SECS, None)).unwrap();
+        writer.commit_write();
+        let page = render(&reader, &options(NOW - DAY_SECS, None)).unwrap();
         assert!(page.html.contains("totals: 1 min ago"), "{}", page.html);
     }
 

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use super::run::{pipeline_failure, print_report};
 use super::{DemoArgs, Failure};
 use crate::config::Config;
-use crate::domain::{JobKind, Metric};
+use crate::domain::{DAY_SECS, JobKind, Metric};
 use crate::pipeline::{self, Context};
 use crate::sim;
+use crate::store::{DailyQuery, Owner, TopBasis, TopQuery};
 
 /// Seed of the demo world: the same Tweets and numbers on every run of the same day.
 const DEMO_SEED: u64 = 7;
@@ -115,7 +116,12 @@ fn print_daily(store: &crate::store::Store, metric: Metric, days: i64) -> Result
     let first = today - chrono::Days::new(days as u64 - 1);
     let since = first.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
     let rows = store
-        .daily_by_owner(metric, since)
+        .daily(&DailyQuery {
+            metric,
+            since,
+            until: None,
+            owner: Owner::Any,
+        })
         .map_err(Failure::fatal)?;
     let dates: Vec<String> = first
         .iter_days()
@@ -123,11 +129,14 @@ fn print_daily(store: &crate::store::Store, metric: Metric, days: i64) -> Result
         .map(|d| d.format("%m-%d").to_string())
         .collect();
     let mut table: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for (owner, day, value) in rows {
+    for point in rows {
+        let day = chrono::DateTime::from_timestamp(point.day * DAY_SECS, 0)
+            .map(|d| d.format("%m-%d").to_string())
+            .unwrap_or_default();
         table
-            .entry(owner)
+            .entry(point.owner)
             .or_default()
-            .insert(day[5..].to_string(), value);
+            .insert(day, point.value);
     }
     println!("\ndaily {metric} per account (UTC; today so far):");
     print!("  {:<12}", "account");
@@ -146,7 +155,18 @@ fn print_daily(store: &crate::store::Store, metric: Metric, days: i64) -> Result
 }
 
 fn print_top(store: &crate::store::Store, metric: Metric, title: &str) -> Result<(), Failure> {
-    let rows = store.top_by_latest(metric, 5).map_err(Failure::fatal)?;
+    // Lifetime totals: the growth since ever is the latest value.
+    let rows = store
+        .top_tweets(&TopQuery {
+            metric,
+            since: i64::MIN,
+            until: None,
+            owner: Owner::Any,
+            limit: 5,
+            basis: TopBasis::Totals,
+            only_positive: false,
+        })
+        .map_err(Failure::fatal)?;
     println!("\ntop {title}:");
     println!(
         "  {:<20} {:<12} {:>10}",
@@ -154,12 +174,12 @@ fn print_top(store: &crate::store::Store, metric: Metric, title: &str) -> Result
         "owner",
         metric.as_str()
     );
-    for (id, owner, value) in rows {
+    for t in rows {
         println!(
             "  {:<20} {:<12} {:>10}",
-            id.to_string(),
-            owner.as_deref().unwrap_or("(public)"),
-            value
+            t.tweet.to_string(),
+            t.owner.as_deref().unwrap_or("(public)"),
+            t.value
         );
     }
     Ok(())

@@ -1,16 +1,15 @@
 //! `query`: the questions users ask most, answered from the database opened read-only (it works
 //! while a `run` or `daemon` writes: WAL).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::anyhow;
-use rusqlite::{Connection, params};
 
 use super::output::{self, Cell, Rows};
 use super::{Cli, Failure, Granularity, Query, QueryArgs};
 use crate::config::Config;
-use crate::domain::{DAY_SECS, HOUR_SECS, Metric, iso_utc};
-use crate::store::Store;
+use crate::domain::{DAY_SECS, Endpoint, HOUR_SECS, JobKind, Metric, TweetId, iso_utc};
+use crate::store::{AccountState, Owner, Store, StoreError, TopBasis, TopQuery};
 use crate::timespec::parse_time;
 
 /// Runs one query and prints its rows.
@@ -30,7 +29,7 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
         Query::Failures => recheck_after(cli),
         _ => DAY_SECS,
     };
-    let rows = answer(store.conn(), &args.query, now, rest).map_err(|e| match e {
+    let rows = answer(&store, &args.query, now, rest).map_err(|e| match e {
         QueryError::Usage(e) => Failure::usage(e),
         QueryError::Db(e) => Failure::fatal(e),
     })?;
@@ -42,11 +41,11 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
 #[derive(Debug)]
 pub enum QueryError {
     Usage(anyhow::Error),
-    Db(rusqlite::Error),
+    Db(StoreError),
 }
 
-impl From<rusqlite::Error> for QueryError {
-    fn from(e: rusqlite::Error) -> QueryError {
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> QueryError {
         QueryError::Db(e)
     }
 }
@@ -65,15 +64,15 @@ fn recheck_after(cli: &Cli) -> i64 {
 
 /// The rows answering `query` at `now`.
 pub fn answer(
-    conn: &Connection,
+    store: &Store,
     query: &Query,
     now: i64,
     recheck_after: i64,
 ) -> Result<Rows, QueryError> {
     match query {
         Query::Latest { tweets, owner } => {
-            check_owner(conn, owner.as_deref())?;
-            latest(conn, tweets, owner.as_deref())
+            check_owner(store, owner.as_deref())?;
+            latest(store, tweets, owner.as_deref())
         }
         Query::Series {
             tweet,
@@ -84,7 +83,7 @@ pub fn answer(
         } => {
             let since = since.as_deref().map(|t| time(t, now)).transpose()?;
             let until = until.as_deref().map(|t| time(t, now)).transpose()?;
-            series(conn, *tweet, metrics, since, until, *granularity, now)
+            series(store, *tweet, metrics, since, until, *granularity, now)
         }
         Query::Top {
             metric,
@@ -93,12 +92,18 @@ pub fn answer(
             limit,
         } => {
             let since = time(since.as_deref().unwrap_or("7d"), now)?;
-            check_owner(conn, owner.as_deref())?;
-            top(conn, metric_named(metric)?, since, owner.as_deref(), *limit)
+            check_owner(store, owner.as_deref())?;
+            top(
+                store,
+                metric_named(metric)?,
+                since,
+                owner.as_deref(),
+                *limit,
+            )
         }
-        Query::Runs { last } => runs(conn, *last),
-        Query::Failures => failures(conn, recheck_after),
-        Query::Usage { month } => usage_by_month(conn, month.as_deref()),
+        Query::Runs { last } => runs(store, *last),
+        Query::Failures => failures(store, recheck_after),
+        Query::Usage { month } => usage_by_month(store, month.as_deref()),
     }
 }
 
@@ -126,15 +131,11 @@ fn owner_filter(owner: Option<&str>) -> Option<String> {
 }
 
 /// An `--owner` no Tweet in the database has is a mistake worth saying, not an empty answer.
-fn check_owner(conn: &Connection, owner: Option<&str>) -> Result<(), QueryError> {
+fn check_owner(store: &Store, owner: Option<&str>) -> Result<(), QueryError> {
     let Some(wanted) = owner_filter(owner) else {
         return Ok(());
     };
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT owner FROM tweets WHERE owner IS NOT NULL ORDER BY owner")?;
-    let owners: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let owners = store.owners(Owner::Any)?;
     if owners.iter().any(|o| o.to_ascii_lowercase() == wanted) {
         return Ok(());
     }
@@ -148,16 +149,17 @@ fn check_owner(conn: &Connection, owner: Option<&str>) -> Result<(), QueryError>
     )))
 }
 
+/// The owner filter of `--owner`: any letter case, as X reads handles.
+fn owner_of(filter: Option<&str>) -> Owner<'_> {
+    filter.map_or(Owner::Any, Owner::AnyCase)
+}
+
 fn iso(t: Option<i64>) -> Cell {
     t.map_or(Cell::Null, |t| Cell::Text(iso_utc(t)))
 }
 
-fn latest(conn: &Connection, tweets: &[u64], owner: Option<&str>) -> Result<Rows, QueryError> {
-    let mut stmt = conn.prepare(
-        "SELECT tweet_id, owner, metric, value, observed_at, checked_at FROM latest_totals \
-         WHERE (?1 IS NULL OR lower(owner) = ?1) ORDER BY tweet_id, metric",
-    )?;
-    let wanted: HashSet<i64> = tweets.iter().map(|t| *t as i64).collect();
+fn latest(store: &Store, tweets: &[u64], owner: Option<&str>) -> Result<Rows, QueryError> {
+    let wanted: HashSet<u64> = tweets.iter().copied().collect();
     let mut rows = Rows::new(&[
         "tweet_id",
         "owner",
@@ -167,26 +169,26 @@ fn latest(conn: &Connection, tweets: &[u64], owner: Option<&str>) -> Result<Rows
         "checked_at",
     ]);
     let mut found = HashSet::new();
-    let mut query = stmt.query(params![owner_filter(owner)])?;
-    while let Some(r) = query.next()? {
-        let id: i64 = r.get(0)?;
+    let filter = owner_filter(owner);
+    for total in store.latest_totals(owner_of(filter.as_deref()))? {
+        let id = total.tweet.get();
         if !wanted.is_empty() && !wanted.contains(&id) {
             continue;
         }
         found.insert(id);
         rows.push(vec![
-            id.into(),
-            r.get::<_, Option<String>>(1)?.into(),
-            r.get::<_, String>(2)?.into(),
-            r.get::<_, i64>(3)?.into(),
-            iso(r.get(4)?),
-            iso(r.get(5)?),
+            (id as i64).into(),
+            total.owner.into(),
+            total.metric.as_str().into(),
+            total.value.into(),
+            iso(Some(total.observed_at)),
+            iso(total.checked_at),
         ]);
     }
     let missing: Vec<String> = wanted
         .iter()
         .filter(|t| !found.contains(*t))
-        .map(|t| t.to_string())
+        .map(|t| (*t as i64).to_string())
         .collect();
     if !missing.is_empty() && rows.rows.is_empty() {
         return Err(usage(format!(
@@ -197,34 +199,8 @@ fn latest(conn: &Connection, tweets: &[u64], owner: Option<&str>) -> Result<Rows
     Ok(rows)
 }
 
-/// Half-open spans of hours known to be complete for one Tweet.
-struct Coverage(Vec<(i64, i64)>);
-
-impl Coverage {
-    fn read(conn: &Connection, tweet: i64, created_hour: i64) -> rusqlite::Result<Coverage> {
-        let mut spans = Vec::new();
-        let mut stmt =
-            conn.prepare("SELECT cell, fetched_until FROM coverage WHERE tweet_id = ?1")?;
-        for span in stmt.query_map([tweet], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (cell, until): (i64, i64) = span?;
-            spans.push((cell.max(created_hour), until));
-        }
-        let mut stmt = conn.prepare(
-            "SELECT fetched_from, fetched_until FROM recent_coverage WHERE tweet_id = ?1",
-        )?;
-        for span in stmt.query_map([tweet], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            spans.push(span?);
-        }
-        Ok(Coverage(spans))
-    }
-
-    fn covers(&self, hour: i64) -> bool {
-        self.0.iter().any(|(a, b)| *a <= hour && hour < *b)
-    }
-}
-
 fn series(
-    conn: &Connection,
+    store: &Store,
     tweet: u64,
     metric_names: &[String],
     since: Option<i64>,
@@ -232,21 +208,18 @@ fn series(
     granularity: Granularity,
     now: i64,
 ) -> Result<Rows, QueryError> {
-    let id = tweet as i64;
-    let created: Option<i64> = conn
-        .query_row(
-            "SELECT created_at FROM tweets WHERE tweet_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .ok();
-    let Some(created) = created else {
+    let info = match TweetId::new(tweet) {
+        Some(id) => store.tweet(id)?,
+        None => None,
+    };
+    let Some(info) = info else {
         return Err(usage(format!(
             "Tweet {tweet} is not in the database (is it in the inventory, and has a run happened?)"
         )));
     };
+    let id = info.tweet.get() as i64;
     let floor = |t: i64| t.div_euclid(HOUR_SECS) * HOUR_SECS;
-    let created_hour = floor(created);
+    let created_hour = floor(info.created_at);
     let since = floor(since.unwrap_or(created_hour)).max(created_hour);
     let until = floor(until.unwrap_or(now) + HOUR_SECS - 1);
     if until <= since {
@@ -257,13 +230,7 @@ fn series(
         )));
     }
     let metrics: Vec<Metric> = if metric_names.is_empty() {
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT metric_id FROM series WHERE tweet_id = ?1 ORDER BY metric_id",
-        )?;
-        let ids: Vec<i64> = stmt
-            .query_map([id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let stored: Vec<Metric> = ids.into_iter().filter_map(Metric::from_id).collect();
+        let stored = store.series_metrics(info.tweet)?;
         if stored.is_empty() {
             vec![Metric::Impressions, Metric::Engagements]
         } else {
@@ -275,45 +242,30 @@ fn series(
             .map(|m| metric_named(m))
             .collect::<Result<_, _>>()?
     };
-    let coverage = Coverage::read(conn, id, created_hour)?;
-    let mut stmt = conn.prepare(
-        "SELECT hour, value FROM series WHERE tweet_id = ?1 AND metric_id = ?2 \
-         AND hour >= ?3 AND hour < ?4",
-    )?;
+    let coverage = store.coverage(&info)?;
     let mut rows = match granularity {
         Granularity::Hour => Rows::new(&["tweet_id", "metric", "hour", "value"]),
         Granularity::Day => Rows::new(&["tweet_id", "metric", "day", "value", "covered_hours"]),
     };
     for metric in metrics {
-        let stored: HashMap<i64, i64> = stmt
-            .query_map(params![id, metric.id(), since, until], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        // Per hour: the stored value, zero inside coverage, missing outside it.
-        let value = |hour: i64| -> Option<i64> {
-            stored
-                .get(&hour)
-                .copied()
-                .or_else(|| coverage.covers(hour).then_some(0))
-        };
+        let points = store.series(&info, &coverage, metric, since, until)?;
         match granularity {
             Granularity::Hour => {
-                for hour in (since..until).step_by(HOUR_SECS as usize) {
+                for point in points {
                     rows.push(vec![
                         id.into(),
                         metric.as_str().into(),
-                        iso_utc(hour).into(),
-                        value(hour).into(),
+                        iso_utc(point.hour).into(),
+                        point.value.into(),
                     ]);
                 }
             }
             Granularity::Day => {
                 let mut days: BTreeMap<i64, (Option<i64>, i64)> = BTreeMap::new();
-                for hour in (since..until).step_by(HOUR_SECS as usize) {
-                    let day = hour.div_euclid(DAY_SECS) * DAY_SECS;
+                for point in points {
+                    let day = point.hour.div_euclid(DAY_SECS) * DAY_SECS;
                     let entry = days.entry(day).or_insert((None, 0));
-                    if let Some(v) = value(hour) {
+                    if let Some(v) = point.value {
                         entry.0 = Some(entry.0.unwrap_or(0) + v);
                         entry.1 += 1;
                     }
@@ -334,79 +286,24 @@ fn series(
 }
 
 /// Per Tweet, `metric` over `[since, now)`: the sum of its hourly buckets for Tweets whose
-/// series are collected, else the growth of its lifetime total (latest minus the last value seen
-/// at or before `since`, or the latest value for a Tweet created in the period). Tweets for which
-/// neither is known are left out.
-fn period_values(
-    conn: &Connection,
-    metric: Metric,
-    since: i64,
-    owner: Option<&str>,
-) -> rusqlite::Result<HashMap<i64, (i64, &'static str)>> {
-    let owner = owner_filter(owner);
-    let mut out = HashMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT w.tweet_id, coalesce((SELECT CAST(total(s.value) AS INTEGER) FROM series AS s WHERE s.tweet_id = w.tweet_id \
-             AND s.metric_id = ?1 AND s.hour >= ?2), 0) \
-         FROM tweets AS w WHERE (?3 IS NULL OR lower(w.owner) = ?3) AND ( \
-             EXISTS (SELECT 1 FROM coverage AS c WHERE c.tweet_id = w.tweet_id) \
-             OR EXISTS (SELECT 1 FROM recent_coverage AS r WHERE r.tweet_id = w.tweet_id))",
-    )?;
-    for row in stmt.query_map(params![metric.id(), since, owner], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    })? {
-        let (id, sum) = row?;
-        out.insert(id, (sum, "series"));
-    }
-    let mut stmt = conn.prepare(
-        "SELECT w.tweet_id, w.created_at, \
-           (SELECT value FROM totals AS t WHERE t.tweet_id = w.tweet_id AND t.metric_id = ?1 \
-            ORDER BY observed_at DESC LIMIT 1), \
-           (SELECT value FROM totals AS t WHERE t.tweet_id = w.tweet_id AND t.metric_id = ?1 \
-            AND t.observed_at <= ?2 ORDER BY observed_at DESC LIMIT 1) \
-         FROM tweets AS w WHERE (?3 IS NULL OR lower(w.owner) = ?3)",
-    )?;
-    for row in stmt.query_map(params![metric.id(), since, owner], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-        ))
-    })? {
-        let (id, created, latest, base) = row?;
-        if out.contains_key(&id) {
-            continue;
-        }
-        let growth = match (latest, base) {
-            (Some(latest), _) if created >= since => Some(latest),
-            (Some(latest), Some(base)) => Some(latest - base),
-            _ => None,
-        };
-        if let Some(g) = growth {
-            out.insert(id, (g, "totals"));
-        }
-    }
-    Ok(out)
-}
-
+/// series are collected, else the growth of its lifetime total (see [`TopBasis`]).
 fn top(
-    conn: &Connection,
+    store: &Store,
     metric: Metric,
     since: i64,
     owner: Option<&str>,
     limit: usize,
 ) -> Result<Rows, QueryError> {
-    let values = period_values(conn, metric, since, owner)?;
-    let impressions = period_values(conn, Metric::Impressions, since, owner)?;
-    let engagements = period_values(conn, Metric::Engagements, since, owner)?;
-    let mut ranked: Vec<(i64, i64, &str)> = values
-        .iter()
-        .map(|(id, (v, source))| (*id, *v, *source))
-        .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(limit);
-    let mut stmt = conn.prepare("SELECT owner, created_at FROM tweets WHERE tweet_id = ?1")?;
+    let filter = owner_filter(owner);
+    let ranked = store.top_tweets(&TopQuery {
+        metric,
+        since,
+        until: None,
+        owner: owner_of(filter.as_deref()),
+        limit,
+        basis: TopBasis::SeriesElseTotals,
+        only_positive: false,
+    })?;
     let mut rows = Rows::new(&[
         "rank",
         "tweet_id",
@@ -419,36 +316,28 @@ fn top(
         "engagement_rate",
         "source",
     ]);
-    for (rank, (id, value, source)) in ranked.into_iter().enumerate() {
-        let (owner, created): (Option<String>, i64) =
-            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let imp = impressions.get(&id).map(|v| v.0);
-        let eng = engagements.get(&id).map(|v| v.0);
-        let rate = match (eng, imp) {
+    for (rank, t) in ranked.into_iter().enumerate() {
+        let rate = match (t.engagements, t.impressions) {
             (Some(e), Some(i)) if i > 0 => Some(e as f64 / i as f64),
             _ => None,
         };
         rows.push(vec![
             (rank as i64 + 1).into(),
-            id.into(),
-            owner.into(),
-            iso_utc(created).into(),
+            (t.tweet.get() as i64).into(),
+            t.owner.into(),
+            iso_utc(t.created_at).into(),
             metric.as_str().into(),
-            value.into(),
-            imp.into(),
-            eng.into(),
+            t.value.into(),
+            t.impressions.into(),
+            t.engagements.into(),
             rate.into(),
-            source.into(),
+            t.source.as_str().into(),
         ]);
     }
     Ok(rows)
 }
 
-fn runs(conn: &Connection, last: usize) -> Result<Rows, QueryError> {
-    let mut stmt = conn.prepare(
-        "SELECT run_id, kinds, started_at, finished_at, status, requests, failed_batches, \
-         rows_written, error, catch_up, planned, not_attempted FROM runs ORDER BY run_id DESC LIMIT ?1",
-    )?;
+fn runs(store: &Store, last: usize) -> Result<Rows, QueryError> {
     let mut rows = Rows::new(&[
         "run_id",
         "kinds",
@@ -463,24 +352,20 @@ fn runs(conn: &Connection, last: usize) -> Result<Rows, QueryError> {
         "rows_written",
         "error",
     ]);
-    let mut query = stmt.query([last as i64])?;
-    while let Some(r) = query.next()? {
-        let started: i64 = r.get(2)?;
-        let finished: Option<i64> = r.get(3)?;
-        let catch_up: String = r.get(9)?;
+    for r in store.runs(last)? {
         rows.push(vec![
-            r.get::<_, i64>(0)?.into(),
-            r.get::<_, String>(1)?.into(),
-            (!catch_up.is_empty()).then_some(catch_up).into(),
-            iso_utc(started).into(),
-            finished.map(|f| f - started).into(),
-            r.get::<_, String>(4)?.into(),
-            r.get::<_, Option<i64>>(10)?.into(),
-            r.get::<_, i64>(5)?.into(),
-            r.get::<_, i64>(6)?.into(),
-            r.get::<_, i64>(11)?.into(),
-            r.get::<_, i64>(7)?.into(),
-            r.get::<_, Option<String>>(8)?.into(),
+            r.run_id.into(),
+            r.kinds.into(),
+            r.catch_up.into(),
+            iso_utc(r.started_at).into(),
+            r.finished_at.map(|f| f - r.started_at).into(),
+            r.status.as_str().into(),
+            r.planned.into(),
+            r.requests.into(),
+            r.failed_batches.into(),
+            r.not_attempted.into(),
+            r.rows_written.into(),
+            r.error.into(),
         ]);
     }
     Ok(rows)
@@ -489,7 +374,7 @@ fn runs(conn: &Connection, last: usize) -> Result<Rows, QueryError> {
 /// The batches that failed in the last finished run of each kind (the next run plans them
 /// again), and the Tweets resting after the API refused them (asked again after
 /// `recheck_after` seconds).
-fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
+fn failures(store: &Store, recheck_after: i64) -> Result<Rows, QueryError> {
     let mut rows = Rows::new(&[
         "what",
         "kind",
@@ -504,55 +389,39 @@ fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
         "detail",
         "retry",
     ]);
-    let mut batches = conn.prepare(
-        "SELECT r.run_id, q.started_at, q.endpoint, q.credential, q.tweet_count, q.attempts, \
-         q.http_status, q.error FROM requests AS q JOIN runs AS r USING (run_id) \
-         WHERE q.kind = ?1 AND q.outcome = 'failed' AND r.run_id = ( \
-             SELECT max(run_id) FROM runs WHERE status != 'running' \
-             AND (',' || kinds || ',') LIKE '%,' || ?1 || ',%') \
-         ORDER BY q.seq",
-    )?;
-    for kind in ["totals", "hourly", "historical"] {
-        let mut query = batches.query([kind])?;
-        while let Some(r) = query.next()? {
+    for kind in JobKind::ALL {
+        for b in store.failed_batches(kind)? {
             rows.push(vec![
                 "batch".into(),
-                kind.into(),
-                iso(r.get(1)?),
-                r.get::<_, i64>(0)?.into(),
-                r.get::<_, String>(2)?.into(),
-                r.get::<_, String>(3)?.into(),
+                kind.name().into(),
+                iso(Some(b.started_at)),
+                b.run_id.into(),
+                b.endpoint.name().into(),
+                b.credential.into(),
                 Cell::Null,
-                r.get::<_, i64>(4)?.into(),
-                r.get::<_, i64>(5)?.into(),
-                r.get::<_, Option<i64>>(6)?.into(),
-                r.get::<_, Option<String>>(7)?.into(),
+                b.tweet_count.into(),
+                b.attempts.into(),
+                b.http_status.into(),
+                b.error.into(),
                 "next run".into(),
             ]);
         }
     }
     // The last run, when it failed as a whole (API unreachable, app keys refused, or it could
     // not start: config, inventory, database, lock).
-    let mut last = conn.prepare(
-        "SELECT run_id, kinds, finished_at, error, not_attempted FROM runs \
-         WHERE status = 'failed' AND run_id = (SELECT max(run_id) FROM runs WHERE status != 'running')",
-    )?;
-    let mut query = last.query([])?;
-    while let Some(r) = query.next()? {
-        let not_attempted: i64 = r.get(4)?;
-        let error: Option<String> = r.get(3)?;
+    if let Some(r) = store.last_run_failed()? {
         rows.push(vec![
             "run".into(),
-            r.get::<_, String>(1)?.into(),
-            iso(r.get(2)?),
-            r.get::<_, i64>(0)?.into(),
+            r.kinds.into(),
+            iso(r.finished_at),
+            r.run_id.into(),
             Cell::Null,
             Cell::Null,
             Cell::Null,
             Cell::Null,
             Cell::Null,
             Cell::Null,
-            match (error, not_attempted) {
+            match (r.error, r.not_attempted) {
                 (Some(e), 0) => e,
                 (Some(e), n) => format!("{e} ({n} batches not attempted)"),
                 (None, n) => format!("{n} batches not attempted"),
@@ -562,18 +431,13 @@ fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
         ]);
     }
     // Accounts a person must look at: refused tokens, and paused ones.
-    let mut accounts = conn.prepare(
-        "SELECT handle, state, detail, since FROM accounts WHERE state != 'ok' ORDER BY state, handle",
-    )?;
-    let mut query = accounts.query([])?;
-    while let Some(r) = query.next()? {
-        let state: String = r.get(1)?;
-        let detail: Option<String> = r.get(2)?;
-        let (what, retry) = match state.as_str() {
-            "refused" => (
+    for account in store.troubled_accounts()? {
+        let state = account.state.as_str();
+        let (what, retry) = match account.state {
+            AccountState::Refused => (
                 format!(
                     "token refused (401){}; re-authorize the account, or set enabled = false",
-                    detail.map_or(String::new(), |d| format!(": {d}"))
+                    account.detail.map_or(String::new(), |d| format!(": {d}"))
                 ),
                 Cell::from("next full cycle"),
             ),
@@ -585,10 +449,10 @@ fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
         rows.push(vec![
             "account".into(),
             Cell::Null,
-            iso(r.get(3)?),
+            iso(Some(account.since)),
             Cell::Null,
             Cell::Null,
-            r.get::<_, String>(0)?.into(),
+            account.handle.into(),
             Cell::Null,
             Cell::Null,
             Cell::Null,
@@ -597,78 +461,37 @@ fn failures(conn: &Connection, recheck_after: i64) -> Result<Rows, QueryError> {
             retry,
         ]);
     }
-    let mut tweets = conn.prepare(
-        "SELECT tweet_id, owner, status, status_detail, status_checked_at FROM tweets \
-         WHERE status != 'active' AND removed_at IS NULL ORDER BY status_checked_at, tweet_id",
-    )?;
-    let mut query = tweets.query([])?;
-    while let Some(r) = query.next()? {
-        let checked: Option<i64> = r.get(4)?;
-        let status: String = r.get(2)?;
-        let detail: Option<String> = r.get(3)?;
+    for t in store.resting_tweets()? {
+        let status = t.status.as_str();
         rows.push(vec![
             "tweet".into(),
             Cell::Null,
-            iso(checked),
+            iso(t.checked_at),
             Cell::Null,
             Cell::Null,
-            r.get::<_, Option<String>>(1)?
-                .unwrap_or_else(|| "bearer".into())
-                .into(),
-            r.get::<_, i64>(0)?.into(),
+            t.owner.unwrap_or_else(|| "bearer".into()).into(),
+            (t.tweet.get() as i64).into(),
             Cell::Null,
             Cell::Null,
             Cell::Null,
-            match detail {
+            match t.detail {
                 Some(d) => format!("{status}: {d}"),
-                None => status,
+                None => status.to_string(),
             }
             .into(),
-            iso(checked.map(|c| c + recheck_after)),
+            iso(t.checked_at.map(|c| c + recheck_after)),
         ]);
     }
     Ok(rows)
 }
 
-fn usage_by_month(conn: &Connection, month: Option<&str>) -> Result<Rows, QueryError> {
+fn usage_by_month(store: &Store, month: Option<&str>) -> Result<Rows, QueryError> {
     if let Some(m) = month {
         let ok = m.len() == 7
             && chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok();
         if !ok {
             return Err(usage(format!("--month {m:?}: write YYYY-MM, e.g. 2026-11")));
         }
-    }
-    /// Per month: the handles, and (requests, attempts) per endpoint.
-    type Month = (Vec<String>, BTreeMap<String, (i64, i64)>);
-    let mut months: BTreeMap<String, Month> = BTreeMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT month, handle FROM handle_usage WHERE (?1 IS NULL OR month = ?1) \
-         ORDER BY month, handle",
-    )?;
-    for row in stmt.query_map([month], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })? {
-        let (m, handle) = row?;
-        months.entry(m).or_default().0.push(handle);
-    }
-    let mut stmt = conn.prepare(
-        "SELECT strftime('%Y-%m', started_at, 'unixepoch') AS month, endpoint, count(*), \
-         sum(attempts) FROM requests GROUP BY 1, 2 HAVING ?1 IS NULL OR month = ?1",
-    )?;
-    for row in stmt.query_map([month], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })? {
-        let (m, endpoint, count, attempts) = row?;
-        months
-            .entry(m)
-            .or_default()
-            .1
-            .insert(endpoint, (count, attempts));
     }
     let mut rows = Rows::new(&[
         "month",
@@ -679,16 +502,16 @@ fn usage_by_month(conn: &Connection, month: Option<&str>) -> Result<Rows, QueryE
         "historical_requests",
         "http_attempts",
     ]);
-    for (m, (handles, endpoints)) in months {
-        let count = |e: &str| endpoints.get(e).map_or(0, |v| v.0);
+    for m in store.usage(month)? {
+        let count = |e: Endpoint| m.endpoints.get(&e).map_or(0, |v| v.0);
         rows.push(vec![
-            m.into(),
-            (handles.len() as i64).into(),
-            handles.join(" ").into(),
-            count("totals").into(),
-            count("28hr").into(),
-            count("historical").into(),
-            endpoints.values().map(|v| v.1).sum::<i64>().into(),
+            m.month.clone().into(),
+            (m.handles.len() as i64).into(),
+            m.handles.join(" ").into(),
+            count(Endpoint::Totals).into(),
+            count(Endpoint::Hour28).into(),
+            count(Endpoint::Historical).into(),
+            m.endpoints.values().map(|v| v.1).sum::<i64>().into(),
         ]);
     }
     Ok(rows)

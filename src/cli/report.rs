@@ -52,7 +52,7 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<u8, Failure> {
         owner,
         database: db.display().to_string(),
     };
-    let page = report::render(store.conn(), &options)
+    let page = report::render(&store, &options)
         .with_context(|| format!("cannot render the report from {}", db.display()))
         .map_err(Failure::fatal)?;
     std::fs::write(&args.out, &page.html)

@@ -159,8 +159,7 @@ async fn each_cycle_of_a_long_lived_context_proves_the_database() {
     ctx.store
         .lock()
         .unwrap()
-        .conn()
-        .busy_timeout(Duration::from_millis(200))
+        .set_busy_timeout(Duration::from_millis(200))
         .unwrap();
     let before = sent(&app);
     let holder = app.db();

@@ -735,8 +735,7 @@ async fn a_busy_database_loses_batches_not_the_run() {
     ctx.store
         .lock()
         .unwrap()
-        .conn()
-        .busy_timeout(std::time::Duration::from_millis(300))
+        .set_busy_timeout(std::time::Duration::from_millis(300))
         .unwrap();
     hostile.answer(Answer::Slow(std::time::Duration::from_millis(400)));
     let hits = Arc::clone(&hostile.hits);
