@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
+use serde::Serialize;
 
 use std::fmt::Write as _;
 
@@ -111,38 +111,14 @@ pub fn plan_selection(
         .collect();
     match format {
         Format::Json => {
-            let total: usize = plans.iter().map(|p| p.requests).sum();
-            let body = json!({
-                "requests": total,
-                "token_requests": usize::from(token_request),
-                "tweets": inventory.entries.len(),
-                "paused_accounts": paused,
-                "refused_accounts": refused,
-                "kinds": plans.iter().map(|p| json!({
-                    "kind": p.kind.name(),
-                    "endpoint": p.kind.endpoint().name(),
-                    "due": p.due.due,
-                    "scope": p.scope,
-                    "reason": p.due.reason(now),
-                    "last_full_cycle": p.due.last_full_start,
-                    "next_due": p.due.next_due,
-                    "requests": p.requests,
-                    "lower_bound": p.lower_bound,
-                    "tweets": p.tweets,
-                    "credentials": p.by_credential.iter().map(|(c, (n, t))| json!({
-                        "credential": c, "requests": n, "tweets": t,
-                    })).collect::<Vec<_>>(),
-                    "handles": p.handles,
-                    "estimated_seconds": (p.estimated_seconds * 10.0).round() / 10.0,
-                    "limited": p.limited,
-                    "period_seconds": p.period,
-                    "fits_period": fits(p),
-                    "over_budget": p.over_budget,
-                    "refresh_requests": p.refresh_requests,
-                    "backfill_requests": p.backfill_requests,
-                    "backfill_days": p.backfill_days.map(|d| (d * 10.0).round() / 10.0),
-                })).collect::<Vec<_>>(),
-            });
+            let body = PlanJson {
+                kinds: plans.iter().map(|p| KindJson::new(p, now)).collect(),
+                paused_accounts: &paused,
+                refused_accounts: &refused,
+                requests: plans.iter().map(|p| p.requests).sum(),
+                token_requests: usize::from(token_request),
+                tweets: inventory.entries.len(),
+            };
             emit(&(serde_json::to_string_pretty(&body).expect("JSON serializes") + "\n"));
         }
         Format::Table | Format::Csv => {
@@ -176,6 +152,86 @@ pub fn plan_selection(
         }
     }
     Ok(0)
+}
+
+/// `plan --format json`. Fields are in alphabetical order, the order it has always printed.
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    kinds: Vec<KindJson<'a>>,
+    paused_accounts: &'a [&'a str],
+    refused_accounts: &'a [&'a str],
+    requests: usize,
+    token_requests: usize,
+    tweets: usize,
+}
+
+/// One kind of [`PlanJson`], fields in alphabetical order.
+#[derive(Serialize)]
+struct KindJson<'a> {
+    backfill_days: Option<f64>,
+    backfill_requests: usize,
+    credentials: Vec<CredentialJson<'a>>,
+    due: bool,
+    endpoint: &'static str,
+    estimated_seconds: f64,
+    fits_period: bool,
+    handles: &'a BTreeSet<String>,
+    kind: &'static str,
+    last_full_cycle: Option<i64>,
+    limited: bool,
+    lower_bound: usize,
+    next_due: Option<i64>,
+    over_budget: usize,
+    period_seconds: Option<i64>,
+    reason: String,
+    refresh_requests: usize,
+    requests: usize,
+    scope: &'static str,
+    tweets: usize,
+}
+
+/// Requests per credential of [`KindJson`].
+#[derive(Serialize)]
+struct CredentialJson<'a> {
+    credential: &'a str,
+    requests: usize,
+    tweets: usize,
+}
+
+impl<'a> KindJson<'a> {
+    fn new(p: &'a KindPlan, now: i64) -> KindJson<'a> {
+        let tenths = |x: f64| (x * 10.0).round() / 10.0;
+        KindJson {
+            backfill_days: p.backfill_days.map(tenths),
+            backfill_requests: p.backfill_requests,
+            credentials: p
+                .by_credential
+                .iter()
+                .map(|(c, (n, t))| CredentialJson {
+                    credential: c,
+                    requests: *n,
+                    tweets: *t,
+                })
+                .collect(),
+            due: p.due.due,
+            endpoint: p.kind.endpoint().name(),
+            estimated_seconds: tenths(p.estimated_seconds),
+            fits_period: fits(p),
+            handles: &p.handles,
+            kind: p.kind.name(),
+            last_full_cycle: p.due.last_full_start,
+            limited: p.limited,
+            lower_bound: p.lower_bound,
+            next_due: p.due.next_due,
+            over_budget: p.over_budget,
+            period_seconds: p.period,
+            reason: p.due.reason(now),
+            refresh_requests: p.refresh_requests,
+            requests: p.requests,
+            scope: p.scope,
+            tweets: p.tweets,
+        }
+    }
 }
 
 fn fits(p: &KindPlan) -> bool {
