@@ -4,6 +4,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::config::{Config, SeriesConfig};
 
 use crate::domain::{
     Credential, DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS,
@@ -203,6 +207,67 @@ fn access(state: Option<&TweetState>, now: i64, recheck_after: i64) -> Access {
         TweetStatus::Forbidden if recent => Access::BearerOnly,
         _ => Access::Owner,
     }
+}
+
+/// What a cycle's plans take from the config, before the database's state narrows them (a
+/// catch-up's budget, the Tweets it confirms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSettings {
+    /// Accounts paused in the config (`enabled = false`): their Tweets are planned as public.
+    pub paused: HashSet<String>,
+    /// How long refused Tweets rest (`inventory.recheck_after`).
+    pub recheck_after_secs: i64,
+    /// `[totals]`: request budget of one run.
+    pub totals_max_requests: Option<NonZeroU32>,
+    /// `[hourly]`.
+    pub hourly: SeriesSettings,
+    /// `[historical]`.
+    pub historical: SeriesSettings,
+    /// `historical.refresh_after` (see [`HistoricalPolicy`]).
+    pub refresh_after_secs: i64,
+}
+
+/// What a series kind's plans take from its config section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesSettings {
+    /// See [`SeriesPolicy::max_age_secs`].
+    pub max_age_secs: i64,
+    pub metrics: Vec<Metric>,
+    /// Request budget of one run.
+    pub max_requests: Option<NonZeroU32>,
+}
+
+impl From<&SeriesConfig> for SeriesSettings {
+    fn from(c: &SeriesConfig) -> SeriesSettings {
+        SeriesSettings {
+            max_age_secs: secs(c.max_age, i64::MAX),
+            metrics: c.metrics.clone(),
+            max_requests: c.max_requests_per_run,
+        }
+    }
+}
+
+impl From<&Config> for PlanSettings {
+    fn from(config: &Config) -> PlanSettings {
+        PlanSettings {
+            paused: config
+                .accounts
+                .iter()
+                .filter(|a| !a.enabled)
+                .map(|a| a.handle.as_str().to_string())
+                .collect(),
+            recheck_after_secs: secs(config.inventory.recheck_after, i64::MAX),
+            totals_max_requests: config.totals.max_requests_per_run,
+            hourly: SeriesSettings::from(&config.hourly),
+            historical: SeriesSettings::from(&config.historical),
+            refresh_after_secs: secs(config.historical.refresh_after, i64::MAX / 4),
+        }
+    }
+}
+
+/// `d` in whole seconds, `max` when it does not fit.
+fn secs(d: Duration, max: i64) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(max)
 }
 
 /// What limits a series plan (`hourly` or `historical`).
