@@ -808,4 +808,413 @@ mod tests {
             None
         );
     }
+
+    /// Hand-built jobs and answers, read without a store or a client.
+    mod fixtures {
+        use super::*;
+
+        fn id(n: u64) -> TweetId {
+            TweetId::new(n).unwrap()
+        }
+
+        fn acme() -> Credential {
+            Credential::UserContext {
+                account: "acme".parse().unwrap(),
+            }
+        }
+
+        fn totals_job(tweets: &[u64], metrics: &[Metric]) -> Job {
+            Job {
+                kind: JobKind::Totals,
+                endpoint: Endpoint::Totals,
+                credential: acme(),
+                tweets: tweets.iter().map(|n| id(*n)).collect(),
+                metrics: metrics.to_vec(),
+                cell: None,
+                refresh: false,
+            }
+        }
+
+        fn hourly_job(tweets: &[u64], metrics: &[Metric]) -> Job {
+            Job {
+                kind: JobKind::Hourly,
+                endpoint: Endpoint::Hour28,
+                ..totals_job(tweets, metrics)
+            }
+        }
+
+        /// `body` read as `job`'s kind reads it, then interpreted at `now`.
+        fn answer(job: &Job, body: &str, states: &HashMap<TweetId, TweetState>) -> Answered {
+            let parsed = parse(job.kind, body.as_bytes()).unwrap();
+            answered(job, &parsed, states, None, 1_442_300_000)
+        }
+
+        fn totals(a: &Answered) -> &TotalsWrite {
+            match &a.write {
+                Write::Totals(w) => w,
+                Write::Series(_) => panic!("a series write for a totals job"),
+            }
+        }
+
+        fn series(a: &Answered) -> &SeriesWrite {
+            match &a.write {
+                Write::Series(w) => w,
+                Write::Totals(_) => panic!("a totals write for a series job"),
+            }
+        }
+
+        const FAV_RT: [Metric; 2] = [Metric::Favorites, Metric::Retweets];
+
+        /// Every Tweet and metric named: `ok`, every value written, every Tweet checked.
+        #[test]
+        fn a_full_answer_writes_everything_and_is_ok() {
+            let job = totals_job(&[11, 12], &FAV_RT);
+            let a = answer(
+                &job,
+                r#"{"by_tweet": {"11": {"favorites": "3", "retweets": "4"},
+                                 "12": {"favorites": "0", "retweets": "7"}}}"#,
+                &HashMap::new(),
+            );
+            assert_eq!(a.outcome, BatchOutcome::Ok);
+            assert_eq!((a.error.as_deref(), a.shortfall.as_deref()), (None, None));
+            assert_eq!(a.received, 4);
+            let w = totals(&a);
+            assert_eq!(
+                w.values,
+                vec![
+                    (id(11), Metric::Favorites, 3),
+                    (id(11), Metric::Retweets, 4),
+                    (id(12), Metric::Favorites, 0),
+                    (id(12), Metric::Retweets, 7),
+                ]
+            );
+            assert_eq!(w.checked, vec![id(11), id(12)]);
+            assert!(w.status_changes.is_empty() && w.unsupported.is_empty());
+            assert_eq!(w.handle, Some("acme".parse().unwrap()));
+        }
+
+        /// A Tweet left out and a metric left out are unanswered, never zeros: nothing written
+        /// for them, the Tweet with a missing metric not checked, the batch `partial` with why.
+        #[test]
+        fn a_partial_answer_leaves_out_tweets_and_metrics() {
+            let job = totals_job(&[11, 12, 13], &FAV_RT);
+            let a = answer(
+                &job,
+                r#"{"by_tweet": {"11": {"favorites": "3", "retweets": "4"},
+                                 "12": {"favorites": "5"}}}"#,
+                &HashMap::new(),
+            );
+            assert_eq!(a.outcome, BatchOutcome::Partial);
+            let w = totals(&a);
+            assert_eq!(w.values.len(), 3);
+            assert!(
+                !w.values
+                    .iter()
+                    .any(|(t, m, _)| *t == id(12) && *m == Metric::Retweets)
+            );
+            assert_eq!(w.checked, vec![id(11)]);
+            let why = "the answer left out 1 of the 3 Tweets asked (13) and left out 1 Tweet \
+                       metrics (12 retweets): nothing stored for them, asked again next run";
+            assert_eq!(a.shortfall.as_deref(), Some(why));
+            assert_eq!(a.error.as_deref(), Some(why));
+        }
+
+        /// An answer that names none of the Tweets asked fails the batch.
+        #[test]
+        fn an_answer_naming_nothing_fails() {
+            let job = totals_job(&[11, 12], &FAV_RT);
+            let a = answer(&job, r#"{"by_tweet": {}}"#, &HashMap::new());
+            assert_eq!(a.outcome, BatchOutcome::Failed);
+            assert!(totals(&a).values.is_empty() && totals(&a).checked.is_empty());
+            assert!(
+                a.error
+                    .unwrap()
+                    .contains("left out 2 of the 2 Tweets asked")
+            );
+        }
+
+        /// Unavailable Tweets are marked with the API's words; the batch is `partial`, and the
+        /// Tweets that answered are stored and checked.
+        #[test]
+        fn unavailable_tweets_are_marked() {
+            let job = totals_job(&[11, 12], &FAV_RT);
+            let a = answer(
+                &job,
+                r#"{"errors": ["1 Tweet ID(s) are unavailable"], "unavailable_tweet_ids": ["12"],
+                    "by_tweet": {"11": {"favorites": "3", "retweets": "4"}}}"#,
+                &HashMap::new(),
+            );
+            assert_eq!(a.outcome, BatchOutcome::Partial);
+            assert_eq!(a.shortfall, None);
+            assert_eq!(a.error.as_deref(), Some("1 Tweet ID(s) are unavailable"));
+            let w = totals(&a);
+            assert_eq!(w.checked, vec![id(11)]);
+            assert_eq!(
+                w.status_changes,
+                vec![(
+                    id(12),
+                    TweetStatus::Unavailable,
+                    Some("1 Tweet ID(s) are unavailable".into())
+                )]
+            );
+        }
+
+        /// Metrics an `unsupported_*` list refuses are answered by the list: recorded as
+        /// unsupported, not missing; a Tweet whose every asked metric is refused is answered too.
+        #[test]
+        fn unsupported_metrics_are_answered_by_their_lists() {
+            let job = totals_job(&[11, 12], &[Metric::Impressions, Metric::VideoViews]);
+            let a = answer(
+                &job,
+                r#"{"unsupported_for_impressions_engagements_tweet_ids": ["11", "12"],
+                    "unsupported_for_video_views_tweet_ids": ["12"],
+                    "by_tweet": {"11": {"impressions": "0", "video_views": "9"}}}"#,
+                &HashMap::new(),
+            );
+            assert_eq!(a.outcome, BatchOutcome::Partial);
+            assert_eq!(a.shortfall, None);
+            let w = totals(&a);
+            // 11's impressions read 0 and mean "not measured": not a value.
+            assert_eq!(w.values, vec![(id(11), Metric::VideoViews, 9)]);
+            assert_eq!(w.checked, vec![id(11), id(12)]);
+            assert_eq!(
+                w.unsupported,
+                vec![
+                    (id(11), Metric::Impressions),
+                    (id(12), Metric::Impressions),
+                    (id(12), Metric::VideoViews),
+                ]
+            );
+        }
+
+        /// A Tweet that answers again after being marked is active again; one forbidden to its
+        /// owner only once the owner's token answers for it.
+        #[test]
+        fn a_tweet_that_answers_again_is_active_again() {
+            let state = |status| TweetState {
+                status,
+                status_checked_at: Some(1),
+                totals_checked_at: None,
+                unsupported: 0,
+                hourly_fetched_at: None,
+            };
+            let states = HashMap::from([
+                (id(11), state(TweetStatus::Unavailable)),
+                (id(12), state(TweetStatus::Forbidden)),
+            ]);
+            let body = r#"{"by_tweet": {"11": {"favorites": "1"}, "12": {"favorites": "2"}}}"#;
+            let owner = answer(&totals_job(&[11, 12], &[Metric::Favorites]), body, &states);
+            let active: Vec<TweetId> = totals(&owner)
+                .status_changes
+                .iter()
+                .filter(|(_, s, _)| *s == TweetStatus::Active)
+                .map(|(t, _, _)| *t)
+                .collect();
+            assert_eq!(active, vec![id(11), id(12)]);
+            let bearer = Job {
+                credential: Credential::Bearer,
+                ..totals_job(&[11, 12], &[Metric::Favorites])
+            };
+            let public = answer(&bearer, body, &states);
+            assert_eq!(
+                totals(&public).status_changes,
+                vec![(id(11), TweetStatus::Active, None)]
+            );
+        }
+
+        /// A `/28hr` answer is bounded by the window it echoes, widened to whole hours; a pair
+        /// named over all of it is covered, zero buckets are not written but counted received.
+        #[test]
+        fn an_echoed_window_bounds_a_series_answer() {
+            let job = hourly_job(&[11], &[Metric::Favorites]);
+            let a = answer(
+                &job,
+                r#"{"start": "2015-09-14T17:30:00Z", "end": "2015-09-14T19:10:00Z",
+                    "by_hour": {"11": {"favorites": {"2015-09-14": {"17": "1", "18": "0", "19": "2"}}}}}"#,
+                &HashMap::new(),
+            );
+            let w = series(&a);
+            let at = |h: &str| {
+                chrono::DateTime::parse_from_rfc3339(&format!("2015-09-14T{h}:00:00Z"))
+                    .unwrap()
+                    .timestamp()
+            };
+            assert_eq!((w.start, w.end), (at("17"), at("20")));
+            assert_eq!(
+                w.answered,
+                vec![(id(11), Metric::Favorites, at("17"), at("20"))]
+            );
+            assert_eq!(
+                w.values
+                    .iter()
+                    .map(|(_, _, h, v)| (h.secs(), *v))
+                    .collect::<Vec<_>>(),
+                vec![(at("17"), 1), (at("19"), 2)]
+            );
+            assert_eq!(w.covered, vec![id(11)]);
+            assert_eq!(a.received, 3);
+            assert_eq!(a.outcome, BatchOutcome::Ok);
+        }
+
+        /// Buckets with a hole between them say nothing certain of the hours in the hole: the
+        /// pair is unanswered and the batch `partial`.
+        #[test]
+        fn a_series_with_a_hole_is_not_an_answer() {
+            let job = hourly_job(&[11], &[Metric::Favorites, Metric::Retweets]);
+            let a = answer(
+                &job,
+                r#"{"start": "2015-09-14T17:00:00Z", "end": "2015-09-14T20:00:00Z",
+                    "by_hour": {"11": {"favorites": {"2015-09-14": {"17": "1", "19": "2"}},
+                                       "retweets": {"2015-09-14": {"17": "0", "18": "0", "19": "3"}}}}}"#,
+                &HashMap::new(),
+            );
+            let w = series(&a);
+            assert_eq!(w.answered.len(), 1);
+            assert_eq!(w.answered[0].1, Metric::Retweets);
+            assert!(w.covered.is_empty());
+            assert_eq!(a.outcome, BatchOutcome::Partial);
+            assert!(
+                a.shortfall.unwrap().contains(
+                    "left out or gave incomplete series for 1 Tweet metrics (11 favorites)"
+                )
+            );
+        }
+
+        fn status(status: u16, errors: &[&str], unavailable: &[u64]) -> ApiError {
+            ApiError::Status {
+                status,
+                errors: errors.iter().map(|e| e.to_string()).collect(),
+                unavailable: unavailable.iter().map(|n| id(*n)).collect(),
+            }
+        }
+
+        const NEW_FORM: &str = "Forbidden to access tweets: 1054424731825229824;";
+        const OLD_FORM: &str = "Forbidden to access tweets for author id 18435372: 640026211712786432, 640026277605339136";
+
+        /// A 403 to the owner's token names Tweets in both message forms: all are marked
+        /// forbidden with the API's words, the rest of the job is sent again.
+        #[test]
+        fn a_403_names_tweets_in_both_message_forms() {
+            let job = totals_job(
+                &[
+                    1054424731825229824,
+                    640026211712786432,
+                    640026277605339136,
+                    99,
+                ],
+                &FAV_RT,
+            );
+            let error = status(403, &[NEW_FORM, OLD_FORM], &[]);
+            let f = failed(&job, &error, &HashMap::new(), false, true, None);
+            assert_eq!(f.outcome, BatchOutcome::Refused);
+            assert!(f.resend);
+            assert!(f.refusal.moved.is_empty());
+            assert_eq!(
+                f.refusal.marked,
+                vec![
+                    (
+                        id(1054424731825229824),
+                        TweetStatus::Forbidden,
+                        Some(NEW_FORM.into())
+                    ),
+                    (
+                        id(640026211712786432),
+                        TweetStatus::Forbidden,
+                        Some(OLD_FORM.into())
+                    ),
+                    (
+                        id(640026277605339136),
+                        TweetStatus::Forbidden,
+                        Some(OLD_FORM.into())
+                    ),
+                ]
+            );
+            assert!(!f.refusal.names(&id(99)));
+            assert_eq!(f.error, error.to_string());
+            // Once the job has been sent again as often as it may, the refusal fails it.
+            let last = failed(&job, &error, &HashMap::new(), false, false, None);
+            assert_eq!((last.outcome, last.resend), (BatchOutcome::Failed, false));
+        }
+
+        /// "… for author id N" where N is another configured account's user id: its Tweets move
+        /// to that account instead of being marked.
+        #[test]
+        fn a_403_naming_another_configured_author_moves_its_tweets() {
+            let job = totals_job(&[1054424731825229824, 640026211712786432], &FAV_RT);
+            let beta: Handle = "beta".parse().unwrap();
+            let authors = HashMap::from([(18_435_372, beta.clone())]);
+            let f = failed(
+                &job,
+                &status(403, &[NEW_FORM, OLD_FORM], &[]),
+                &authors,
+                false,
+                true,
+                None,
+            );
+            assert_eq!(f.refusal.moved, vec![(id(640026211712786432), beta)]);
+            assert_eq!(f.refusal.marked.len(), 1);
+            assert_eq!(f.refusal.marked[0].0, id(1054424731825229824));
+        }
+
+        /// A 400 listing `unavailable_tweet_ids` marks them protected; a 403 to the bearer token
+        /// names nothing (it is not about the owner's access); a refused credential is
+        /// `unauthorized`.
+        #[test]
+        fn refusals_by_status_and_credential() {
+            let job = totals_job(&[11, 12], &FAV_RT);
+            let protected = status(400, &["1 Tweet ID(s) are unavailable"], &[12, 77]);
+            let f = failed(&job, &protected, &HashMap::new(), false, true, None);
+            assert_eq!(
+                f.refusal.marked,
+                vec![(
+                    id(12),
+                    TweetStatus::Protected,
+                    Some("1 Tweet ID(s) are unavailable".into())
+                )]
+            );
+            let bearer = Job {
+                credential: Credential::Bearer,
+                ..job.clone()
+            };
+            let f = failed(
+                &bearer,
+                &status(403, &[NEW_FORM], &[]),
+                &HashMap::new(),
+                false,
+                true,
+                None,
+            );
+            assert!(f.refusal.is_empty() && !f.resend);
+            assert_eq!(f.outcome, BatchOutcome::Failed);
+            let f = failed(
+                &job,
+                &status(401, &["Unauthorized"], &[]),
+                &HashMap::new(),
+                true,
+                true,
+                None,
+            );
+            assert_eq!(f.outcome, BatchOutcome::Unauthorized);
+        }
+
+        /// A batch the breaker stopped names the connection failure behind it.
+        #[test]
+        fn an_unreachable_api_names_the_last_connection_failure() {
+            let job = totals_job(&[11], &FAV_RT);
+            let error = ApiError::Unreachable("the API cannot be reached".into());
+            let cause = "http://127.0.0.1:9: Connection refused (os error 111)".to_string();
+            let f = failed(
+                &job,
+                &error,
+                &HashMap::new(),
+                false,
+                true,
+                Some(cause.clone()),
+            );
+            assert_eq!(f.error, format!("connection failed: {cause}"));
+            assert_eq!(f.outcome, BatchOutcome::Failed);
+            let f = failed(&job, &error, &HashMap::new(), false, true, None);
+            assert_eq!(f.error, "the API cannot be reached");
+        }
+    }
 }
