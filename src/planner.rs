@@ -1,6 +1,6 @@
 //! The planner: a pure function from (inventory, state from the database, policy, now) to the
 //! list of requests a cycle makes. It decides endpoint, credential, batch and metric set; it does
-//! no I/O and knows nothing of HTTP or SQL.
+//! no I/O and knows nothing of HTTP or SQL. [`PlanSettings`] is what it takes from the config.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -594,6 +594,45 @@ pub fn metric_mask(metrics: &[Metric]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings read the config's paused accounts, budgets, series sections and durations.
+    #[test]
+    fn settings_are_taken_from_the_config() {
+        let text = r#"
+[app]
+consumer_key = "ck"
+consumer_secret = "cs"
+
+[[accounts]]
+handle = "Acme"
+access_token = "1-acme"
+access_token_secret = "s"
+
+[[accounts]]
+handle = "Beta"
+access_token = "2-beta"
+access_token_secret = "s"
+enabled = false
+
+[totals]
+max_requests_per_run = 7
+
+[historical]
+refresh_after = "2d"
+"#;
+        let config = Config::parse("config.toml", text, std::iter::empty()).unwrap();
+        let settings = PlanSettings::from(&config);
+        assert_eq!(settings.paused, HashSet::from(["Beta".to_string()]));
+        assert_eq!(settings.totals_max_requests, NonZeroU32::new(7));
+        assert_eq!(settings.refresh_after_secs, 2 * DAY_SECS);
+        assert_eq!(settings.recheck_after_secs, RECHECK_AFTER_SECS);
+        assert_eq!(
+            settings.hourly.max_age_secs,
+            config.hourly.max_age.as_secs() as i64
+        );
+        assert_eq!(settings.hourly.max_requests, None);
+        assert_eq!(settings.historical.metrics, config.historical.metrics);
+    }
 
     const NOW: i64 = 1_800_000_000;
 

@@ -131,7 +131,7 @@ impl Context {
         })
     }
 
-    /// Runs database work off the async threads (rusqlite blocks), as batch writes do.
+    /// Runs database work off the async threads (the store blocks), as batch writes do.
     pub(super) async fn on_store<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
