@@ -7,9 +7,11 @@
 //!                                     store ◄── parse ◄─────────────┘
 //! ```
 //!
-//! Layout: `domain` holds the shared types; each stage is one module; only `pipeline` knows their
-//! order; `cli` is the only module that prints; `sim` is a faithful simulator of the API that
-//! shares nothing with the worker but `domain`.
+//! Layout: `domain` holds the shared types and the API's rules (endpoints, their metrics and
+//! windows); each stage is one module; only `pipeline` knows their order. The library logs
+//! through `tracing` and prints nothing: `cli` prints what a command shows, `main.rs` the error
+//! that ends it. `sim` is a faithful simulator of the API that shares nothing with the worker but
+//! `domain`: its types, and the API rule tables the worker plans by.
 
 pub mod auth;
 pub mod cli;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod planner;
+pub mod progress;
 pub mod report;
 pub mod sim;
 pub mod store;

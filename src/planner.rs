@@ -1,9 +1,13 @@
 //! The planner: a pure function from (inventory, state from the database, policy, now) to the
 //! list of requests a cycle makes. It decides endpoint, credential, batch and metric set; it does
-//! no I/O and knows nothing of HTTP or SQL.
+//! no I/O and knows nothing of HTTP or SQL. [`PlanSettings`] is what it takes from the config.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::config::{Config, SeriesConfig};
 
 use crate::domain::{
     Credential, DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS,
@@ -203,6 +207,67 @@ fn access(state: Option<&TweetState>, now: i64, recheck_after: i64) -> Access {
         TweetStatus::Forbidden if recent => Access::BearerOnly,
         _ => Access::Owner,
     }
+}
+
+/// What a cycle's plans take from the config, before the database's state narrows them (a
+/// catch-up's budget, the Tweets it confirms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSettings {
+    /// Accounts paused in the config (`enabled = false`): their Tweets are planned as public.
+    pub paused: HashSet<String>,
+    /// How long refused Tweets rest (`inventory.recheck_after`).
+    pub recheck_after_secs: i64,
+    /// `[totals]`: request budget of one run.
+    pub totals_max_requests: Option<NonZeroU32>,
+    /// `[hourly]`.
+    pub hourly: SeriesSettings,
+    /// `[historical]`.
+    pub historical: SeriesSettings,
+    /// `historical.refresh_after` (see [`HistoricalPolicy`]).
+    pub refresh_after_secs: i64,
+}
+
+/// What a series kind's plans take from its config section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesSettings {
+    /// See [`SeriesPolicy::max_age_secs`].
+    pub max_age_secs: i64,
+    pub metrics: Vec<Metric>,
+    /// Request budget of one run.
+    pub max_requests: Option<NonZeroU32>,
+}
+
+impl From<&SeriesConfig> for SeriesSettings {
+    fn from(c: &SeriesConfig) -> SeriesSettings {
+        SeriesSettings {
+            max_age_secs: secs(c.max_age, i64::MAX),
+            metrics: c.metrics.clone(),
+            max_requests: c.max_requests_per_run,
+        }
+    }
+}
+
+impl From<&Config> for PlanSettings {
+    fn from(config: &Config) -> PlanSettings {
+        PlanSettings {
+            paused: config
+                .accounts
+                .iter()
+                .filter(|a| !a.enabled)
+                .map(|a| a.handle.as_str().to_string())
+                .collect(),
+            recheck_after_secs: secs(config.inventory.recheck_after, i64::MAX),
+            totals_max_requests: config.totals.max_requests_per_run,
+            hourly: SeriesSettings::from(&config.hourly),
+            historical: SeriesSettings::from(&config.historical),
+            refresh_after_secs: secs(config.historical.refresh_after, i64::MAX / 4),
+        }
+    }
+}
+
+/// `d` in whole seconds, `max` when it does not fit.
+fn secs(d: Duration, max: i64) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(max)
 }
 
 /// What limits a series plan (`hourly` or `historical`).
@@ -529,6 +594,45 @@ pub fn metric_mask(metrics: &[Metric]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings read the config's paused accounts, budgets, series sections and durations.
+    #[test]
+    fn settings_are_taken_from_the_config() {
+        let text = r#"
+[app]
+consumer_key = "ck"
+consumer_secret = "cs"
+
+[[accounts]]
+handle = "Acme"
+access_token = "1-acme"
+access_token_secret = "s"
+
+[[accounts]]
+handle = "Beta"
+access_token = "2-beta"
+access_token_secret = "s"
+enabled = false
+
+[totals]
+max_requests_per_run = 7
+
+[historical]
+refresh_after = "2d"
+"#;
+        let config = Config::parse("config.toml", text, std::iter::empty()).unwrap();
+        let settings = PlanSettings::from(&config);
+        assert_eq!(settings.paused, HashSet::from(["Beta".to_string()]));
+        assert_eq!(settings.totals_max_requests, NonZeroU32::new(7));
+        assert_eq!(settings.refresh_after_secs, 2 * DAY_SECS);
+        assert_eq!(settings.recheck_after_secs, RECHECK_AFTER_SECS);
+        assert_eq!(
+            settings.hourly.max_age_secs,
+            config.hourly.max_age.as_secs() as i64
+        );
+        assert_eq!(settings.hourly.max_requests, None);
+        assert_eq!(settings.historical.metrics, config.historical.metrics);
+    }
 
     const NOW: i64 = 1_800_000_000;
 

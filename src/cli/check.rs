@@ -394,7 +394,7 @@ impl Probe {
             cell: None,
             refresh: false,
         };
-        let body = pipeline::request_body(&job, None);
+        let body = crate::client::RequestBody::new(&job, None);
         let outcome = self
             .client
             .send(
@@ -465,8 +465,7 @@ async fn online(
         println!("api: nothing sent: the checks need the inventory's Tweets");
         return Ok(());
     };
-    let client = ApiClient::new(pipeline::client_settings(config), pipeline::system_clock())
-        .map_err(Failure::fatal)?;
+    let client = ApiClient::new(config.into(), pipeline::system_clock()).map_err(Failure::fatal)?;
     let mut probe = Probe {
         client,
         breaker: Breaker::new(),

@@ -1,0 +1,278 @@
+//! From the database's state to a cycle's jobs: the state the planner needs, read in one go,
+//! and the policies each kind is planned under in its scope. The planning itself is the
+//! planner's; this module adds what only the database knows (history, refused accounts).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::due::{KindDue, Scope, Selection};
+use crate::config::{Config, ScheduleConfig};
+use crate::domain::{AccountState, Handle, JobKind, TweetId, TweetState};
+use crate::inventory::{self, Inventory, InventoryError};
+use crate::planner::{
+    self, Cell, CellState, HistoricalPolicy, Job, PlanSettings, PlanTweet, Refresh, SeriesPolicy,
+    SeriesSettings, Skipped, TotalsPolicy,
+};
+use crate::store::{AccountRecord, KindHistory, Store, StoreError};
+
+/// Loads the inventory named by the config, checking owners against `[[accounts]]`.
+pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
+    inventory::load(&config.inventory.path, &config.handles())
+}
+
+/// What the planner needs from the database.
+#[derive(Debug, Default)]
+pub struct PlanState {
+    /// Status and last `/totals` and `/28hr` answers of known Tweets.
+    pub tweets: HashMap<TweetId, TweetState>,
+    /// `/historical` cells complete, and fetched but open, per Tweet.
+    pub cells: CellState,
+    /// Tweets the API attributes to another configured account than the inventory does.
+    pub moved: HashMap<TweetId, Handle>,
+    /// The accounts' conditions as the last runs found them.
+    pub accounts: Vec<AccountRecord>,
+    /// Each kind's last cycles.
+    pub history: BTreeMap<JobKind, KindHistory>,
+}
+
+impl PlanState {
+    /// Reads the state the planner needs; `refresh_after` decides which cells are complete.
+    pub fn read(store: &Store, refresh_after: Duration) -> Result<PlanState, StoreError> {
+        let settle = i64::try_from(refresh_after.as_secs()).unwrap_or(i64::MAX / 4);
+        let complete = store
+            .complete_cells(planner::CELL_SECS, settle)?
+            .into_iter()
+            .filter_map(|(id, start)| Some((id, Cell::starting_at(start)?)))
+            .collect();
+        let open = store
+            .open_cells(planner::CELL_SECS, settle)?
+            .into_iter()
+            .filter_map(|c| {
+                Some((
+                    (c.tweet, Cell::starting_at(c.cell)?),
+                    (c.fetched_at, c.fetched_until),
+                ))
+            })
+            .collect();
+        let mut history = BTreeMap::new();
+        for kind in JobKind::ALL {
+            history.insert(kind, store.kind_history(kind.name())?);
+        }
+        Ok(PlanState {
+            tweets: store.tweet_states()?,
+            cells: CellState { complete, open },
+            moved: store.moved_owners()?,
+            accounts: store.accounts()?,
+            history,
+        })
+    }
+
+    /// Whether each kind `selection` considers is due at `now` under `schedule` (forced ones
+    /// always are).
+    pub fn dues(&self, selection: &Selection, schedule: &ScheduleConfig, now: i64) -> Vec<KindDue> {
+        selection
+            .kinds()
+            .into_iter()
+            .map(|kind| {
+                let history = self.history.get(&kind).copied().unwrap_or_default();
+                match selection {
+                    Selection::Due => KindDue::at(kind, &history, schedule, now),
+                    Selection::Forced(_) => KindDue::forced(kind, &history, schedule, now),
+                }
+            })
+            .collect()
+    }
+
+    /// Accounts whose token the API refused at their last use.
+    fn refused(&self) -> HashSet<&str> {
+        self.accounts
+            .iter()
+            .filter(|a| a.state == AccountState::Refused)
+            .map(|a| a.handle.as_str())
+            .collect()
+    }
+}
+
+/// Plans the jobs of `kinds`, each in its scope, for `inventory` (no I/O besides the state
+/// already read). Paused accounts' Tweets (and, when catching up, refused accounts') are
+/// planned as public Tweets: their public totals with the bearer token, no series.
+pub fn plan(
+    config: &Config,
+    inventory: &Inventory,
+    state: &PlanState,
+    kinds: &[(JobKind, Scope)],
+    now: i64,
+) -> (Vec<Job>, Skipped) {
+    plan_with(
+        &PlanSettings::from(config),
+        inventory,
+        state,
+        kinds,
+        now,
+        false,
+    )
+}
+
+/// `/historical` backfill left (never fetched, or fetched short): requests it needs, budget
+/// aside; refreshes of open cells do not count.
+pub fn backfill_left(config: &Config, inventory: &Inventory, state: &PlanState, now: i64) -> usize {
+    let mut unbounded = PlanSettings::from(config);
+    unbounded.historical.max_requests = None;
+    plan_with(
+        &unbounded,
+        inventory,
+        state,
+        &[(JobKind::Historical, Scope::Full)],
+        now,
+        true,
+    )
+    .0
+    .len()
+}
+
+/// A cycle's work, planned.
+pub(super) struct Planned {
+    /// The kinds with work, each in its scope.
+    pub scopes: Vec<(JobKind, Scope)>,
+    pub jobs: Vec<Job>,
+    pub skipped: Skipped,
+    /// `/historical` requests the remaining backfill needs, when `/historical` is considered.
+    pub backfill_left: Option<usize>,
+}
+
+/// Plans each kind of `dues` in its scope. A due kind counts even with nothing to send, so its
+/// period starts again; a catch-up with nothing undone is no work at all.
+pub(super) fn plan_cycle(
+    config: &Config,
+    inventory: &Inventory,
+    state: &PlanState,
+    dues: &[KindDue],
+    considered: &[JobKind],
+    now: i64,
+) -> Planned {
+    let mut scopes = Vec::new();
+    let mut jobs = Vec::new();
+    let mut skipped = Skipped::default();
+    for due in dues {
+        let scope = due.scope();
+        let (mut j, s) = plan(config, inventory, state, &[(due.kind, scope)], now);
+        if scope == Scope::Full || !j.is_empty() {
+            scopes.push((due.kind, scope));
+            jobs.append(&mut j);
+            skipped.resting += s.resting;
+            skipped.over_budget += s.over_budget;
+        }
+    }
+    skipped.paused = inventory
+        .entries
+        .iter()
+        .filter(|e| {
+            e.owner
+                .as_ref()
+                .and_then(|o| config.account(o))
+                .is_some_and(|a| !a.enabled)
+        })
+        .count();
+    Planned {
+        scopes,
+        jobs,
+        skipped,
+        backfill_left: considered
+            .contains(&JobKind::Historical)
+            .then(|| backfill_left(config, inventory, state, now)),
+    }
+}
+
+fn plan_with(
+    settings: &PlanSettings,
+    inventory: &Inventory,
+    state: &PlanState,
+    kinds: &[(JobKind, Scope)],
+    now: i64,
+    backfill_only: bool,
+) -> (Vec<Job>, Skipped) {
+    let paused = &settings.paused;
+    let refused = state.refused();
+    // The owner the API says wrote a Tweet wins over the inventory's, once the API said so.
+    let tweets = |scope: Scope| {
+        let refused = &refused;
+        inventory.entries.iter().map(move |e| {
+            let owner = state.moved.get(&e.id).or(e.owner.as_ref()).filter(|o| {
+                let catching_up = matches!(scope, Scope::CatchUp { .. });
+                !(paused.contains(o.as_str()) || catching_up && refused.contains(o.as_str()))
+            });
+            PlanTweet { id: e.id, owner }
+        })
+    };
+    let recheck = settings.recheck_after_secs;
+    let since = |scope: Scope| match scope {
+        Scope::Full => None,
+        Scope::CatchUp { since } => Some(since),
+    };
+    // A per-run budget is a budget per period of the schedule: a catch-up gets what the kind's
+    // last full cycle (and the catch-ups since) left of it, so a CronJob that runs more often
+    // than the schedule spends no more than the daemon would.
+    let budget = |kind: JobKind, max: Option<NonZeroU32>, scope: Scope| {
+        let max = max.map(|n| n.get());
+        match scope {
+            Scope::Full => max,
+            Scope::CatchUp { .. } => {
+                let sent = state.history.get(&kind).map_or(0, |h| h.sent_since_full);
+                max.map(|m| m.saturating_sub(u32::try_from(sent).unwrap_or(u32::MAX)))
+            }
+        }
+    };
+    let series = |kind: JobKind, s: &SeriesSettings, scope: Scope| SeriesPolicy {
+        max_age_secs: s.max_age_secs,
+        metrics: s.metrics.clone(),
+        max_requests: budget(kind, s.max_requests, scope),
+        recheck_after_secs: recheck,
+        unconfirmed_since: since(scope),
+    };
+    let mut jobs = Vec::new();
+    let mut skipped = Skipped::default();
+    for &(kind, scope) in kinds {
+        let (mut j, s) = match kind {
+            JobKind::Totals => {
+                let policy = TotalsPolicy {
+                    max_requests: budget(kind, settings.totals_max_requests, scope),
+                    recheck_after_secs: recheck,
+                    unconfirmed_since: since(scope),
+                };
+                planner::plan_totals(tweets(scope), &state.tweets, policy, now)
+            }
+            JobKind::Hourly => planner::plan_hourly(
+                tweets(scope),
+                &state.tweets,
+                &series(kind, &settings.hourly, scope),
+                now,
+            ),
+            JobKind::Historical => {
+                let history = HistoricalPolicy {
+                    refresh_after_secs: settings.refresh_after_secs,
+                    refresh: match (backfill_only, scope) {
+                        (true, _) => Refresh::Never,
+                        (false, Scope::Full) => Refresh::Due,
+                        (false, Scope::CatchUp { since }) => Refresh::DueAt { since },
+                    },
+                };
+                let mut policy = series(kind, &settings.historical, scope);
+                // A backfill is not a catch-up's to narrow: never-fetched cells are undone work.
+                policy.unconfirmed_since = None;
+                planner::plan_historical(
+                    tweets(scope),
+                    &state.tweets,
+                    &state.cells,
+                    &policy,
+                    &history,
+                    now,
+                )
+            }
+        };
+        jobs.append(&mut j);
+        skipped.resting += s.resting;
+        skipped.over_budget += s.over_budget;
+    }
+    (jobs, skipped)
+}
