@@ -24,6 +24,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod planner;
 pub mod report;
+pub mod scheduler;
 pub mod sim;
 pub mod store;
 pub mod timespec;
