@@ -154,18 +154,7 @@ impl Scheduler {
         let scheduler = JobScheduler::new()
             .await
             .map_err(|e| SchedulerError::Start(e.to_string()))?;
-        let daemon = Arc::new(Daemon {
-            ctx: Mutex::new(ctx.clone()),
-            source,
-            running: JobKind::ALL
-                .into_iter()
-                .map(|k| (k, AtomicBool::new(false)))
-                .collect(),
-            jobs: tokio::sync::Mutex::new(HashMap::new()),
-            scheduler: scheduler.clone(),
-            cycles: TaskTracker::new(),
-            shutdown: shutdown.clone(),
-        });
+        let daemon = Daemon::new(ctx.clone(), source, scheduler.clone(), shutdown.clone());
         for kind in JobKind::ALL {
             daemon
                 .schedule(kind, &ctx.config)
@@ -254,6 +243,26 @@ struct Daemon {
 }
 
 impl Daemon {
+    fn new(
+        ctx: Context,
+        source: ConfigSource,
+        scheduler: JobScheduler,
+        shutdown: CancellationToken,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            ctx: Mutex::new(ctx),
+            source,
+            running: JobKind::ALL
+                .into_iter()
+                .map(|k| (k, AtomicBool::new(false)))
+                .collect(),
+            jobs: tokio::sync::Mutex::new(HashMap::new()),
+            scheduler,
+            cycles: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
     fn current(&self) -> Context {
         self.ctx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -415,7 +424,141 @@ pub fn jitter_delay(kind: JobKind, database: &Path, jitter: Duration) -> Duratio
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::system_clock;
+    use crate::lock::EXIT_LOCKED;
+    use crate::sim::{Sim, demo_world};
+
     use super::*;
+
+    /// Schedules that do not fire while a test runs.
+    const NEVER: &str = "0 0 0 1 1 * 2099";
+
+    /// Writes, in `dir`, a config for the demo world's accounts and inventory against an API
+    /// nobody answers, with a database in `dir` and `schedule` as its `[schedule]` table.
+    fn write_config(dir: &Path, schedule: &[(&str, &str)]) -> PathBuf {
+        let sim = Sim::new(demo_world(7));
+        let inventory = dir.join("tweets.csv");
+        std::fs::write(&inventory, sim.inventory_csv()).unwrap();
+        let exported = sim.worker_config_toml("http://127.0.0.1:9", &inventory.to_string_lossy());
+        let mut config: toml::Table = toml::from_str(&exported).unwrap();
+        let database = dir.join("engagement.sqlite");
+        config["database"]
+            .as_table_mut()
+            .unwrap()
+            .insert("path".into(), database.to_string_lossy().as_ref().into());
+        let schedule: toml::Table = schedule
+            .iter()
+            .map(|(k, v)| (k.to_string(), toml::Value::from(*v)))
+            .collect();
+        config.insert("schedule".into(), schedule.into());
+        let path = dir.join("config.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        path
+    }
+
+    fn options() -> Options {
+        Options {
+            clock: system_clock(),
+            progress: None,
+        }
+    }
+
+    /// Kinds triggered while their cycle waits out its jitter: a second trigger of the same kind
+    /// is skipped, another kind's runs beside it; at shutdown both end without a cycle, and a
+    /// trigger after it starts nothing. On the paused clock: the hour of jitter never passes.
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_waiting_out_its_jitter_ends_at_shutdown_and_one_cycle_per_kind_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let schedule = [
+            ("totals", NEVER),
+            ("hourly", NEVER),
+            ("historical", NEVER),
+            ("jitter", "1h"),
+        ];
+        let path = write_config(dir.path(), &schedule);
+        let Scheduler { ctx, source } =
+            Scheduler::open(ConfigSource::file(&path), options()).unwrap_or_else(|e| panic!("{e}"));
+        let jitter = Duration::from_secs(3600);
+        for kind in [JobKind::Totals, JobKind::Hourly] {
+            assert!(jitter_delay(kind, &ctx.config.database.path, jitter) > Duration::from_secs(1));
+        }
+        let shutdown = CancellationToken::new();
+        let scheduler = JobScheduler::new().await.unwrap();
+        let daemon = Daemon::new(ctx, source, scheduler, shutdown.clone());
+
+        daemon.trigger(JobKind::Totals);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(daemon.cycles.len(), 1);
+        daemon.trigger(JobKind::Totals);
+        assert_eq!(daemon.cycles.len(), 1, "a second totals cycle started");
+        daemon.trigger(JobKind::Hourly);
+        assert_eq!(daemon.cycles.len(), 2);
+
+        shutdown.cancel();
+        daemon.cycles.close();
+        tokio::time::timeout(Duration::from_secs(1), daemon.cycles.wait())
+            .await
+            .expect("cycles waiting out their jitter end at shutdown");
+        let metrics = &daemon.current().metrics;
+        for kind in JobKind::ALL {
+            assert!(!daemon.running[&kind].load(Ordering::SeqCst), "{kind:?}");
+            let state = metrics.kind(kind);
+            assert!(
+                state.last.is_none() && !state.running,
+                "{kind:?}: {state:?}"
+            );
+        }
+        daemon.trigger(JobKind::Historical);
+        assert_eq!(daemon.cycles.len(), 0);
+    }
+
+    /// A token cancelled before the start: `run` serves, then stops at once; afterwards the port
+    /// is closed and the database's writer lock is free for the next daemon.
+    #[tokio::test]
+    async fn a_cancelled_daemon_returns_closes_its_port_and_frees_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &[("totals", NEVER), ("hourly", NEVER)]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            run(
+                ConfigSource::file(&path),
+                options(),
+                Some(listener),
+                shutdown,
+            ),
+        )
+        .await
+        .expect("a cancelled daemon returns")
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        let again = Scheduler::open(ConfigSource::file(&path), options())
+            .unwrap_or_else(|e| panic!("the lock is free: {e}"));
+        assert!(again.lock_path().ends_with("engagement.sqlite.lock"));
+    }
+
+    /// What the command line maps to exit codes: a config that does not validate, and a
+    /// database another daemon writes (exit 4).
+    #[tokio::test]
+    async fn a_bad_config_and_a_held_database_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &[("totals", "every minute")]);
+        match Scheduler::open(ConfigSource::file(&path), options()) {
+            Err(SchedulerError::Config(e)) => {
+                assert!(e.problems.iter().any(|p| p.contains("totals")), "{e}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        let path = write_config(dir.path(), &[]);
+        let _holder = Scheduler::open(ConfigSource::file(&path), options()).unwrap();
+        match Scheduler::open(ConfigSource::file(&path), options()) {
+            Err(SchedulerError::Pipeline(e)) => assert_eq!(e.exit_code(), EXIT_LOCKED, "{e}"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
 
     #[test]
     fn jitter_is_fixed_per_kind_and_database_and_below_the_bound() {
