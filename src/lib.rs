@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod planner;
 pub mod progress;
 pub mod report;
+pub mod scheduler;
 pub mod sim;
 pub mod store;
 pub mod timespec;

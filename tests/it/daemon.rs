@@ -1,11 +1,119 @@
+//! The daemon in-process: `scheduler` on a `127.0.0.1:0` listener and a token of the test's own,
+//! on the current-thread runtime so that what it logs is captured. One test runs the binary: it
+//! lowers the daemon process's open-file limit and counts its descriptors.
+
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engagement_ingest::scheduler::{ConfigSource, Options, Scheduler, SchedulerError};
 use engagement_ingest::sim::Faults;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, binary, world, world_with};
+use crate::helpers::{Logs, TestApp, binary, world, world_with};
+
+/// Something whose logs explain a failed assertion.
+trait Logged {
+    fn logs(&self) -> String;
+}
+
+/// A daemon run in-process: [`Scheduler::open`] (the writer lock is held once it returns), then
+/// [`Scheduler::run`] on a listener the test bound and a token the test cancels. What it logs on
+/// this thread is captured as long as it lives.
+struct InProcess {
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), SchedulerError>>>,
+    /// Where `/metrics` and `/healthz` are served, when they are.
+    addr: Option<SocketAddr>,
+    logs: Logs,
+    _capture: tracing::subscriber::DefaultGuard,
+}
+
+impl InProcess {
+    /// Starts the daemon on the app's config file (no environment) and the worker's clock, with
+    /// the endpoints on a `127.0.0.1:0` listener when `serve`.
+    async fn start(app: &TestApp, serve: bool) -> InProcess {
+        let (logs, capture) = Logs::capture();
+        let options = Options {
+            clock: app.worker_clock.clone(),
+            progress: None,
+        };
+        let scheduler = Scheduler::open(ConfigSource::file(&app.config_path), options)
+            .unwrap_or_else(|e| panic!("the daemon starts: {e}\n{}", logs.text()));
+        let listener = match serve {
+            true => Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("loopback binds"),
+            ),
+            false => None,
+        };
+        let addr = listener.as_ref().map(|l| l.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(scheduler.run(listener, shutdown.clone()));
+        InProcess {
+            shutdown,
+            task: Some(task),
+            addr,
+            logs,
+            _capture: capture,
+        }
+    }
+
+    /// The base URL of `/metrics`, from the listener the test bound.
+    fn url(&self) -> String {
+        format!("http://{}", self.addr.expect("started with a listener"))
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    async fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.logs.line_with(needle) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Cancels the token and waits for the daemon to return: what it returned (the binary's
+    /// exit 0 is `Ok`) and how long it took.
+    async fn stop(&mut self, within: Duration) -> (Result<(), SchedulerError>, Duration) {
+        let start = Instant::now();
+        self.shutdown.cancel();
+        let task = self.task.take().expect("stopped once");
+        let result = tokio::time::timeout(within, task)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the daemon did not return within {within:?}:\n{}",
+                    self.logs()
+                )
+            })
+            .expect("the daemon does not panic");
+        (result, start.elapsed())
+    }
+}
+
+impl Logged for InProcess {
+    fn logs(&self) -> String {
+        self.logs.text()
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 /// The binary's `daemon`, with JSON logs collected from stderr.
 struct Daemon {
@@ -31,10 +139,6 @@ impl Daemon {
             }
         });
         Daemon { child, logs }
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
     }
 
     /// Waits for a log line containing `needle` and returns it.
@@ -92,6 +196,12 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Logged for Daemon {
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
     }
 }
 
@@ -174,15 +284,16 @@ fn parse(text: &str) -> prometheus_parse::Scrape {
 }
 
 /// The daemon runs every kind on its schedule (at least two cycles each), `/metrics` agrees with
-/// the `requests` table, `/healthz` turns 503 when every request fails, and SIGTERM during a cycle
-/// ends the process with 0 within the grace, the run marked interrupted, the database intact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// the `requests` table, `/healthz` turns 503 when every request fails, and the shutdown token
+/// cancelled during a cycle ends the daemon (`Ok`, the binary's exit 0) within the grace, the run
+/// marked interrupted, the database intact.
+#[tokio::test]
 async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() {
     // Young Tweets, so that every kind has requests to make.
     let app = TestApp::spawn_live(world_with(4, 3, 4, "spread_days = 2")).await;
     schedule(&app, "*/2 * * * * *", "*/3 * * * * *", "3s");
-    let mut daemon = Daemon::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
-    let url = daemon.metrics_url().await;
+    let mut daemon = InProcess::start(&app, true).await;
+    let url = daemon.url();
 
     // Two finished cycles of every kind.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -294,7 +405,7 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
     };
     assert!(body.contains("failing"), "{body}");
 
-    // A slow API: SIGTERM while a cycle waits for an answer.
+    // A slow API: the token cancelled while a cycle waits for an answer.
     app.sim()
         .set_faults(Faults {
             latency_ms: 1500,
@@ -332,9 +443,8 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
     };
     // Let the running cycle's first request go out.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    daemon.sigterm();
-    let (code, took) = daemon.wait_exit(Duration::from_secs(15)).await;
-    assert_eq!(code, Some(0), "{}", daemon.logs());
+    let (result, took) = daemon.stop(Duration::from_secs(15)).await;
+    assert!(result.is_ok(), "{result:?}\n{}", daemon.logs());
     assert!(
         took < Duration::from_secs(3) + Duration::from_millis(2500),
         "exit took {took:?}, grace 3 s"
@@ -362,23 +472,21 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
 }
 
 /// While a daemon holds the database, `run` exits 4 naming the holder, sends nothing, and
-/// writes only the refused cycle's `runs` row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// writes only the refused cycle's `runs` row; once the daemon has returned, the lock is free.
+#[tokio::test]
 async fn a_second_writer_exits_4_and_records_only_its_refusal() {
     let app = TestApp::spawn_live(world(2, 1, 2, 0)).await;
     // Schedules that do not fire during the test: the daemon only holds the lock.
     let never = "0 0 0 1 1 * 2099";
     schedule(&app, never, never, "2s");
-    let mut daemon = Daemon::start(&app, &[]);
-    daemon
-        .wait_log("Daemon started", Duration::from_secs(20))
-        .await;
+    let mut daemon = InProcess::start(&app, false).await;
     let out = app.cli(&["run"]).await;
     let all = crate::helpers::text(&out);
     assert_eq!(out.status.code(), Some(4), "{all}");
+    // The holder is this process: the daemon runs in it.
     assert!(
         all.contains("is being written by another engagement-ingest process")
-            && all.contains(&format!("pid {}", daemon.child.id()))
+            && all.contains(&format!("pid {}", std::process::id()))
             && all.contains("engagement.sqlite.lock"),
         "{all}"
     );
@@ -415,16 +523,16 @@ async fn a_second_writer_exits_4_and_records_only_its_refusal() {
     let out = app.cli(&["run", "--dry-run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", crate::helpers::text(&out));
 
-    daemon.sigterm();
-    let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0), "{}", daemon.logs());
+    let (result, _) = daemon.stop(Duration::from_secs(10)).await;
+    assert!(result.is_ok(), "{result:?}\n{}", daemon.logs());
     // Once the daemon is gone, the lock is free.
     let out = app.cli(&["run", "--job", "totals"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", crate::helpers::text(&out));
 }
 
 /// `run` stopped by SIGTERM while a request takes longer than the grace: it exits 0 once the
-/// grace is over, the run is marked interrupted, and the metrics file says so.
+/// grace is over, the run is marked interrupted, and the metrics file says so. The binary: what
+/// is tested is the process's answer to the signal and its exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_abandons_a_request_outlasting_the_grace_and_exits_0() {
     let app = TestApp::spawn_live(world(3, 2, 3, 0)).await;
@@ -496,7 +604,7 @@ async fn run_abandons_a_request_outlasting_the_grace_and_exits_0() {
 /// The daemon reads the config and the inventory again at every cycle: a Tweet added to the
 /// inventory is picked up without a restart, and a broken config is logged and the last good one
 /// kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
     let app = TestApp::spawn_live(world(3, 2, 3, 0)).await;
     let never = "0 0 0 1 1 * 2099";
@@ -504,7 +612,7 @@ async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
     let csv = std::fs::read_to_string(&app.inventory_path).unwrap();
     let (kept, last) = csv.trim_end().rsplit_once('\n').unwrap();
     std::fs::write(&app.inventory_path, format!("{kept}\n")).unwrap();
-    let daemon = Daemon::start(&app, &[]);
+    let mut daemon = InProcess::start(&app, false).await;
     let tweets = |db: &rusqlite::Connection| -> i64 {
         db.query_row("SELECT count(*) FROM tweets", [], |r| r.get(0))
             .unwrap_or(0)
@@ -547,6 +655,8 @@ async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
         )
         .unwrap();
     assert_eq!(failed, 0, "{}", daemon.logs());
+    let (result, _) = daemon.stop(Duration::from_secs(10)).await;
+    assert!(result.is_ok(), "{result:?}\n{}", daemon.logs());
 }
 
 /// The latest finished run of `kind`: its status and error text.
@@ -563,7 +673,7 @@ fn last_run(db: &rusqlite::Connection, kind: &str) -> Option<(i64, String, Strin
 /// Polls `check` on the database every 100 ms until it holds (bounded by `within`).
 async fn until<T>(
     app: &TestApp,
-    daemon: &Daemon,
+    daemon: &impl Logged,
     within: Duration,
     what: &str,
     check: impl Fn(&rusqlite::Connection) -> Option<T>,
@@ -587,15 +697,15 @@ async fn until<T>(
 /// A revoked account keeps `/healthz` green and is named there. A bad line appended to the
 /// inventory while the daemon runs: collection goes on with the last good inventory, the
 /// cycle's row in `runs` and `/healthz` name the line and since when; fixing it clears both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_bad_inventory_edit_keeps_the_last_good_one_and_shows_in_healthz() {
     let mut w = world_with(4, 3, 4, "spread_days = 2");
     w.accounts[1].revoked = true; // bob
     let app = TestApp::spawn_live(w).await;
     let never = "0 0 0 1 1 * 2099";
     schedule(&app, "*/1 * * * * *", never, "3s");
-    let mut daemon = Daemon::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
-    let url = daemon.metrics_url().await;
+    let mut daemon = InProcess::start(&app, true).await;
+    let url = daemon.url();
     until(
         &app,
         &daemon,
@@ -661,9 +771,8 @@ async fn a_bad_inventory_edit_keeps_the_last_good_one_and_shows_in_healthz() {
     .await;
     let (_, body) = get(&format!("{url}/healthz")).await;
     assert!(!body.contains("inventory"), "{body}");
-    daemon.sigterm();
-    let (code, _) = daemon.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0));
+    let (result, _) = daemon.stop(Duration::from_secs(10)).await;
+    assert!(result.is_ok(), "{result:?}\n{}", daemon.logs());
 }
 
 /// Finished runs that did not end `ok` or that name a problem: status and error.
@@ -721,7 +830,9 @@ async fn hold_idle(
 /// attempts wait for the backlog rather than hold anything. The listener keeps at most its 64, so
 /// totals cycles keep succeeding; /metrics answers while the connections are held, once those ahead
 /// of it in the backlog have timed out; the server closes idle connections after its 5 s header
-/// timeout.
+/// timeout. The binary, not in-process: the limit and the descriptors counted are the daemon
+/// process's own, and lowering the test process's would starve the tests beside it; it also
+/// proves the wiring (`--metrics-listen`, the address logged, SIGTERM, exit 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_to_the_metrics_port_do_not_stop_the_cycles() {
     const OPEN_FILES: u64 = 128;

@@ -219,3 +219,49 @@ pub fn series(db: &rusqlite::Connection) -> std::collections::BTreeSet<(i64, i64
         .map(Result::unwrap)
         .collect()
 }
+
+/// What the code running on this thread logs, in JSON lines as `--log-format json` writes them
+/// and at the binary's default levels, captured while the guard [`Logs::capture`] returns lives.
+/// On the current-thread runtime that is everything an in-process daemon logs from its tasks.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,tokio_cron_scheduler=warn",
+            ))
+            .with_writer(move || sink.clone())
+            .json()
+            .flatten_event(true)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The first line logged so far that contains `needle`.
+    pub fn line_with(&self, needle: &str) -> Option<String> {
+        self.text()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string)
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
