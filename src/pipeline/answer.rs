@@ -533,7 +533,7 @@ fn ids_in(message: &str) -> Vec<TweetId> {
 mod tests {
     use super::*;
     use crate::domain::Endpoint;
-    use crate::store::{BatchRecord, RunStart, Store};
+    use crate::store::{BatchRecord, Owner, RunStart, Store};
     use std::collections::BTreeSet;
 
     /// Answers that leave out any subset of Tweets, of pairs, or the last hours of a pair.
@@ -662,30 +662,13 @@ mod tests {
             (dir, store, run)
         }
 
-        /// The rows of `sql`, each read by `row`.
-        fn rows<T, C: FromIterator<T>>(
-            store: &Store,
-            sql: &str,
-            row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-        ) -> C {
-            let mut stmt = store.conn().prepare(sql).unwrap();
-            stmt.query_map([], row)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        }
-
+        /// Every stored bucket, as (Tweet, metric id, hour, value).
         fn stored(store: &Store) -> BTreeSet<(i64, i64, i64, i64)> {
-            rows(
-                store,
-                "SELECT tweet_id, metric_id, hour, value FROM series",
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-        }
-
-        /// Two columns as a map from the first.
-        fn by_first(store: &Store, sql: &str) -> BTreeMap<i64, i64> {
-            rows(store, sql, |r| Ok((r.get(0)?, r.get(1)?)))
+            let buckets = store.all_buckets().unwrap();
+            buckets
+                .into_iter()
+                .map(|b| (b.tweet.get() as i64, b.metric.id(), b.hour, b.value))
+                .collect()
         }
 
         proptest! {
@@ -734,8 +717,8 @@ mod tests {
                     }
                     let expected_rows: BTreeSet<_> = expected.iter().map(|(&(t, m, h), &v)| (t, m, h, v)).collect();
                     prop_assert_eq!(stored(&store), expected_rows);
-                    let coverage: BTreeMap<i64, i64> =
-                        by_first(&store, "SELECT tweet_id, fetched_at FROM coverage");
+                    let coverage: BTreeMap<i64, i64> = store.fetched_cells().unwrap().into_iter()
+                        .map(|c| (c.tweet.get() as i64, c.fetched_at)).collect();
                     prop_assert_eq!(&coverage, &covered_at);
                 }
             }
@@ -772,17 +755,11 @@ mod tests {
                             checked.insert(id, at);
                         }
                     }
-                    let got: BTreeMap<(i64, i64), i64> = rows(
-                        &store,
-                        "SELECT tweet_id, metric_id, value FROM totals AS t WHERE observed_at = \
-                         (SELECT max(observed_at) FROM totals AS u WHERE u.tweet_id = t.tweet_id AND u.metric_id = t.metric_id)",
-                        |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)),
-                    );
+                    let got: BTreeMap<(i64, i64), i64> = store.latest_totals(Owner::Any).unwrap().into_iter()
+                        .map(|t| ((t.tweet.get() as i64, t.metric.id()), t.value)).collect();
                     prop_assert_eq!(&got, &latest);
-                    let got_checked: BTreeMap<i64, i64> = by_first(
-                        &store,
-                        "SELECT tweet_id, totals_checked_at FROM tweets WHERE totals_checked_at IS NOT NULL",
-                    );
+                    let got_checked: BTreeMap<i64, i64> = store.tweet_states().unwrap().into_iter()
+                        .filter_map(|(id, s)| Some((id.get() as i64, s.totals_checked_at?))).collect();
                     prop_assert_eq!(&got_checked, &checked);
                 }
             }

@@ -14,13 +14,6 @@ pub(crate) fn id(n: u64) -> TweetId {
 }
 
 impl Store {
-    /// The connection, for test modules outside the store that still read with SQL of their
-    /// own (the typed reads serve them: [`Store::all_buckets`], [`Store::fetched_cells`],
-    /// [`Store::latest_totals`], [`Store::tweet_states`]).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// A Tweet listed for `owner` (or public), created at `created_at`.
     pub(crate) fn put_tweet(&self, tweet: i64, owner: Option<&str>, created_at: i64) {
         self.conn
