@@ -51,42 +51,43 @@ impl Store {
     /// answered for it, and the metrics the API refused for it.
     pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
         self.read(|conn| {
-        let mut stmt = conn.prepare(
-            "SELECT w.tweet_id, w.status, w.status_checked_at, w.totals_checked_at, \
-             w.unsupported_metrics, r.fetched_at \
-             FROM tweets AS w LEFT JOIN recent_coverage AS r USING (tweet_id) \
-             WHERE w.removed_at IS NULL AND (w.status <> 'active' OR w.totals_checked_at IS NOT NULL \
-             OR w.unsupported_metrics <> 0 OR r.fetched_at IS NOT NULL)",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (id, status, status_checked_at, totals_checked_at, unsupported, hourly) = row?;
-            if let Some(id) = TweetId::new(id as u64) {
-                let status = TweetStatus::parse(&status)
-                    .ok_or_else(|| unknown_value("tweets.status", &status))?;
-                out.insert(
-                    id,
-                    TweetState {
-                        status,
-                        status_checked_at,
-                        totals_checked_at,
-                        unsupported: u32::try_from(unsupported).unwrap_or(0),
-                        hourly_fetched_at: hourly,
-                    },
-                );
+            let mut stmt = conn.prepare(
+                "SELECT w.tweet_id, w.status, w.status_checked_at, w.totals_checked_at, \
+                 w.unsupported_metrics, r.fetched_at \
+                 FROM tweets AS w LEFT JOIN recent_coverage AS r USING (tweet_id) \
+                 WHERE w.removed_at IS NULL AND (w.status <> 'active' \
+                 OR w.totals_checked_at IS NOT NULL OR w.unsupported_metrics <> 0 \
+                 OR r.fetched_at IS NOT NULL)",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (id, status, status_checked_at, totals_checked_at, unsupported, hourly) = row?;
+                if let Some(id) = TweetId::new(id as u64) {
+                    let status = TweetStatus::parse(&status)
+                        .ok_or_else(|| unknown_value("tweets.status", &status))?;
+                    out.insert(
+                        id,
+                        TweetState {
+                            status,
+                            status_checked_at,
+                            totals_checked_at,
+                            unsupported: u32::try_from(unsupported).unwrap_or(0),
+                            hourly_fetched_at: hourly,
+                        },
+                    );
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
         })
     }
 
