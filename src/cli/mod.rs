@@ -1,5 +1,6 @@
-//! Command-line interface: clap types, logging set-up, and one module per subcommand. The only
-//! part of the crate that prints to stdout.
+//! Command-line interface: the clap types, logging set-up, exit codes ([`Failure`]), loading the
+//! config for a command, the signals that stop one, and one module per subcommand, each of which
+//! prints its own output. No command's work is done here: that is the library's.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -317,35 +318,15 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(config)
 }
 
-/// The database a read-only command reads: `--db`, else the `[database] path` of the config
-/// (`--config` or ENGAGEMENT_CONFIG; only that key is read, so a config whose secrets are not at
-/// hand still serves), else `ENGAGEMENT__DATABASE__PATH`, else `engagement.sqlite`.
+/// The database a read-only command reads: `--db`, else `ENGAGEMENT__DATABASE__PATH`, else the
+/// `[database] path` of the config (`--config` or ENGAGEMENT_CONFIG; only that key is checked, so
+/// a config whose secrets are not at hand still serves), else `engagement.sqlite`.
 pub fn database_path(cli: &Cli, db: Option<&std::path::Path>) -> Result<PathBuf, Failure> {
-    if let Some(db) = db {
-        return Ok(db.to_path_buf());
-    }
-    let env: std::collections::HashMap<String, String> = utf8_env().collect();
-    if let Some(path) = env.get("ENGAGEMENT__DATABASE__PATH") {
-        return Ok(PathBuf::from(path));
-    }
-    let config = cli
-        .config
-        .clone()
-        .or_else(|| env.get("ENGAGEMENT_CONFIG").map(PathBuf::from));
-    let Some(config) = config else {
-        return Ok(PathBuf::from("engagement.sqlite"));
-    };
-    let text = std::fs::read_to_string(&config)
-        .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read {}: {e}", config.display())))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| Failure::usage(anyhow::anyhow!("{}: invalid TOML: {e}", config.display())))?;
-    match table.get("database").and_then(|d| d.get("path")) {
-        None => Ok(PathBuf::from("engagement.sqlite")),
-        Some(toml::Value::String(p)) => Ok(PathBuf::from(p)),
-        Some(_) => Err(Failure::usage(anyhow::anyhow!(
-            "{}: [database] path must be a string",
-            config.display()
-        ))),
+    match db {
+        Some(db) => Ok(db.to_path_buf()),
+        None => {
+            crate::config::database_path(cli.config.as_deref(), utf8_env()).map_err(Failure::usage)
+        }
     }
 }
 

@@ -542,52 +542,62 @@ impl World {
         }
     }
 
-    /// A worker config (TOML) that points at a simulator of this world at `base_url`.
+    /// A worker config (TOML) that points at a simulator of this world at `base_url`: the
+    /// config's own serde types, written with the keys that differ from their defaults.
     pub fn worker_config_toml(&self, base_url: &str, inventory_path: &str) -> String {
-        let s = |v: &str| toml::Value::String(v.to_string()).to_string();
+        use crate::config::raw::{RawAccount, RawApi, RawApp, RawConfig, RawInventory, RawLimit};
         let base = base_url.trim_end_matches('/');
+        // The worker paces itself by the simulator's budgets: copied where set, 0 (unlimited)
+        // where the simulator has none, so the worker's contract-sized defaults do not apply.
+        let limit = |e: Endpoint| {
+            let l = self.limits.of(e);
+            RawLimit {
+                per_minute: l.per_minute.into(),
+                per_second: l.per_second.into(),
+            }
+        };
+        let mut raw = RawConfig {
+            api: RawApi {
+                base_url: base.to_string(),
+                token_url: Some(format!("{base}/oauth2/token")),
+                ..RawApi::default()
+            },
+            app: RawApp {
+                consumer_key: Some(self.app.consumer_key.clone()),
+                consumer_secret: Some(self.app.consumer_secret.clone()),
+                ..RawApp::default()
+            },
+            // `user_id` lets the worker read the author id in a 403 "Forbidden to access tweets
+            // for author id N: …" as one of its own accounts (a Tweet that changed hands).
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| RawAccount {
+                    handle: Some(a.handle.as_str().to_string()),
+                    user_id: Some(a.user_id),
+                    access_token: Some(a.access_token.clone()),
+                    access_token_secret: Some(a.access_token_secret.clone()),
+                    ..RawAccount::default()
+                })
+                .collect(),
+            inventory: RawInventory {
+                path: inventory_path.to_string(),
+                ..RawInventory::default()
+            },
+            ..RawConfig::default()
+        };
+        // The worker calls the `/28hr` job kind "hourly".
+        raw.limits.totals = limit(Endpoint::Totals);
+        raw.limits.hourly = limit(Endpoint::Hour28);
+        raw.limits.historical = limit(Endpoint::Historical);
+        let toml = raw
+            .to_toml()
+            .expect("the config's types always serialize to TOML");
         let mut out = String::from(
             "# Written by `engagement-ingest sim`: a worker config for this simulator.\n\
              # The bearer token is obtained from token_url.\n\n",
         );
-        out += &format!(
-            "[api]\nbase_url = {}\ntoken_url = {}\n\n",
-            s(base),
-            s(&format!("{base}/oauth2/token"))
-        );
-        out += &format!(
-            "[app]\nconsumer_key = {}\nconsumer_secret = {}\n\n",
-            s(&self.app.consumer_key),
-            s(&self.app.consumer_secret)
-        );
-        // `user_id` lets the worker read the author id in a 403 "Forbidden to access tweets for
-        // author id N: …" as one of its own accounts (a Tweet that changed hands).
-        for a in &self.accounts {
-            out += &format!(
-                "[[accounts]]\nhandle = {}\nuser_id = {}\naccess_token = {}\naccess_token_secret = {}\n\n",
-                s(a.handle.as_str()),
-                a.user_id,
-                s(&a.access_token),
-                s(&a.access_token_secret)
-            );
-        }
-        out += &format!("[inventory]\npath = {}\n\n", s(inventory_path));
-        out += "[database]\npath = \"engagement.sqlite\"\n";
-        // The worker paces itself by the simulator's budgets: copied where set, 0 (unlimited)
-        // where the simulator has none, so the worker's contract-sized defaults do not apply.
-        // The worker calls the `/28hr` job kind "hourly".
-        out += "\n[limits]\n";
-        for (key, e) in [
-            ("totals", Endpoint::Totals),
-            ("hourly", Endpoint::Hour28),
-            ("historical", Endpoint::Historical),
-        ] {
-            let l = self.limits.of(e);
-            out += &format!(
-                "{key} = {{ per_minute = {}, per_second = {} }}\n",
-                l.per_minute, l.per_second
-            );
-        }
+        out.push_str(&toml);
         out
     }
 }
