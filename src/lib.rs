@@ -8,10 +8,13 @@
 //! ```
 //!
 //! Layout: `domain` holds the shared types and the API's rules (endpoints, their metrics and
-//! windows); each stage is one module; only `pipeline` knows their order. The library logs
-//! through `tracing` and prints nothing: `cli` prints what a command shows, `main.rs` the error
-//! that ends it. `sim` is a faithful simulator of the API that shares nothing with the worker but
-//! `domain`: its types, and the API rule tables the worker plans by.
+//! windows); each stage is one module; only `pipeline` knows their order, and `scheduler` runs it
+//! on the `[schedule]` crons (the daemon). `config` reads and checks the config file, `store` owns
+//! every SQL statement, `report` draws what the store reads. The library logs through `tracing`
+//! and prints nothing: `cli` prints what a command shows, `main.rs` the error that ends it. `sim`
+//! is a faithful simulator of the API that shares nothing with the worker but `domain` (its
+//! types, and the API rule tables the worker plans by) and `config::raw` (the worker config it
+//! exports).
 
 pub mod auth;
 pub mod cli;
