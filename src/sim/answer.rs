@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::domain::{
@@ -140,21 +141,17 @@ impl Sim {
         if !errors.is_empty() {
             meta.insert("errors".into(), errors.into());
         }
-        // Written as text, not built as a `Value`: a full /historical batch has ~300k leaves.
+        // Serialized as it is walked, not built as a `Value`: a full /historical batch has ~300k
+        // leaves.
         let keys = Keys::new(&available, window);
-        let mut out = String::from("{");
-        for (name, value) in &meta {
-            out += &format!("{}:{value},", Value::from(name.as_str()));
-        }
-        for g in &query.groupings {
-            out += &Value::from(g.name.as_str()).to_string();
-            out.push(':');
-            let refs: Vec<&Fact> = facts.iter().collect();
-            write_nested(&mut out, &g.keys, &refs, &keys);
-            out.push(',');
-        }
-        out.pop();
-        out.push('}');
+        let refs: Vec<&Fact> = facts.iter().collect();
+        let answer = Answer {
+            meta: &meta,
+            groupings: &query.groupings,
+            facts: &refs,
+            keys: &keys,
+        };
+        let out = serde_json::to_string(&answer).map_err(|e| Reply::raw(500, e.to_string()))?;
         Ok(Reply::raw(200, out))
     }
 
@@ -309,45 +306,71 @@ impl Keys {
         }
     }
 
-    /// Writes the JSON key for index `i` of `key` (none of them needs escaping).
-    fn write(&self, out: &mut String, key: GroupKey, i: usize) {
-        let text = match key {
-            GroupKey::TweetId => self.tweets[i].clone(),
-            GroupKey::Type => Metric::from_id(i as i64)
-                .map_or("", Metric::as_str)
-                .to_string(),
-            GroupKey::Day => self.days[i].clone(),
-            GroupKey::Hour => format!("{i:02}"),
-        };
-        out.push('"');
-        out.push_str(&text);
-        out.push_str("\":");
+    /// The JSON key for index `i` of `key`.
+    fn name(&self, key: GroupKey, i: usize) -> std::borrow::Cow<'_, str> {
+        match key {
+            GroupKey::TweetId => self.tweets[i].as_str().into(),
+            GroupKey::Type => Metric::from_id(i as i64).map_or("", Metric::as_str).into(),
+            GroupKey::Day => self.days[i].as_str().into(),
+            GroupKey::Hour => format!("{i:02}").into(),
+        }
     }
 }
 
-/// Writes `facts` nested by `group_by` in order; a leaf is the decimal string of the sum of its
-/// facts. Tweets come in request order, types in `Metric::ALL` order, time oldest first. Without
+/// A whole 200 answer: the top-level fields, then one nested object per grouping.
+struct Answer<'a> {
+    meta: &'a Map<String, Value>,
+    groupings: &'a [super::query::Grouping],
+    facts: &'a [&'a Fact],
+    keys: &'a Keys,
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.meta.len() + self.groupings.len()))?;
+        for (name, value) in self.meta {
+            map.serialize_entry(name, value)?;
+        }
+        for g in self.groupings {
+            let nested = Nested {
+                group_by: &g.keys,
+                facts: self.facts.to_vec(),
+                keys: self.keys,
+            };
+            map.serialize_entry(&g.name, &nested)?;
+        }
+        map.end()
+    }
+}
+
+/// `facts` nested by `group_by` in order; a leaf is the decimal string of the sum of its facts.
+/// Tweets come in request order, types in `Metric::ALL` order, time oldest first. Without
 /// `engagement.day`, `engagement.hour` buckets are hour-of-day sums (RUBY's real output, Q2).
-fn write_nested(out: &mut String, group_by: &[GroupKey], facts: &[&Fact], keys: &Keys) {
-    let Some((&first, rest)) = group_by.split_first() else {
-        let sum: i64 = facts.iter().map(|f| f.value).sum();
-        out.push_str(&format!("\"{sum}\""));
-        return;
-    };
-    let mut groups: Vec<Vec<&Fact>> = vec![Vec::new(); keys.len(first)];
-    for f in facts {
-        groups[keys.index(first, f)].push(f);
+struct Nested<'a> {
+    group_by: &'a [GroupKey],
+    facts: Vec<&'a Fact>,
+    keys: &'a Keys,
+}
+
+impl Serialize for Nested<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some((&first, rest)) = self.group_by.split_first() else {
+            let sum: i64 = self.facts.iter().map(|f| f.value).sum();
+            return serializer.collect_str(&sum);
+        };
+        let mut groups: Vec<Vec<&Fact>> = vec![Vec::new(); self.keys.len(first)];
+        for f in &self.facts {
+            groups[self.keys.index(first, f)].push(f);
+        }
+        let mut map = serializer.serialize_map(None)?;
+        for (i, facts) in groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+            let inner = Nested {
+                group_by: rest,
+                facts,
+                keys: self.keys,
+            };
+            map.serialize_entry(&self.keys.name(first, i), &inner)?;
+        }
+        map.end()
     }
-    out.push('{');
-    let mut any = false;
-    for (i, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
-        keys.write(out, first, i);
-        write_nested(out, rest, group, keys);
-        out.push(',');
-        any = true;
-    }
-    if any {
-        out.pop();
-    }
-    out.push('}');
 }
