@@ -363,7 +363,11 @@ impl Serialize for Nested<'_> {
             groups[self.keys.index(first, f)].push(f);
         }
         let mut map = serializer.serialize_map(None)?;
-        for (i, facts) in groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+        for (i, facts) in groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+        {
             let inner = Nested {
                 group_by: rest,
                 facts,
