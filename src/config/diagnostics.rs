@@ -42,6 +42,11 @@ impl Locator {
         line_col(&self.text, offset)
     }
 
+    /// Whether `path` is set, in the file or by an environment variable.
+    pub fn is_written(&self, path: &[Seg]) -> bool {
+        self.tree.at(path).is_some()
+    }
+
     /// Whether the value at `path` was set by an environment variable.
     pub fn is_from_env(&self, path: &[Seg]) -> bool {
         matches!(

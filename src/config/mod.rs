@@ -5,9 +5,11 @@
 //! inventory, never the database, never the process environment (the caller passes it in).
 //!
 //! The way through: `tree` parses the TOML once and lays the environment over it; [`raw`] is the
-//! file's shape as serde types (every key, its doc comment and its default); `validate` turns a
-//! [`Raw`] into a [`Config`]; `diagnostics` words the problems. This file holds the validated
-//! types and the ways in.
+//! file's shape as serde types (every key a field with its final type, its doc comment and its
+//! default, read through the adapters of `field`); `validate` turns a [`Raw`] into a [`Config`];
+//! `diagnostics` words the problems. This file holds [`Config`], the sections `validate` builds
+//! (`[app]`, `[[accounts]]`, `[hourly]`, `[historical]`) and the ways in; the other sections are
+//! `raw`'s types, re-exported here.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -16,16 +18,21 @@ use std::time::Duration;
 
 use url::{Host, Url};
 
-use crate::domain::{Endpoint, Handle, JobKind, Metric};
+use crate::domain::{Endpoint, Handle, Metric};
 
 mod cron;
 mod diagnostics;
+mod field;
 pub mod raw;
 mod secret;
 mod tree;
 mod validate;
 
 pub use cron::Cron;
+pub use raw::{
+    ApiConfig, DatabaseConfig, InventoryConfig, Limit, LimitsConfig, OnInvalid, RuntimeConfig,
+    ScheduleConfig, TotalsConfig,
+};
 pub use secret::Secret;
 
 use diagnostics::Locator;
@@ -70,29 +77,6 @@ pub struct Config {
     warnings: Vec<String>,
 }
 
-/// `[api]`: where and how requests are sent.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// Scheme and authority only (path `/`): `https://data-api.twitter.com` by default.
-    pub base_url: Url,
-    /// Where app-only bearer tokens are obtained (`POST /oauth2/token`).
-    pub token_url: Url,
-    /// Timeout of one HTTP request.
-    pub timeout: Duration,
-    /// Requests in flight at once, app-wide (1..=64).
-    pub max_in_flight: usize,
-    /// The `User-Agent` header.
-    pub user_agent: String,
-    /// Attempts per request in all, the first included (1..=20).
-    pub retry_attempts: u32,
-    /// Longest a request keeps being retried.
-    pub retry_max_elapsed: Duration,
-    /// First retry delay; each next one doubles (with full jitter), up to 30 s.
-    pub retry_min_delay: Duration,
-    /// The largest answer taken, in MiB, on the wire and once inflated (1..=1024).
-    pub max_answer_mib: u32,
-}
-
 /// `[app]`: the approved app's credentials.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -119,94 +103,6 @@ pub struct AccountConfig {
     /// `false` pauses the account: no request uses its token; its Tweets' public metrics are
     /// still read with the bearer token. Default `true`.
     pub enabled: bool,
-}
-
-/// `[inventory]`.
-#[derive(Debug, Clone)]
-pub struct InventoryConfig {
-    /// The `tweet_id,owner` CSV, relative to the working directory unless absolute.
-    pub path: PathBuf,
-    /// How long a Tweet the API reported unavailable, protected or forbidden is left alone.
-    pub recheck_after: Duration,
-    /// What a cycle does with an inventory that has bad lines.
-    pub on_invalid: OnInvalid,
-}
-
-/// `inventory.on_invalid`: what a cycle does with an inventory that has bad lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "&'static str")]
-pub enum OnInvalid {
-    /// Nothing is sent (`run` exits 2); the daemon keeps the last good inventory.
-    Fail,
-    /// The valid lines are collected and the bad ones reported.
-    Skip,
-}
-
-/// `[database]`.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    /// The SQLite file, relative to the working directory unless absolute.
-    pub path: PathBuf,
-}
-
-/// `[schedule]`: when the daemon runs each job kind (UTC, seconds first).
-#[derive(Debug, Clone)]
-pub struct ScheduleConfig {
-    /// Default `0 */15 * * * *`.
-    pub totals: Cron,
-    /// Default `0 5 * * * *`.
-    pub hourly: Cron,
-    /// Default `0 30 3 * * *`.
-    pub historical: Cron,
-    /// Upper bound of a fixed delay per kind after each trigger (derived from the kind and the
-    /// database path, so it is the same at every cycle); `None`: start on the trigger.
-    pub jitter: Option<Duration>,
-}
-
-impl ScheduleConfig {
-    /// The schedule of `kind`.
-    pub fn of(&self, kind: JobKind) -> &Cron {
-        match kind {
-            JobKind::Totals => &self.totals,
-            JobKind::Hourly => &self.hourly,
-            JobKind::Historical => &self.historical,
-        }
-    }
-}
-
-/// `[runtime]`: how the process behaves when asked to stop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeConfig {
-    /// After SIGTERM/SIGINT, how long batches in flight may take to finish and be stored
-    /// before the process exits anyway. Default 20 s (below Kubernetes' 30 s).
-    pub shutdown_grace: Duration,
-}
-
-/// `[limits]`: the contract's request limits per endpoint, app-wide.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitsConfig {
-    /// `/totals`.
-    pub totals: Limit,
-    /// `/28hr`.
-    pub hourly: Limit,
-    /// `/historical`.
-    pub historical: Limit,
-}
-
-/// Request rate limit of one endpoint; `None` = unlimited (written as `0` or left out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    /// Requests per minute; default 60.
-    pub per_minute: Option<NonZeroU32>,
-    /// Requests per second; default unlimited.
-    pub per_second: Option<NonZeroU32>,
-}
-
-/// `[totals]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TotalsConfig {
-    /// Request budget of one run; `None` = no cap.
-    pub max_requests_per_run: Option<NonZeroU32>,
 }
 
 /// `[hourly]` and `[historical]`: the time-series job kinds.
@@ -344,7 +240,7 @@ pub fn database_path(
         return Ok(PathBuf::from(p));
     }
     let Some(file) = config_path(path, &env) else {
-        return Ok(PathBuf::from(RawConfig::default().database.path));
+        return Ok(DatabaseConfig::default().path);
     };
     let raw = Raw::read(&file.display().to_string(), &read_config_file(&file)?, env)?;
     let key = [Seg::Key("database".into()), Seg::Key("path".into())];
@@ -357,7 +253,7 @@ pub fn database_path(
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    Ok(PathBuf::from(raw.values.database.path))
+    Ok(raw.values.database.path)
 }
 
 impl Config {
@@ -808,6 +704,28 @@ access_token = "file-token"
         assert_eq!(e.problems.len(), 7, "{all}");
     }
 
+    /// A field's own check (a range, a blank value) is reported with its key and where it was
+    /// set, among the other problems.
+    #[test]
+    fn a_fields_own_check_names_its_key_and_where_it_was_set() {
+        let text = format!(
+            "{MINIMAL}\n[api]\nretry_attempts = 21\nuser_agent = \" \"\n\
+             [totals]\nmax_requests_per_run = 4294967296\n"
+        );
+        let e = parse(&text, &[("ENGAGEMENT__LIMITS__HOURLY__PER_SECOND", "-1")]).unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![
+                "config.toml:12: [api] retry_attempts: 21 is out of range (1 to 20)",
+                "config.toml:13: [api] user_agent: is empty",
+                "config.toml:15: [totals] max_requests_per_run: 4294967296 is out of range \
+                 (0 = unlimited, up to 4294967295)",
+                "config.toml (env ENGAGEMENT__LIMITS__HOURLY__PER_SECOND): [limits.hourly] \
+                 per_second: must be a non-negative integer",
+            ]
+        );
+    }
+
     #[test]
     fn invalid_toml_is_located_without_echoing_the_line() {
         let e = problems("[app]\nconsumer_secret = \"unterminated-secret\n", &[]);
@@ -892,9 +810,9 @@ access_token = "file-token"
         let written = raw::RawConfig::default().to_toml().unwrap();
         assert_eq!(written, "[database]\npath = \"engagement.sqlite\"\n");
         let mut values = raw::RawConfig::default();
-        values.api.retry_min_delay = raw::HumanDuration(Duration::from_millis(250));
+        values.api.retry_min_delay = Duration::from_millis(250);
         values.hourly.metrics = raw::MetricNames(vec!["impressions".into()]);
-        values.schedule.jitter = Some(raw::HumanDuration(Duration::from_secs(90)));
+        values.schedule.jitter = Some(Duration::from_secs(90));
         values.inventory.on_invalid = OnInvalid::Skip;
         let text = format!("{MINIMAL}{}", values.to_toml().unwrap());
         let c = parse(&text, &[]).unwrap();

@@ -1,15 +1,23 @@
-//! The configuration file's shape: one serde type per section, every key a field with its doc
-//! comment and its default, unknown keys refused. Values here are only well-typed; what they
-//! must mean (ranges, URLs, secrets, engagement types) is checked by `validate`. The simulator
-//! writes its worker config from these types too.
+//! The configuration file's shape: one serde type per section, every key a field with its final
+//! type, its doc comment and its default (`#[default(..)]`), unknown keys refused. A check that
+//! concerns one value alone (a range, a blank string, a URL that does not parse) is its field's
+//! adapter in `field`; `validate` checks what involves more (URL rules, secrets, engagement
+//! types, handles). Most sections are [`Config`](super::Config)'s own; `[app]`,
+//! `[[accounts]]`, `[hourly]` and `[historical]` are read here and built by `validate`. The
+//! simulator writes its worker config from these types too.
 
+use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
+use url::Url;
 
-use super::{Cron, OnInvalid};
-use crate::domain::Endpoint;
+use super::Cron;
+use super::field;
+use crate::domain::{Endpoint, JobKind};
 
 /// The engagement API's host, when `api.base_url` is not given.
 pub const DEFAULT_BASE_URL: &str = "https://data-api.twitter.com";
@@ -21,62 +29,64 @@ pub const DEFAULT_TOKEN_URL: &str = "https://api.twitter.com/oauth2/token";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
-    pub api: RawApi,
+    pub api: ApiConfig,
     pub app: RawApp,
     #[serde(deserialize_with = "accounts")]
     pub accounts: Vec<RawAccount>,
-    pub inventory: RawInventory,
-    pub database: RawDatabase,
-    pub schedule: RawSchedule,
-    pub runtime: RawRuntime,
-    pub limits: RawLimits,
-    pub totals: RawTotals,
+    pub inventory: InventoryConfig,
+    pub database: DatabaseConfig,
+    pub schedule: ScheduleConfig,
+    pub runtime: RuntimeConfig,
+    pub limits: LimitsConfig,
+    pub totals: TotalsConfig,
     pub hourly: RawHourly,
     pub historical: RawHistorical,
 }
 
-/// `[api]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[api]`: where and how requests are sent.
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawApi {
-    /// Scheme and host only.
-    pub base_url: String,
-    /// `None`: [`DEFAULT_TOKEN_URL`], or `<base_url>/oauth2/token` for a loopback simulator.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_url: Option<String>,
+pub struct ApiConfig {
+    /// Scheme and authority only (path `/`): `https://data-api.twitter.com` by default.
+    #[serde(with = "field::url")]
+    #[default(Url::parse(DEFAULT_BASE_URL).expect("the default URL parses"))]
+    pub base_url: Url,
+    /// Where app-only bearer tokens are obtained (`POST /oauth2/token`). Left out:
+    /// [`DEFAULT_TOKEN_URL`], or `<base_url>/oauth2/token` for a loopback simulator.
+    #[serde(with = "field::url")]
+    #[default(Url::parse(DEFAULT_TOKEN_URL).expect("the default URL parses"))]
+    pub token_url: Url,
     /// Timeout of one HTTP request.
-    pub timeout: HumanDuration,
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(30))]
+    pub timeout: Duration,
     /// Requests in flight at once, app-wide (1..=64).
-    pub max_in_flight: u64,
+    #[serde(deserialize_with = "field::count::<1, 64, _, _>")]
+    #[default(4)]
+    pub max_in_flight: usize,
     /// The `User-Agent` header.
+    #[serde(deserialize_with = "field::non_empty")]
+    #[default(concat!("engagement-ingest/", env!("CARGO_PKG_VERSION")).to_string())]
     pub user_agent: String,
     /// Attempts per request in all, the first included (1..=20).
-    pub retry_attempts: u64,
+    #[serde(deserialize_with = "field::count::<1, 20, _, _>")]
+    #[default(5)]
+    pub retry_attempts: u32,
     /// Longest a request keeps being retried.
-    pub retry_max_elapsed: HumanDuration,
-    /// First retry delay.
-    pub retry_min_delay: HumanDuration,
-    /// The largest answer taken, in MiB (1..=1024).
-    pub max_answer_mib: u64,
-}
-
-impl Default for RawApi {
-    fn default() -> RawApi {
-        RawApi {
-            base_url: DEFAULT_BASE_URL.to_string(),
-            token_url: None,
-            timeout: HumanDuration::secs(30),
-            max_in_flight: 4,
-            user_agent: format!("engagement-ingest/{}", env!("CARGO_PKG_VERSION")),
-            retry_attempts: 5,
-            retry_max_elapsed: HumanDuration::secs(120),
-            retry_min_delay: HumanDuration(Duration::from_millis(500)),
-            // The largest legal answer (25 Tweets × 17 metrics × 28 days of 12-digit counts) is
-            // 5.9 MB compact and 9.6 MB indented (2.8 MB when every count is 0); 16 MiB leaves
-            // room for that and keeps `max_in_flight` answers well under the units' memory limits.
-            max_answer_mib: 16,
-        }
-    }
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(120))]
+    pub retry_max_elapsed: Duration,
+    /// First retry delay; each next one doubles (with full jitter), up to 30 s.
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_millis(500))]
+    pub retry_min_delay: Duration,
+    /// The largest answer taken, in MiB, on the wire and once inflated (1..=1024). The largest
+    /// legal answer (25 Tweets × 17 metrics × 28 days of 12-digit counts) is 5.9 MB compact and
+    /// 9.6 MB indented (2.8 MB when every count is 0); 16 MiB leaves room for that and keeps
+    /// `max_in_flight` answers well under the units' memory limits.
+    #[serde(deserialize_with = "field::count::<1, 1024, _, _>")]
+    #[default(16)]
+    pub max_answer_mib: u32,
 }
 
 /// `[app]`: each credential inline, as `<name>_file` (a path) or from the environment.
@@ -98,7 +108,7 @@ pub struct RawApp {
 }
 
 /// One `[[accounts]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 pub struct RawAccount {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +126,7 @@ pub struct RawAccount {
     pub user_id: Option<u64>,
     /// `false` pauses the account.
     #[serde(skip_serializing_if = "is_true")]
+    #[default(true)]
     pub enabled: bool,
 }
 
@@ -123,171 +134,157 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-impl Default for RawAccount {
-    fn default() -> RawAccount {
-        RawAccount {
-            handle: None,
-            access_token: None,
-            access_token_file: None,
-            access_token_secret: None,
-            access_token_secret_file: None,
-            user_id: None,
-            enabled: true,
-        }
-    }
-}
-
 /// `[inventory]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawInventory {
-    /// The `tweet_id,owner` CSV.
-    pub path: String,
-    /// How long a Tweet reported unavailable, protected or forbidden is left alone.
-    pub recheck_after: HumanDuration,
+pub struct InventoryConfig {
+    /// The `tweet_id,owner` CSV, relative to the working directory unless absolute.
+    #[serde(deserialize_with = "field::path")]
+    #[default(PathBuf::from("tweets.csv"))]
+    pub path: PathBuf,
+    /// How long a Tweet the API reported unavailable, protected or forbidden is left alone.
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(86_400))]
+    pub recheck_after: Duration,
     /// What a cycle does with an inventory that has bad lines.
     pub on_invalid: OnInvalid,
 }
 
-impl Default for RawInventory {
-    fn default() -> RawInventory {
-        RawInventory {
-            path: "tweets.csv".to_string(),
-            recheck_after: HumanDuration::secs(86_400),
-            on_invalid: OnInvalid::Fail,
-        }
-    }
+/// `inventory.on_invalid`: what a cycle does with an inventory that has bad lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SmartDefault, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum OnInvalid {
+    /// Nothing is sent (`run` exits 2); the daemon keeps the last good inventory.
+    #[default]
+    Fail,
+    /// The valid lines are collected and the bad ones reported.
+    Skip,
 }
 
 /// `[database]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawDatabase {
-    /// The SQLite file.
-    pub path: String,
+pub struct DatabaseConfig {
+    /// The SQLite file, relative to the working directory unless absolute.
+    #[serde(deserialize_with = "field::path")]
+    #[default(PathBuf::from("engagement.sqlite"))]
+    pub path: PathBuf,
 }
 
-impl Default for RawDatabase {
-    fn default() -> RawDatabase {
-        RawDatabase {
-            path: "engagement.sqlite".to_string(),
-        }
-    }
-}
-
-/// `[schedule]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[schedule]`: when the daemon runs each job kind (UTC, seconds first).
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawSchedule {
+pub struct ScheduleConfig {
+    /// Default `0 */15 * * * *`.
+    #[default(cron("0 */15 * * * *"))]
     pub totals: Cron,
+    /// Default `0 5 * * * *`.
+    #[default(cron("0 5 * * * *"))]
     pub hourly: Cron,
+    /// Default `0 30 3 * * *`.
+    #[default(cron("0 30 3 * * *"))]
     pub historical: Cron,
-    /// Upper bound of the fixed delay after each trigger.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jitter: Option<HumanDuration>,
+    /// Upper bound of a fixed delay per kind after each trigger (derived from the kind and the
+    /// database path, so it is the same at every cycle); `None`: start on the trigger.
+    #[serde(
+        with = "field::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jitter: Option<Duration>,
 }
 
-impl Default for RawSchedule {
-    fn default() -> RawSchedule {
-        let cron = |s: &str| s.parse::<Cron>().expect("default schedules parse");
-        RawSchedule {
-            totals: cron("0 */15 * * * *"),
-            hourly: cron("0 5 * * * *"),
-            historical: cron("0 30 3 * * *"),
-            jitter: None,
+fn cron(s: &str) -> Cron {
+    s.parse().expect("default schedules parse")
+}
+
+impl ScheduleConfig {
+    /// The schedule of `kind`.
+    pub fn of(&self, kind: JobKind) -> &Cron {
+        match kind {
+            JobKind::Totals => &self.totals,
+            JobKind::Hourly => &self.hourly,
+            JobKind::Historical => &self.historical,
         }
     }
 }
 
-/// `[runtime]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[runtime]`: how the process behaves when asked to stop.
+#[derive(Debug, Clone, PartialEq, Eq, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawRuntime {
-    /// How long batches in flight may take to finish after SIGTERM/SIGINT.
-    pub shutdown_grace: HumanDuration,
+pub struct RuntimeConfig {
+    /// After SIGTERM/SIGINT, how long batches in flight may take to finish and be stored
+    /// before the process exits anyway. Default 20 s (below Kubernetes' 30 s).
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(20))]
+    pub shutdown_grace: Duration,
 }
 
-impl Default for RawRuntime {
-    fn default() -> RawRuntime {
-        RawRuntime {
-            shutdown_grace: HumanDuration::secs(20),
-        }
-    }
-}
-
-/// `[limits]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[limits]`: the contract's request limits per endpoint, app-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawLimits {
-    pub totals: RawLimit,
-    pub hourly: RawLimit,
-    pub historical: RawLimit,
+pub struct LimitsConfig {
+    /// `/totals`.
+    pub totals: Limit,
+    /// `/28hr`.
+    pub hourly: Limit,
+    /// `/historical`.
+    pub historical: Limit,
 }
 
-/// One endpoint's request limit; 0 = unlimited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Request rate limit of one endpoint; `None` = unlimited (written as `0` or left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawLimit {
-    pub per_minute: u64,
-    pub per_second: u64,
-}
-
-impl Default for RawLimit {
-    fn default() -> RawLimit {
-        RawLimit {
-            per_minute: 60,
-            per_second: 0,
-        }
-    }
+pub struct Limit {
+    /// Requests per minute; default 60.
+    #[serde(with = "field::budget")]
+    #[default(NonZeroU32::new(60))]
+    pub per_minute: Option<NonZeroU32>,
+    /// Requests per second; default unlimited.
+    #[serde(with = "field::budget")]
+    pub per_second: Option<NonZeroU32>,
 }
 
 /// `[totals]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawTotals {
-    /// Request budget of one run; 0 = no cap.
-    pub max_requests_per_run: u64,
+pub struct TotalsConfig {
+    /// Request budget of one run; `None` (0) = no cap.
+    #[serde(with = "field::budget")]
+    pub max_requests_per_run: Option<NonZeroU32>,
 }
 
-/// `[hourly]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[hourly]`; `validate` makes it a [`SeriesConfig`](super::SeriesConfig).
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHourly {
-    pub max_age: HumanDuration,
+    /// Tweets older than this are left to other kinds.
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(3 * 86_400))]
+    pub max_age: Duration,
+    /// The engagement types requested, each accepted by `/28hr`.
     pub metrics: MetricNames,
-    pub max_requests_per_run: u64,
+    /// Request budget of one run; 0 = no cap.
+    #[serde(with = "field::budget")]
+    pub max_requests_per_run: Option<NonZeroU32>,
 }
 
-impl Default for RawHourly {
-    fn default() -> RawHourly {
-        RawHourly {
-            max_age: HumanDuration::secs(3 * 86_400),
-            metrics: MetricNames::default(),
-            max_requests_per_run: 0,
-        }
-    }
-}
-
-/// `[historical]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[historical]`; `validate` makes it a [`SeriesConfig`](super::SeriesConfig).
+#[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHistorical {
-    pub max_age: HumanDuration,
+    /// Tweets older than this are left to other kinds.
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(90 * 86_400))]
+    pub max_age: Duration,
+    /// The engagement types requested, each accepted by `/historical`.
     pub metrics: MetricNames,
-    pub max_requests_per_run: u64,
+    /// Request budget of one run; 0 = no cap.
+    #[serde(with = "field::budget")]
+    pub max_requests_per_run: Option<NonZeroU32>,
     /// How often a cell that runs into the present is fetched again (at least 1h).
-    pub refresh_after: HumanDuration,
-}
-
-impl Default for RawHistorical {
-    fn default() -> RawHistorical {
-        RawHistorical {
-            max_age: HumanDuration::secs(90 * 86_400),
-            metrics: MetricNames::default(),
-            max_requests_per_run: 0,
-            refresh_after: HumanDuration::secs(86_400),
-        }
-    }
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(86_400))]
+    pub refresh_after: Duration,
 }
 
 impl RawConfig {
@@ -316,41 +313,6 @@ fn prune(table: &mut toml::Table, defaults: &toml::Table) {
         }
         value != default
     });
-}
-
-/// A positive duration written as `"30s"`, `"15m"`, `"2h"`, `"90d"` (see
-/// [`crate::timespec::parse_duration`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    fn secs(s: u64) -> HumanDuration {
-        HumanDuration(Duration::from_secs(s))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string with a unit, e.g. \"30s\" or \"90d\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                super::parse_duration(s)
-                    .map(HumanDuration)
-                    .map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::timespec::format_duration(self.0))
-    }
 }
 
 /// The engagement types of `[hourly]` or `[historical]`, as written: a list, or (from the

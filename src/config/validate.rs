@@ -1,11 +1,11 @@
-//! The one validation step, [`Raw`] → [`Config`]: ranges, URLs, engagement types, handles, and
-//! each credential from its inline value, its `*_file` or the environment (reading those files).
-//! Every problem is collected, none stops the others; each is worded by `diagnostics`. The keys
-//! themselves and their defaults are `raw`'s.
+//! The one validation step, [`Raw`] → [`Config`]: what needs more than one value or the whole
+//! config: the URLs' rules and the token URL derived from the base URL, engagement types,
+//! handles, schedules that never fire, and each credential from its inline value, its `*_file`
+//! or the environment (reading those files). Every problem is collected, none stops the others;
+//! each is worded by `diagnostics`. The keys themselves, their defaults and the checks of one
+//! value alone (ranges, blank strings) are `raw`'s and `field`'s.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,17 +13,16 @@ use url::Url;
 
 use super::diagnostics::{Locator, path, suggest};
 use super::raw::{
-    DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, MetricNames, RawAccount, RawApi, RawApp, RawConfig,
-    RawHistorical, RawHourly, RawLimit,
+    DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, MetricNames, RawAccount, RawApp, RawConfig, RawHistorical,
+    RawHourly,
 };
 use super::secret::{self, Secret};
 use super::tree::Seg;
 use super::{
-    AccountConfig, ApiConfig, AppConfig, Config, ConfigError, Cron, DatabaseConfig,
-    InventoryConfig, Limit, LimitsConfig, Raw, RuntimeConfig, ScheduleConfig, SeriesConfig,
-    TotalsConfig, is_loopback_url,
+    AccountConfig, ApiConfig, AppConfig, Config, ConfigError, Raw, ScheduleConfig, SeriesConfig,
+    is_loopback_url,
 };
-use crate::domain::{DAY_SECS, Endpoint, Handle, Metric};
+use crate::domain::{DAY_SECS, Endpoint, Handle, JobKind, Metric};
 
 impl TryFrom<Raw> for Config {
     type Error = ConfigError;
@@ -78,36 +77,24 @@ impl Check<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
-        let api = self.api(raw.api);
+        let RawConfig {
+            mut api,
+            app,
+            accounts,
+            inventory,
+            database,
+            schedule,
+            runtime,
+            limits,
+            totals,
+            hourly,
+            historical,
+        } = raw;
+        self.api(&mut api);
         self.loopback = is_loopback_url(&api.base_url);
-        let app = self.app(raw.app);
-        let accounts = self.accounts(raw.accounts);
-        let inventory = InventoryConfig {
-            path: self.path("inventory.path", raw.inventory.path),
-            recheck_after: raw.inventory.recheck_after.0,
-            on_invalid: raw.inventory.on_invalid,
-        };
-        let database = DatabaseConfig {
-            path: self.path("database.path", raw.database.path),
-        };
-        let s = raw.schedule;
-        let schedule = ScheduleConfig {
-            totals: self.cron("schedule.totals", s.totals),
-            hourly: self.cron("schedule.hourly", s.hourly),
-            historical: self.cron("schedule.historical", s.historical),
-            jitter: s.jitter.map(|j| j.0),
-        };
-        let limits = LimitsConfig {
-            totals: self.limit("limits.totals", &raw.limits.totals),
-            hourly: self.limit("limits.hourly", &raw.limits.hourly),
-            historical: self.limit("limits.historical", &raw.limits.historical),
-        };
-        let totals = TotalsConfig {
-            max_requests_per_run: self.budget(
-                "totals.max_requests_per_run",
-                raw.totals.max_requests_per_run,
-            ),
-        };
+        let app = self.app(app);
+        let accounts = self.accounts(accounts);
+        self.schedule(&schedule);
         Config {
             source: None,
             api,
@@ -116,44 +103,42 @@ impl Check<'_> {
             inventory,
             database,
             schedule,
-            runtime: RuntimeConfig {
-                shutdown_grace: raw.runtime.shutdown_grace.0,
-            },
+            runtime,
             limits,
             totals,
-            hourly: self.hourly(raw.hourly),
-            historical: self.historical(raw.historical),
+            hourly: self.hourly(hourly),
+            historical: self.historical(historical),
             warnings: Vec::new(),
         }
     }
 
-    fn api(&mut self, raw: RawApi) -> ApiConfig {
-        let base_url = self.url("api.base_url", &raw.base_url, DEFAULT_BASE_URL, true);
-        // The simulator serves the token endpoint too: never send its credentials to X.
-        let token_default = if is_loopback_url(&base_url) {
-            base_url
+    /// The URLs' rules; `token_url`, when left out, follows a loopback `base_url`.
+    fn api(&mut self, api: &mut ApiConfig) {
+        self.url("api.base_url", &api.base_url, true);
+        if self.at.is_written(&path("api.token_url")) {
+            self.url("api.token_url", &api.token_url, false);
+        } else if is_loopback_url(&api.base_url) {
+            // The simulator serves the token endpoint too: never send its credentials to X.
+            api.token_url = api
+                .base_url
                 .join("/oauth2/token")
-                .map_or_else(|_| DEFAULT_TOKEN_URL.to_string(), String::from)
-        } else {
-            DEFAULT_TOKEN_URL.to_string()
-        };
-        let token_url = match &raw.token_url {
-            Some(t) => self.url("api.token_url", t, &token_default, false),
-            None => Url::parse(&token_default).expect("default URLs parse"),
-        };
-        if raw.user_agent.trim().is_empty() {
-            self.problem(&path("api.user_agent"), "is empty");
+                .unwrap_or_else(|_| Url::parse(DEFAULT_TOKEN_URL).expect("default URLs parse"));
         }
-        ApiConfig {
-            base_url,
-            token_url,
-            timeout: raw.timeout.0,
-            max_in_flight: self.count("api.max_in_flight", raw.max_in_flight, 1, 64) as usize,
-            user_agent: raw.user_agent,
-            retry_attempts: self.count("api.retry_attempts", raw.retry_attempts, 1, 20),
-            retry_max_elapsed: raw.retry_max_elapsed.0,
-            retry_min_delay: raw.retry_min_delay.0,
-            max_answer_mib: self.count("api.max_answer_mib", raw.max_answer_mib, 1, 1024),
+    }
+
+    /// Each schedule fires again.
+    fn schedule(&mut self, schedule: &ScheduleConfig) {
+        for kind in JobKind::ALL {
+            let cron = schedule.of(kind);
+            if cron.next_after(Utc::now()).is_none() {
+                self.problem(
+                    &path(&format!("schedule.{}", kind.name())),
+                    &format!(
+                        "{:?} never fires (no such date from now on); check the day and month fields",
+                        cron.as_str()
+                    ),
+                );
+            }
         }
     }
 
@@ -335,28 +320,26 @@ impl Check<'_> {
 
     fn hourly(&mut self, raw: RawHourly) -> SeriesConfig {
         SeriesConfig {
-            max_age: raw.max_age.0,
+            max_age: raw.max_age,
             metrics: self.metrics("hourly.metrics", &raw.metrics),
-            max_requests_per_run: self
-                .budget("hourly.max_requests_per_run", raw.max_requests_per_run),
+            max_requests_per_run: raw.max_requests_per_run,
             // Only /historical refreshes cells; /28hr always asks for the last 28 hours.
             refresh_after: Duration::from_secs(DAY_SECS as u64),
         }
     }
 
     fn historical(&mut self, raw: RawHistorical) -> SeriesConfig {
-        if raw.refresh_after.0 < Duration::from_secs(3600) {
+        if raw.refresh_after < Duration::from_secs(3600) {
             self.problem(
                 &path("historical.refresh_after"),
                 "must be at least 1h (an open cell is refreshed at most this often; /28hr covers the last 28 hours)",
             );
         }
         SeriesConfig {
-            max_age: raw.max_age.0,
+            max_age: raw.max_age,
             metrics: self.metrics("historical.metrics", &raw.metrics),
-            max_requests_per_run: self
-                .budget("historical.max_requests_per_run", raw.max_requests_per_run),
-            refresh_after: raw.refresh_after.0,
+            max_requests_per_run: raw.max_requests_per_run,
+            refresh_after: raw.refresh_after,
         }
     }
 
@@ -395,76 +378,13 @@ impl Check<'_> {
         metrics
     }
 
-    fn limit(&mut self, key: &str, raw: &RawLimit) -> Limit {
-        Limit {
-            per_minute: self.budget(&format!("{key}.per_minute"), raw.per_minute),
-            per_second: self.budget(&format!("{key}.per_second"), raw.per_second),
-        }
-    }
-
-    /// A count where 0 means "no limit".
-    fn budget(&mut self, key: &str, n: u64) -> Option<NonZeroU32> {
-        match u32::try_from(n) {
-            Ok(n) => NonZeroU32::new(n),
-            Err(_) => {
-                self.problem(
-                    &path(key),
-                    &format!("{n} is out of range (0 = unlimited, up to {})", u32::MAX),
-                );
-                None
-            }
-        }
-    }
-
-    fn count(&mut self, key: &str, n: u64, min: u32, max: u32) -> u32 {
-        if (u64::from(min)..=u64::from(max)).contains(&n) {
-            n as u32
-        } else {
-            self.problem(&path(key), &format!("{n} is out of range ({min} to {max})"));
-            min
-        }
-    }
-
-    fn cron(&mut self, key: &str, cron: Cron) -> Cron {
-        if cron.next_after(Utc::now()).is_none() {
-            self.problem(
-                &path(key),
-                &format!(
-                    "{:?} never fires (no such date from now on); check the day and month fields",
-                    cron.as_str()
-                ),
-            );
-        }
-        cron
-    }
-
-    fn path(&mut self, key: &str, value: String) -> PathBuf {
-        if value.trim().is_empty() {
-            self.problem(&path(key), "is empty");
-        }
-        PathBuf::from(value)
-    }
-
-    fn url(&mut self, key: &str, text: &str, default: &str, is_base: bool) -> Url {
-        let fallback = || Url::parse(default).expect("default URLs parse");
+    /// The rules of a URL that parsed: scheme, no credentials, and for the base no path or query.
+    fn url(&mut self, key: &str, url: &Url, is_base: bool) {
         let key = path(key);
-        // A URL with a user name may hold a password: never echoed.
-        let shown = if text.contains('@') {
-            "the URL".to_string()
-        } else {
-            format!("{text:?}")
-        };
-        let url = match Url::parse(text) {
-            Ok(u) => u,
-            Err(e) => {
-                self.problem(&key, &format!("{shown} is not a URL ({e})"));
-                return fallback();
-            }
-        };
         let mut bad = Vec::new();
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback_url(&url) => {}
+            "http" if is_loopback_url(url) => {}
             "http" => bad.push(
                 "http:// is only allowed for loopback addresses (127.0.0.0/8, ::1, localhost); use https://"
                     .to_string(),
@@ -488,12 +408,8 @@ impl Check<'_> {
         if url.fragment().is_some() {
             bad.push("must have no #fragment".to_string());
         }
-        if bad.is_empty() {
-            return url;
-        }
         for b in bad {
             self.problem(&key, &b);
         }
-        fallback()
     }
 }

@@ -545,22 +545,26 @@ impl World {
     /// A worker config (TOML) that points at a simulator of this world at `base_url`: the
     /// config's own serde types, written with the keys that differ from their defaults.
     pub fn worker_config_toml(&self, base_url: &str, inventory_path: &str) -> String {
-        use crate::config::raw::{RawAccount, RawApi, RawApp, RawConfig, RawInventory, RawLimit};
+        use crate::config::raw::{
+            ApiConfig, InventoryConfig, Limit, RawAccount, RawApp, RawConfig,
+        };
         let base = base_url.trim_end_matches('/');
         // The worker paces itself by the simulator's budgets: copied where set, 0 (unlimited)
         // where the simulator has none, so the worker's contract-sized defaults do not apply.
         let limit = |e: Endpoint| {
             let l = self.limits.of(e);
-            RawLimit {
-                per_minute: l.per_minute.into(),
-                per_second: l.per_second.into(),
+            Limit {
+                per_minute: std::num::NonZeroU32::new(l.per_minute),
+                per_second: std::num::NonZeroU32::new(l.per_second),
             }
         };
         let mut raw = RawConfig {
-            api: RawApi {
-                base_url: base.to_string(),
-                token_url: Some(format!("{base}/oauth2/token")),
-                ..RawApi::default()
+            api: ApiConfig {
+                base_url: base.parse().expect("the simulator's address is a URL"),
+                token_url: format!("{base}/oauth2/token")
+                    .parse()
+                    .expect("so is its token URL"),
+                ..ApiConfig::default()
             },
             app: RawApp {
                 consumer_key: Some(self.app.consumer_key.clone()),
@@ -580,9 +584,9 @@ impl World {
                     ..RawAccount::default()
                 })
                 .collect(),
-            inventory: RawInventory {
-                path: inventory_path.to_string(),
-                ..RawInventory::default()
+            inventory: InventoryConfig {
+                path: inventory_path.into(),
+                ..InventoryConfig::default()
             },
             ..RawConfig::default()
         };
