@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 
-use engagement_ingest::domain::{DAY_SECS, Endpoint, HOUR_SECS, Handle, Hour, Metric, TweetId};
+use engagement_ingest::domain::{
+    BatchOutcome, DAY_SECS, Endpoint, HOUR_SECS, Handle, Hour, Metric, TweetId, TweetState,
+    TweetStatus,
+};
 use engagement_ingest::parse::{self, GroupBy};
 use engagement_ingest::planner::{
     self, Cell, CellState, HistoricalPolicy, PlanTweet, Refresh, SeriesPolicy, TotalsPolicy,
 };
-use engagement_ingest::store::{
-    BatchOutcome, BatchRecord, RunStart, SeriesWrite, Store, TotalsWrite, TweetState, TweetStatus,
-};
+use engagement_ingest::store::{BatchRecord, RunStart, SeriesWrite, Store, TotalsWrite};
 use engagement_ingest::{inventory, sim};
 
 /// "Now" for every generated input: 2026-11-01T00:00Z.

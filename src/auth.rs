@@ -6,7 +6,6 @@ use oauth1_request as oauth;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::config::Secret;
-pub use crate::domain::Credential;
 
 /// The app's consumer credentials.
 #[derive(Debug, Clone)]

@@ -696,7 +696,8 @@ fn short_number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RunStatus, Store};
+    use crate::domain::RunStatus;
+    use crate::store::Store;
 
     const NOW: i64 = 1_793_404_800; // 2026-10-31T00:00:00Z
 

@@ -15,15 +15,14 @@ use tokio_util::sync::CancellationToken;
 use super::{Cli, Failure};
 use crate::client::{ApiClient, ApiError, AppVerdict, Breaker};
 use crate::config::Config;
+use crate::domain::AccountState;
 use crate::domain::Credential;
 use crate::domain::{Endpoint, Handle, JobKind, Metric, TweetId, iso_utc};
 use crate::inventory::Inventory;
 use crate::lock::{self, FolderProblem};
 use crate::pipeline;
 use crate::planner::Job;
-use crate::store::{
-    AccountRecord, AccountState, IntegrityCheck, SCHEMA_VERSION, Store, StoreError,
-};
+use crate::store::{AccountRecord, IntegrityCheck, SCHEMA_VERSION, Store, StoreError};
 
 /// `check` options.
 #[derive(Debug, Args)]

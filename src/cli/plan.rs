@@ -100,7 +100,7 @@ pub fn plan_selection(
     let refused: Vec<&str> = state
         .accounts
         .iter()
-        .filter(|a| a.state == crate::store::AccountState::Refused)
+        .filter(|a| a.state == crate::domain::AccountState::Refused)
         .map(|a| a.handle.as_str())
         .filter(|h| {
             config

@@ -8,8 +8,9 @@ use anyhow::anyhow;
 use super::output::{self, Cell, Rows};
 use super::{Cli, Failure, Granularity, Query, QueryArgs};
 use crate::config::Config;
+use crate::domain::AccountState;
 use crate::domain::{DAY_SECS, Endpoint, HOUR_SECS, JobKind, Metric, TweetId, iso_utc};
-use crate::store::{AccountState, Owner, Store, StoreError, TopBasis, TopQuery};
+use crate::store::{Owner, Store, StoreError, TopBasis, TopQuery};
 use crate::timespec::parse_time;
 
 /// Runs one query and prints its rows.

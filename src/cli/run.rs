@@ -177,7 +177,7 @@ pub fn print_report(report: &RunReport) {
             .requests
             .iter()
             .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
-            .filter(|r| r.outcome == crate::store::BatchOutcome::Unauthorized)
+            .filter(|r| r.outcome == crate::domain::BatchOutcome::Unauthorized)
             .count();
         println!(
             "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries{}",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::auth::Credential;
+use crate::domain::Credential;
 
 /// Tells an unreachable API apart from a failing request, for one cycle. When a send has used
 /// its whole retry policy (`api.retry_attempts`, `api.retry_max_elapsed`) on connection failures

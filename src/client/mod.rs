@@ -33,8 +33,9 @@ pub use retry::RetryPolicy;
 pub use settings::{ClientSettings, EndpointLimit};
 pub use token::AppVerdict;
 
-use crate::auth::{self, Credential, Pinned};
+use crate::auth::{self, Pinned};
 use crate::config::Secret;
+use crate::domain::Credential;
 use crate::domain::{Clock, Endpoint};
 use crate::metrics::Metrics;
 use crate::parse::{self, ParseError};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::Probe;
 use super::{ApiClient, ApiError, Breaker, Decision, Outcome};
-use crate::auth::Credential;
+use crate::domain::Credential;
 use crate::domain::Endpoint;
 use crate::parse::ParseError;
 
@@ -235,9 +235,10 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::auth::{AppKeys, Credential};
+    use crate::auth::AppKeys;
     use crate::client::{ApiClient, ApiError, Breaker, ClientSettings, Outcome, RetryPolicy};
     use crate::config::Secret;
+    use crate::domain::Credential;
     use crate::domain::Endpoint;
 
     /// Against a stub server answering one fixed status: 400, 401, 403, 404 and 406 are sent

@@ -5,13 +5,14 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::client::{ApiError, SERIES_GROUPING, TOTALS_GROUPING, grouping};
+use crate::domain::StatusChange;
 use crate::domain::{
     BatchOutcome, Credential, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId, TweetState,
     TweetStatus,
 };
 use crate::parse::{self, ParseError, Parsed};
 use crate::planner::{Cell, Job};
-use crate::store::{SeriesWrite, StatusChange, TotalsWrite};
+use crate::store::{SeriesWrite, TotalsWrite};
 
 /// Reads an answer's body as `kind` asks: lifetime totals are never negative, and zero buckets
 /// of a series are not kept past the parse (they are never stored).

@@ -11,9 +11,6 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-pub use crate::domain::{
-    AccountState, BatchOutcome, RunStatus, StatusChange, TweetState, TweetStatus,
-};
 pub use read::{
     Bucket, Coverage, DailyPoint, DailyQuery, FailedBatch, Freshness, LatestTotal, MonthUsage,
     Owner, RestingTweet, RunRow, SeriesPoint, TopBasis, TopQuery, TopTweet, TweetCounts, TweetInfo,

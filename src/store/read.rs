@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, named_params, params};
 
-use super::{AccountState, RunStatus, Store, StoreError, TweetStatus, unknown_value};
-use crate::domain::{Endpoint, JobKind, Metric, TweetId};
+use super::{Store, StoreError, unknown_value};
+use crate::domain::{AccountState, Endpoint, JobKind, Metric, RunStatus, TweetId, TweetStatus};
 
 /// Which Tweets a read covers, by owner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

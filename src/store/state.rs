@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AccountState, RunStatus, Store, StoreError, TweetState, TweetStatus, unknown_value};
-use crate::domain::{Handle, TweetId};
+use super::{Store, StoreError, unknown_value};
+use crate::domain::{AccountState, Handle, RunStatus, TweetId, TweetState, TweetStatus};
 
 /// A kind's last cycles, as the `runs` table has them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -243,51 +243,49 @@ impl Store {
         settle_secs: i64,
     ) -> Result<Vec<OpenCell>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
+            cells(
+                conn,
                 "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
-             WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2)",
-            )?;
-            let rows = stmt.query_map([cell_secs, settle_secs], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, cell, fetched_at, fetched_until) = row?;
-                if let Some(tweet) = TweetId::new(id as u64) {
-                    out.push(OpenCell {
-                        tweet,
-                        cell,
-                        fetched_at,
-                        fetched_until,
-                    });
-                }
-            }
-            Ok(out)
+                 WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2)",
+                [cell_secs, settle_secs],
+            )
         })
     }
 
     /// Every `/historical` (Tweet, cell) pair fetched, complete or not, by Tweet and cell.
     pub fn fetched_cells(&self) -> Result<Vec<FetchedCell>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage ORDER BY tweet_id, cell",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, cell, fetched_at, fetched_until) = row?;
-                if let Some(tweet) = TweetId::new(id as u64) {
-                    out.push(FetchedCell {
-                        tweet,
-                        cell,
-                        fetched_at,
-                        fetched_until,
-                    });
-                }
-            }
-            Ok(out)
+            cells(
+                conn,
+                "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
+                 ORDER BY tweet_id, cell",
+                [],
+            )
         })
     }
+}
+
+/// The coverage rows `sql` selects (tweet_id, cell, fetched_at, fetched_until).
+fn cells(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<FetchedCell>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, cell, fetched_at, fetched_until) = row?;
+        if let Some(tweet) = TweetId::new(id as u64) {
+            out.push(FetchedCell {
+                tweet,
+                cell,
+                fetched_at,
+                fetched_until,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
-use super::{AccountState, BatchOutcome, StatusChange, Store, StoreError, db, is_busy};
-use crate::domain::{Endpoint, Handle, Hour, Metric, TweetId};
+use super::{Store, StoreError, db, is_busy};
+use crate::domain::{
+    AccountState, BatchOutcome, Endpoint, Handle, Hour, Metric, StatusChange, TweetId,
+};
 
 /// `series.source`: the endpoint a bucket came from (schema 0003).
 fn series_source(endpoint: Endpoint) -> i64 {

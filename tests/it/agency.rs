@@ -286,7 +286,7 @@ async fn a_catch_up_resends_only_what_failed() {
     let ok_tweets: i64 = first
         .requests
         .iter()
-        .filter(|r| r.outcome == engagement_ingest::store::BatchOutcome::Ok)
+        .filter(|r| r.outcome == engagement_ingest::domain::BatchOutcome::Ok)
         .map(|r| r.tweets as i64)
         .sum();
     assert!(ok_tweets > 0);

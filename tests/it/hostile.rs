@@ -14,9 +14,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use engagement_ingest::domain::BatchOutcome;
 use engagement_ingest::domain::JobKind;
 use engagement_ingest::pipeline::Context;
-use engagement_ingest::store::BatchOutcome;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, text, world_with};

@@ -249,7 +249,7 @@ async fn protected_tweets_are_stripped_marked_and_rested() {
     let refused = report
         .requests
         .iter()
-        .filter(|r| r.outcome == engagement_ingest::store::BatchOutcome::Refused)
+        .filter(|r| r.outcome == engagement_ingest::domain::BatchOutcome::Refused)
         .count();
     assert!(refused >= 1 && report.failed().count() == 0, "{report:?}");
 
@@ -261,7 +261,7 @@ async fn protected_tweets_are_stripped_marked_and_rested() {
         second
             .requests
             .iter()
-            .all(|r| r.outcome != engagement_ingest::store::BatchOutcome::Refused)
+            .all(|r| r.outcome != engagement_ingest::domain::BatchOutcome::Refused)
     );
     assert_eq!(
         app.sim().stats().count("totals") - before,
@@ -277,7 +277,7 @@ async fn protected_tweets_are_stripped_marked_and_rested() {
         third
             .requests
             .iter()
-            .any(|r| r.outcome == engagement_ingest::store::BatchOutcome::Refused)
+            .any(|r| r.outcome == engagement_ingest::domain::BatchOutcome::Refused)
     );
     let fourth = app.run(&ctx, &[JobKind::Totals]).await;
     assert_eq!(fourth.skipped.resting, 3);
