@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{
-    Endpoint, IMPRESSIONS_MAX_AGE_SECS, Metric, TweetId, VIDEO_VIEWS_MAX_AGE_SECS, iso_utc,
-};
+use crate::domain::{Endpoint, Metric, TweetId, iso_utc};
+
+use super::contract::{self, IMPRESSIONS_MAX_AGE_SECS, VIDEO_VIEWS_MAX_AGE_SECS};
 
 use super::auth::Credential;
 use super::data::Series;
@@ -168,7 +168,7 @@ impl Sim {
                 let refused: Vec<&str> = query
                     .metrics
                     .iter()
-                    .filter(|m| !endpoint.bearer_may_read(**m))
+                    .filter(|m| !contract::bearer_may_read(endpoint, **m))
                     .map(|m| m.as_str())
                     .collect();
                 if refused.is_empty() {

@@ -186,7 +186,7 @@ fn mark(tweets: &mut [SimTweet], spec: &TweetSpec, state: TweetState, seed: u64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::IMPRESSIONS_MAX_AGE_SECS;
+    use crate::sim::contract::IMPRESSIONS_MAX_AGE_SECS;
 
     const DAY: i64 = 1_750_000_000 / DAY_SECS * DAY_SECS;
 

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::domain::{Endpoint, Metric, TweetId};
 
-/// At most this many groupings per request (REF; Q1 resolved as the docs say).
-pub const MAX_GROUPINGS: usize = 3;
+use super::contract;
+
+pub use contract::MAX_GROUPINGS;
 
 /// One `group_by` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,10 +169,10 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
             tweet_ids.push(id);
         }
     }
-    if tweet_ids.len() > endpoint.max_ids() {
+    if tweet_ids.len() > contract::max_ids(endpoint) {
         return Err(QueryError::TooManyIds {
             got: tweet_ids.len(),
-            max: endpoint.max_ids(),
+            max: contract::max_ids(endpoint),
         });
     }
 
@@ -183,7 +184,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
         let metric: Metric = name
             .parse()
             .map_err(|_| QueryError::UnknownType(name.to_string()))?;
-        if !endpoint.accepts(metric) {
+        if !contract::accepts(endpoint, metric) {
             return Err(QueryError::TypeNotSupported { metric, endpoint });
         }
         if !metrics.contains(&metric) {
@@ -252,7 +253,7 @@ fn parse_groupings(endpoint: Endpoint, value: &Value) -> Result<Vec<Grouping>, Q
         }
         refused_time_keys.extend(
             keys.iter()
-                .filter(|k| k.is_time() && !endpoint.allows_time_groupings()),
+                .filter(|k| k.is_time() && !contract::allows_time_groupings(endpoint)),
         );
         groupings.push(Grouping {
             name: name.clone(),

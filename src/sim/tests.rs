@@ -10,8 +10,9 @@ use oauth1_request as oauth;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::contract::IMPRESSIONS_MAX_AGE_SECS;
 use super::*;
-use crate::domain::{DAY_SECS, Endpoint, Hour, IMPRESSIONS_MAX_AGE_SECS, Metric, TweetId};
+use crate::domain::{DAY_SECS, Endpoint, Hour, Metric, TweetId};
 
 const WORLD: &str = r#"
 seed = 11
@@ -1096,9 +1097,9 @@ async fn a_full_historical_batch_is_dense_and_zero_filled() {
         .into_iter()
         .take(25)
         .collect();
-    let types: Vec<&str> = Endpoint::Historical
-        .metrics()
+    let types: Vec<&str> = Metric::ALL
         .iter()
+        .filter(|m| super::contract::accepts(Endpoint::Historical, **m))
         .map(|m| m.as_str())
         .collect();
     let body = json!({

@@ -5,10 +5,11 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 
-use crate::domain::{DAY_SECS, Endpoint, HISTORICAL_EPOCH, HOUR_SECS, Hour, iso_utc};
+use crate::domain::{Endpoint, HOUR_SECS, Hour, iso_utc};
 
-/// The longest `/historical` window.
-pub const MAX_WINDOW_SECS: i64 = 28 * DAY_SECS;
+use super::contract::{HISTORICAL_FLOOR, HOUR28_SECS};
+
+pub use super::contract::MAX_WINDOW_SECS;
 
 /// Hours `[start, end)` plus the `start`/`end` strings the response echoes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub fn window(
         Endpoint::Totals => Ok(None),
         // §5.2 model: start = floor_hour(now − 28 h), end = ceil_hour(now); start/end in the body are ignored.
         Endpoint::Hour28 => {
-            let (s, e) = (Hour::floor(now - 28 * HOUR_SECS), Hour::ceil(now));
+            let (s, e) = (Hour::floor(now - HOUR28_SECS), Hour::ceil(now));
             Ok(Some(Window {
                 start: s,
                 end: e,
@@ -96,7 +97,7 @@ pub fn window(
             if e <= s {
                 return Err(WindowError::EndNotAfterStart(iso_utc(e), iso_utc(s)));
             }
-            if s < HISTORICAL_EPOCH {
+            if s < HISTORICAL_FLOOR {
                 return Err(WindowError::TooEarly(iso_utc(s)));
             }
             let (hs, he) = (Hour::floor(s), Hour::ceil(e));

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Endpoint, Handle, TweetId};
 
+use super::realism::{Realism, RealismSpec};
+
 /// A parsed and validated world file (design.md §6).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,12 @@ pub struct World {
     /// Injected failures.
     #[serde(default)]
     pub faults: Faults,
+    /// Turns on every `[realism]` knob the section leaves out.
+    #[serde(default)]
+    pub realistic: bool,
+    /// How messy the answers are (see `realism`).
+    #[serde(default)]
+    pub realism: RealismSpec,
 }
 
 /// The app's client credentials and the bearer token `POST /oauth2/token` issues.
@@ -447,7 +455,13 @@ impl World {
                 total - reowned
             ));
         }
-        self.faults.validate()
+        self.faults.validate()?;
+        self.realism().validate()
+    }
+
+    /// The realism knobs in force: `[realism]` over the `realistic` preset.
+    pub fn realism(&self) -> Realism {
+        Realism::resolve(self.realistic, &self.realism)
     }
 
     /// The index of the account with `handle` (handles compare case-insensitively, as X's do).
@@ -539,6 +553,8 @@ impl World {
             },
             limits: Limits::default(),
             faults: Faults::default(),
+            realistic: false,
+            realism: RealismSpec::default(),
         }
     }
 
