@@ -46,6 +46,8 @@ impl Sim {
         query: &Query,
         window: Option<&Window>,
         now: i64,
+        // The request's number since start: what per-request draws (orders, forms) hash.
+        _request: u64,
     ) -> Result<Reply, Reply> {
         self.check_credential(endpoint, credential, query)?;
 

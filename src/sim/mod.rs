@@ -23,6 +23,8 @@ mod window;
 mod world;
 
 #[cfg(test)]
+mod realism_tests;
+#[cfg(test)]
 mod tests;
 
 pub use crate::domain::{Clock, ManualClock, system_clock};

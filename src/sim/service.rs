@@ -16,6 +16,7 @@ use super::faults::{self, Fault};
 use super::limits::{RateHeaders, RateLimiter};
 use super::population::{self, SimTweet};
 use super::query;
+use super::realism::Realism;
 use super::stats::{Recorder, Stats};
 use super::window;
 use super::world::{Faults, World};
@@ -74,9 +75,19 @@ impl Reply {
     }
 }
 
+/// One request's place in time: when it came, its number since start, and the fault drawn for it.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    now: i64,
+    number: u64,
+    fault: Fault,
+}
+
 /// A simulated Engagement API.
 pub struct Sim {
     world: World,
+    /// The world's `[realism]` knobs, resolved once.
+    realism: Realism,
     tweets: Vec<SimTweet>,
     by_id: HashMap<TweetId, usize>,
     start_day: i64,
@@ -111,6 +122,7 @@ impl Sim {
         Sim {
             limiter: RateLimiter::new(world.limits),
             faults: Mutex::new(world.faults),
+            realism: world.realism(),
             world,
             tweets,
             by_id,
@@ -125,6 +137,11 @@ impl Sim {
     /// The world this simulator serves.
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// The realism knobs in force.
+    pub fn realism(&self) -> Realism {
+        self.realism
     }
 
     /// Every Tweet of the world, deleted and protected ones included.
@@ -215,8 +232,13 @@ impl Sim {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let fault = faults::draw(self.world.seed, n, &self.faults());
         let mut rate = self.limiter.peek(endpoint, now);
+        let turn = Turn {
+            now,
+            number: n,
+            fault,
+        };
         let mut reply = self
-            .insights_checked(endpoint, req, accepts_gzip, now, fault, &mut rate)
+            .insights_checked(endpoint, req, accepts_gzip, turn, &mut rate)
             .unwrap_or_else(|refusal| refusal);
         reply.rate = Some(rate);
         reply.truncate = fault == Fault::Malformed && reply.status == 200;
@@ -231,8 +253,7 @@ impl Sim {
         endpoint: Endpoint,
         req: &SignedRequest,
         accepts_gzip: bool,
-        now: i64,
-        fault: Fault,
+        Turn { now, number, fault }: Turn,
         rate: &mut RateHeaders,
     ) -> Result<Reply, Reply> {
         match fault {
@@ -261,6 +282,6 @@ impl Sim {
         let query = query::parse(endpoint, req.body).map_err(|e| bad_request(&e))?;
         let window = window::window(endpoint, query.start.as_deref(), query.end.as_deref(), now)
             .map_err(|e| bad_request(&e))?;
-        self.answer(endpoint, credential, &query, window.as_ref(), now)
+        self.answer(endpoint, credential, &query, window.as_ref(), now, number)
     }
 }
