@@ -31,6 +31,18 @@ pub struct Job {
     /// `/historical` only: every Tweet of the job was fetched for this cell before, and is asked
     /// again only to refresh numbers that were still settling (see [`HistoricalPolicy`]).
     pub refresh: bool,
+    /// `/historical` only: the first hour the API still serves, when the cell starts before it
+    /// (the lookback floor, [`HistoricalPolicy::served_from`]).
+    pub served_from: Option<Hour>,
+}
+
+impl Job {
+    /// The `/historical` window to ask for at `now`: the cell cut at the last ended hour, and at
+    /// the first hour the API still serves.
+    pub fn window(&self, now: i64) -> Option<(Hour, Hour)> {
+        let (start, end) = self.cell?.window(now);
+        Some((self.served_from.map_or(start, |f| f.max(start)), end))
+    }
 }
 
 /// Length of a `/historical` grid cell: the API's longest window.
@@ -107,6 +119,21 @@ pub struct Skipped {
     pub rejected: usize,
     /// Tweets of paused accounts (`enabled = false`): public totals only, no series.
     pub paused: usize,
+    /// `/historical`: Tweets whose life starts before the API's lookback floor, and how much of
+    /// their lives (seconds, summed) lies before it: history the API no longer serves.
+    pub before_lookback: usize,
+    pub before_lookback_secs: i64,
+}
+
+impl Skipped {
+    /// Adds what one kind's plan left out (resting, over budget, before the lookback); the
+    /// run-wide counts, rejected and paused, are the pipeline's.
+    pub fn absorb(&mut self, other: &Skipped) {
+        self.resting += other.resting;
+        self.over_budget += other.over_budget;
+        self.before_lookback += other.before_lookback;
+        self.before_lookback_secs += other.before_lookback_secs;
+    }
 }
 
 /// The `/totals` plan: public Tweets and owned Tweets of 90 days or more through the bearer
@@ -225,6 +252,10 @@ pub struct PlanSettings {
     pub historical: SeriesSettings,
     /// `historical.refresh_after` (see [`HistoricalPolicy`]).
     pub refresh_after_secs: i64,
+    /// `historical.settle_after` (see [`HistoricalPolicy`]).
+    pub settle_after_secs: i64,
+    /// `historical.lookback`; `None`: back to 2014-09-01.
+    pub lookback_secs: Option<i64>,
 }
 
 /// What a series kind's plans take from its config section.
@@ -259,8 +290,10 @@ impl From<&Config> for PlanSettings {
             recheck_after_secs: secs(config.inventory.recheck_after, i64::MAX),
             totals_max_requests: config.totals.max_requests_per_run,
             hourly: SeriesSettings::from(&config.hourly),
-            historical: SeriesSettings::from(&config.historical),
+            historical: SeriesSettings::from(&config.historical.series),
             refresh_after_secs: secs(config.historical.refresh_after, i64::MAX / 4),
+            settle_after_secs: secs(config.historical.settle_after, i64::MAX / 4),
+            lookback_secs: config.historical.lookback.map(|l| secs(l, i64::MAX / 4)),
         }
     }
 }
@@ -268,6 +301,12 @@ impl From<&Config> for PlanSettings {
 /// `d` in whole seconds, `max` when it does not fit.
 fn secs(d: Duration, max: i64) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(max)
+}
+
+/// The first hour `/historical` serves at `now` under a lookback of `lookback_secs`, an hour
+/// inside the API's own floor so that the two clocks may differ; `None` without a lookback.
+pub fn served_from(lookback_secs: Option<i64>, now: i64) -> Option<Hour> {
+    lookback_secs.map(|l| Hour::floor(now.saturating_sub(l)).plus_hours(1))
 }
 
 /// What limits a series plan (`hourly` or `historical`).
@@ -287,10 +326,15 @@ pub struct SeriesPolicy {
 /// When an open `/historical` cell is asked again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoricalPolicy {
-    /// A cell that ran into the present when it was fetched, or had ended less than this long
-    /// before, is refreshed at most this often; the first fetch at least this long after the
-    /// cell's end completes it.
+    /// A cell that is not final yet (it ran into the present when it was fetched, or had ended
+    /// less than `settle_after` before) is refreshed at most this often.
     pub refresh_after_secs: i64,
+    /// How long an hour's numbers may still change after it ends: the first fetch to a cell's
+    /// end at least this long after the cell ended makes it final. A cell that becomes final
+    /// is fetched at the next cycle after that moment, whatever `refresh_after` says.
+    pub settle_after_secs: i64,
+    /// How far back the API serves data; `None`: back to 2014-09-01.
+    pub lookback_secs: Option<i64>,
     /// Which fetched-but-open cells to refresh.
     pub refresh: Refresh,
 }
@@ -309,19 +353,29 @@ pub enum Refresh {
 }
 
 impl HistoricalPolicy {
-    /// The latest `fetched_at` of a cell that is refreshed.
-    fn refresh_before(&self, now: i64) -> Option<i64> {
+    /// Whether an open cell last fetched at `fetched_at` is refreshed: fetched `refresh_after`
+    /// ago (less an eighth), or final-able since, at the time the refresh is judged (`now`, or
+    /// the start of the cycle a catch-up completes).
+    fn refreshes(&self, cell: Cell, fetched_at: i64, now: i64) -> bool {
+        let at = match self.refresh {
+            Refresh::Due => now,
+            Refresh::DueAt { since } => since,
+            Refresh::Never => return false,
+        };
         let margin = self.refresh_after_secs - self.refresh_after_secs / 8;
-        match self.refresh {
-            Refresh::Due => Some(now - margin),
-            Refresh::DueAt { since } => Some(since - margin),
-            Refresh::Never => None,
-        }
+        let settled = cell.end() + self.settle_after_secs;
+        fetched_at <= at - margin || (at >= settled && fetched_at < settled)
     }
 
-    /// Whether a fetch at `fetched_at` up to `fetched_until` completed `cell`.
+    /// Whether a fetch at `fetched_at` up to `fetched_until` made `cell` final.
     pub fn complete(&self, cell: Cell, fetched_at: i64, fetched_until: i64) -> bool {
-        fetched_until >= cell.end() && fetched_at >= cell.end() + self.refresh_after_secs
+        fetched_until >= cell.end() && fetched_at >= cell.end() + self.settle_after_secs
+    }
+
+    /// The first hour the API serves at `now` under the lookback, an hour inside the API's own
+    /// floor so that the two clocks may differ; `None` without a lookback.
+    pub fn served_from(&self, now: i64) -> Option<Hour> {
+        served_from(self.lookback_secs, now)
     }
 }
 
@@ -354,9 +408,10 @@ impl CellState {
         if fetched_until < cell.end() && fetched_at >= cell.end() {
             return PairWork::Backfill; // the cell had ended, yet the fetch stopped short of it
         }
-        match policy.refresh_before(now) {
-            Some(before) if fetched_at <= before => PairWork::Refresh,
-            _ => PairWork::Nothing,
+        if policy.refreshes(cell, fetched_at, now) {
+            PairWork::Refresh
+        } else {
+            PairWork::Nothing
         }
     }
 }
@@ -423,10 +478,20 @@ pub fn plan_historical<'a>(
     let mut pairs: Vec<(Reverse<Cell>, u32, TweetId)> = Vec::new();
     let mut skipped = Skipped::default();
     let last_hour = Hour::floor(now).secs();
+    let served_from = history.served_from(now);
+    let floor = served_from.map_or(HISTORICAL_EPOCH, |h| h.secs().max(HISTORICAL_EPOCH));
     for t in tweets {
         let Some(owner) = t.owner else { continue };
         let born = t.id.created_at().max(HISTORICAL_EPOCH);
         let life_end = (t.id.created_at() + policy.max_age_secs).min(last_hour);
+        if life_end <= born {
+            continue;
+        }
+        if born < floor {
+            skipped.before_lookback += 1;
+            skipped.before_lookback_secs += life_end.min(floor) - born;
+        }
+        let born = born.max(floor);
         if life_end <= born {
             continue;
         }
@@ -482,6 +547,7 @@ pub fn plan_historical<'a>(
         );
         for job in &mut jobs[first..] {
             job.cell = Some(cell);
+            job.served_from = served_from.filter(|f| f.secs() > cell.start());
             // Only open cells are refreshed, and they are few: the check is cheap.
             job.refresh = job
                 .tweets
@@ -581,6 +647,7 @@ fn push_batches(
                 metrics: metrics.clone(),
                 cell: None,
                 refresh: false,
+                served_from: None,
             });
         }
     }
@@ -631,7 +698,10 @@ refresh_after = "2d"
             config.hourly.max_age.as_secs() as i64
         );
         assert_eq!(settings.hourly.max_requests, None);
-        assert_eq!(settings.historical.metrics, config.historical.metrics);
+        assert_eq!(
+            settings.historical.metrics,
+            config.historical.series.metrics
+        );
     }
 
     const NOW: i64 = 1_800_000_000;
@@ -818,6 +888,8 @@ refresh_after = "2d"
     fn history(refresh: Refresh) -> HistoricalPolicy {
         HistoricalPolicy {
             refresh_after_secs: DAY_SECS,
+            settle_after_secs: DAY_SECS,
+            lookback_secs: None,
             refresh,
         }
     }
@@ -996,14 +1068,119 @@ refresh_after = "2d"
         assert_eq!(backfill[0].tweets, vec![again[0].tweets[0]]);
     }
 
-    /// A cell is complete only once fetched to its end at least `refresh_after` after it ended.
+    /// A cell is complete only once fetched to its end at least `settle_after` after it ended;
+    /// `refresh_after` only says how often an open cell is asked again.
     #[test]
     fn cells_complete_after_they_settle() {
-        let h = history(Refresh::Due);
+        let h = HistoricalPolicy {
+            refresh_after_secs: DAY_SECS,
+            settle_after_secs: 2 * DAY_SECS,
+            ..history(Refresh::Due)
+        };
         let cell = Cell::of(NOW);
         assert!(!h.complete(cell, cell.end() + 10, cell.end()));
-        assert!(!h.complete(cell, cell.end() + DAY_SECS, cell.end() - 3600));
-        assert!(h.complete(cell, cell.end() + DAY_SECS, cell.end()));
+        assert!(!h.complete(cell, cell.end() + DAY_SECS, cell.end()));
+        assert!(!h.complete(cell, cell.end() + 2 * DAY_SECS, cell.end() - 3600));
+        assert!(h.complete(cell, cell.end() + 2 * DAY_SECS, cell.end()));
+    }
+
+    /// An open cell is refreshed every `refresh_after`, and once more as soon as it can become
+    /// final (`settle_after` after its end), however recently it was fetched; never in between.
+    #[test]
+    fn an_open_cell_is_refreshed_when_it_can_become_final() {
+        let h = HistoricalPolicy {
+            refresh_after_secs: DAY_SECS,
+            settle_after_secs: 2 * DAY_SECS,
+            ..history(Refresh::Due)
+        };
+        let cell = Cell::of(NOW);
+        let settled = cell.end() + 2 * DAY_SECS;
+        // Fetched 4 h before it could settle: not due 2 h later, due at the settle moment.
+        let fetched = settled - 4 * 3600;
+        assert!(!h.refreshes(cell, fetched, settled - 2 * 3600));
+        assert!(h.refreshes(cell, fetched, settled));
+        // The daily rhythm still holds before then.
+        assert!(h.refreshes(cell, fetched - DAY_SECS, settled - 4 * 3600));
+        // A catch-up judges at the start of the cycle it completes.
+        let catch_up = HistoricalPolicy {
+            refresh: Refresh::DueAt {
+                since: settled + 60,
+            },
+            ..h
+        };
+        assert!(catch_up.refreshes(cell, fetched, settled + 3600));
+        assert!(!catch_up.refreshes(cell, settled + 120, settled + 3600));
+        let never = HistoricalPolicy {
+            refresh: Refresh::Never,
+            ..h
+        };
+        assert!(!never.refreshes(cell, fetched, settled));
+    }
+
+    /// Under a lookback, cells wholly before the API's floor are not asked for, the cell that
+    /// straddles it is asked from the floor on, and the plan says how much history that leaves out.
+    #[test]
+    fn the_lookback_floor_cuts_history_the_api_no_longer_serves() {
+        let acme: Handle = "acme".parse().unwrap();
+        let year = 365 * DAY_SECS;
+        let old = TweetId::from_snowflake((NOW - year - 40 * DAY_SECS) * 1000, 1);
+        let young = TweetId::from_snowflake((NOW - 50 * DAY_SECS) * 1000, 2);
+        let policy = series_policy(90);
+        let h = HistoricalPolicy {
+            lookback_secs: Some(year),
+            ..history(Refresh::Due)
+        };
+        let input = [old, young].map(|id| PlanTweet {
+            id,
+            owner: Some(&acme),
+        });
+        let (jobs, skipped) = plan_historical(
+            input,
+            &HashMap::new(),
+            &CellState::default(),
+            &policy,
+            &h,
+            NOW,
+        );
+        let floor = h.served_from(NOW).unwrap();
+        assert_eq!(floor, Hour::floor(NOW - year).plus_hours(1));
+        let old_cells: Vec<&Job> = jobs.iter().filter(|j| j.tweets.contains(&old)).collect();
+        assert!(!old_cells.is_empty());
+        for job in &old_cells {
+            let cell = job.cell.unwrap();
+            assert!(cell.end() > floor.secs(), "{cell:?} lies before the floor");
+            let (start, _) = job.window(NOW).unwrap();
+            assert_eq!(start.secs(), cell.start().max(floor.secs()));
+        }
+        assert!(old_cells.iter().any(|j| j.served_from == Some(floor)));
+        // Only the old Tweet loses history: its first 40 days, give or take the hour margin.
+        assert_eq!(skipped.before_lookback, 1);
+        let lost = floor.secs() - old.created_at();
+        assert_eq!(skipped.before_lookback_secs, lost);
+        assert!((lost - 40 * DAY_SECS).abs() <= 2 * 3600, "{lost}");
+        // The young Tweet's cells are whole.
+        assert!(
+            jobs.iter()
+                .filter(|j| j.tweets.contains(&young))
+                .all(|j| j.served_from.is_none())
+        );
+        // Without a lookback, everything back to creation.
+        let (all, skipped) = plan_historical(
+            [old].map(|id| PlanTweet {
+                id,
+                owner: Some(&acme),
+            }),
+            &HashMap::new(),
+            &CellState::default(),
+            &policy,
+            &history(Refresh::Due),
+            NOW,
+        );
+        assert_eq!(
+            all.iter().map(|j| j.cell).min().unwrap(),
+            Some(Cell::of(old.created_at()))
+        );
+        assert_eq!(skipped.before_lookback, 0);
     }
 
     /// A Tweet's historical life runs from creation (never before 2014-09-01) to `max_age`,

@@ -392,6 +392,7 @@ impl Probe {
             metrics,
             cell: None,
             refresh: false,
+            served_from: None,
         };
         let body = crate::client::RequestBody::new(&job, None);
         let outcome = self

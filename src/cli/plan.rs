@@ -15,7 +15,7 @@ use crate::config::{Config, Limit};
 use crate::domain::Credential;
 use crate::domain::{DAY_SECS, JobKind};
 use crate::pipeline::{self, KindDue, PlanState, Scope, Selection};
-use crate::planner::Job;
+use crate::planner::{self, Job, PlanSettings};
 use crate::store::Store;
 
 /// What one kind's next cycle would do.
@@ -48,6 +48,11 @@ pub struct KindPlan {
     pub backfill_requests: usize,
     /// `/historical`: days until the backfill is done at this budget and schedule.
     pub backfill_days: Option<f64>,
+    /// `/historical`: the first hour the API still serves (`historical.lookback`), and the
+    /// Tweets and Tweet-days of history before it, which are not asked for.
+    pub served_from: Option<i64>,
+    pub before_lookback: usize,
+    pub before_lookback_days: f64,
 }
 
 /// Prints the plan of the chosen kinds: `--job` kinds in full; without, what `run` would do
@@ -79,7 +84,7 @@ pub fn plan_selection(
     .map_err(Failure::usage)?;
     let state = if config.database.path.exists() {
         let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
-        PlanState::read(&store, config.historical.refresh_after).map_err(Failure::fatal)?
+        PlanState::read(&store, config.historical.settle_after).map_err(Failure::fatal)?
     } else {
         PlanState::default()
     };
@@ -188,6 +193,10 @@ struct KindJson<'a> {
     requests: usize,
     scope: &'static str,
     tweets: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_from: Option<i64>,
+    before_lookback_tweets: usize,
+    before_lookback_tweet_days: f64,
 }
 
 /// Requests per credential of [`KindJson`].
@@ -230,6 +239,9 @@ impl<'a> KindJson<'a> {
             requests: p.requests,
             scope: p.scope,
             tweets: p.tweets,
+            served_from: p.served_from,
+            before_lookback_tweets: p.before_lookback,
+            before_lookback_tweet_days: tenths(p.before_lookback_days),
         }
     }
 }
@@ -272,6 +284,7 @@ fn plan_kind(
         // after it, each taking its requests' time at the configured limits.
         let per_cycle = config
             .historical
+            .series
             .max_requests_per_run
             .map_or(left, |n| n.get() as usize)
             .max(1);
@@ -307,6 +320,12 @@ fn plan_kind(
         refresh_requests: jobs.iter().filter(|j| j.refresh).count(),
         backfill_requests,
         backfill_days,
+        served_from: (kind == JobKind::Historical)
+            .then(|| planner::served_from(PlanSettings::from(config).lookback_secs, now))
+            .flatten()
+            .map(|h| h.secs()),
+        before_lookback: skipped.before_lookback,
+        before_lookback_days: skipped.before_lookback_secs as f64 / DAY_SECS as f64,
     }
 }
 
@@ -415,6 +434,16 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> St
                 p.requests - p.refresh_requests,
                 p.refresh_requests
             );
+            if let Some(from) = p.served_from {
+                let _ = writeln!(
+                    out,
+                    "    the API serves /historical from {} on (historical.lookback): {} Tweets have \
+                     {:.1} Tweet-days of history before it, not requested",
+                    crate::domain::iso_utc(from),
+                    p.before_lookback,
+                    p.before_lookback_days
+                );
+            }
             match p.backfill_days {
                 _ if p.backfill_requests == 0 => {
                     let _ = writeln!(out, "    backfill left: 0 requests (complete)");

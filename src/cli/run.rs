@@ -272,6 +272,14 @@ pub fn print_report(report: &RunReport) {
             report.skipped.resting, report.skipped.over_budget
         );
     }
+    if report.skipped.before_lookback > 0 {
+        println!(
+            "  /historical: {} Tweets have {:.1} Tweet-days of history before the API's lookback \
+             (historical.lookback), not requested",
+            report.skipped.before_lookback,
+            report.skipped.before_lookback_secs as f64 / 86_400.0
+        );
+    }
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() && report.unreachable.is_none() {
         println!(

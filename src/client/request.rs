@@ -85,6 +85,7 @@ mod tests {
             metrics: vec![Metric::Impressions, Metric::Favorites],
             cell,
             refresh: false,
+            served_from: None,
         }
     }
 

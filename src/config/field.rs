@@ -54,6 +54,51 @@ pub mod duration {
     }
 }
 
+/// A duration where `0` means "no limit" (`None`): `#[serde(with = "field::duration_or_zero")]`.
+pub mod duration_or_zero {
+    use super::*;
+
+    struct V;
+
+    impl Visitor<'_> for V {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string with a unit, e.g. \"365d\", or 0 for no limit")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Option<Duration>, E> {
+            match n {
+                0 => Ok(None),
+                _ => Err(E::custom(format!(
+                    "{n} has no unit: write e.g. \"{n}d\", or 0 for no limit"
+                ))),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Option<Duration>, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom(format!("{n} is negative"))),
+            }
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Option<Duration>, E> {
+            if s.trim() == "0" {
+                return Ok(None);
+            }
+            super::super::parse_duration(s).map(Some).map_err(E::custom)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(V)
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_u64(0),
+        }
+    }
+}
+
 /// A count within `MIN..=MAX`: `#[serde(deserialize_with = "field::count::<1, 64, _, _>")]`.
 pub fn count<'de, const MIN: u64, const MAX: u64, D, T>(d: D) -> Result<T, D::Error>
 where

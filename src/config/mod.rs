@@ -72,7 +72,7 @@ pub struct Config {
     /// `[hourly]` (the `/28hr` job kind).
     pub hourly: SeriesConfig,
     /// `[historical]`.
-    pub historical: SeriesConfig,
+    pub historical: HistoricalConfig,
     /// Things that work but should change (inline secrets); see [`Config::warnings`].
     warnings: Vec<String>,
 }
@@ -114,9 +114,21 @@ pub struct SeriesConfig {
     pub metrics: Vec<Metric>,
     /// Request budget of one run; `None` = no cap.
     pub max_requests_per_run: Option<NonZeroU32>,
-    /// `[historical]` only: how often a cell that runs into the present (or ended less than
-    /// this long ago) is fetched again; default a day (`/28hr` covers the recent hours meanwhile).
+}
+
+/// `[historical]`: a series kind, and when its grid cells are final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoricalConfig {
+    pub series: SeriesConfig,
+    /// How often a cell that is not final yet is fetched again; default a day (`/28hr` covers
+    /// the recent hours meanwhile).
     pub refresh_after: Duration,
+    /// How long after an hour ends its numbers may still change; a cell is final once fetched
+    /// to its end at least this long after it ended. Default 48 h (the API's docs are silent).
+    pub settle_after: Duration,
+    /// How far back `/historical` serves data; `None`: back to 2014-09-01. Default 365 days
+    /// (the newer overview; the older reference says 2014-09-01).
+    pub lookback: Option<Duration>,
 }
 
 /// A configuration as written, before validation: its values, where each came from, and what
@@ -358,6 +370,31 @@ access_token_secret = "acme-secret-value"
             .to_string()
     }
 
+    /// `historical.lookback` takes a duration of at least 28 days, or 0 (written as a number or
+    /// a string) for no limit; `settle_after` a duration.
+    #[test]
+    fn lookback_and_settle_after() {
+        let with = |body: &str| format!("{MINIMAL}\n[historical]\n{body}\n");
+        for zero in ["lookback = 0", "lookback = \"0\""] {
+            assert_eq!(parse(&with(zero), &[]).unwrap().historical.lookback, None);
+        }
+        let c = parse(&with("lookback = \"400d\"\nsettle_after = \"3d\""), &[]).unwrap();
+        assert_eq!(
+            c.historical.lookback,
+            Some(Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(c.historical.settle_after, Duration::from_secs(3 * 86_400));
+        let e = problems(&with("lookback = \"10d\""), &[]);
+        assert!(
+            e.contains("[historical] lookback") && e.contains("at least 28d"),
+            "{e}"
+        );
+        let e = problems(&with("lookback = 365"), &[]);
+        assert!(e.contains("has no unit") && e.contains("365d"), "{e}");
+        let e = problems(&with("settle_after = \"soon\""), &[]);
+        assert!(e.contains("settle_after"), "{e}");
+    }
+
     #[test]
     fn minimal_config_gets_every_default() {
         let c = parse(MINIMAL, &[]).unwrap();
@@ -379,7 +416,15 @@ access_token_secret = "acme-secret-value"
         assert_eq!(c.limit(Endpoint::Totals).per_second, None);
         assert_eq!(c.totals.max_requests_per_run, None);
         assert_eq!(c.hourly.max_age, Duration::from_secs(3 * 86_400));
-        assert_eq!(c.historical.max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            c.historical.series.max_age,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(c.historical.settle_after, Duration::from_secs(48 * 3600));
+        assert_eq!(
+            c.historical.lookback,
+            Some(Duration::from_secs(365 * 86_400))
+        );
         assert_eq!(c.hourly.metrics, Endpoint::Hour28.metrics());
         assert!(c.account(&"acme".parse().unwrap()).is_some());
         assert!(!c.is_loopback());

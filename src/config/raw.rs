@@ -281,10 +281,18 @@ pub struct RawHistorical {
     /// Request budget of one run; 0 = no cap.
     #[serde(with = "field::budget")]
     pub max_requests_per_run: Option<NonZeroU32>,
-    /// How often a cell that runs into the present is fetched again (at least 1h).
+    /// How often a cell that is not final yet is fetched again (at least 1h).
     #[serde(with = "field::duration")]
     #[default(Duration::from_secs(86_400))]
     pub refresh_after: Duration,
+    /// How long an hour's numbers may still change after it ends (the docs are silent: 48 h).
+    #[serde(with = "field::duration")]
+    #[default(Duration::from_secs(48 * 3600))]
+    pub settle_after: Duration,
+    /// How far back the API serves `/historical` data; 0 = back to 2014-09-01.
+    #[serde(with = "field::duration_or_zero")]
+    #[default(Some(Duration::from_secs(365 * 86_400)))]
+    pub lookback: Option<Duration>,
 }
 
 impl RawConfig {

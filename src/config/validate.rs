@@ -19,8 +19,8 @@ use super::raw::{
 use super::secret::{self, Secret};
 use super::tree::Seg;
 use super::{
-    AccountConfig, ApiConfig, AppConfig, Config, ConfigError, Raw, ScheduleConfig, SeriesConfig,
-    is_loopback_url,
+    AccountConfig, ApiConfig, AppConfig, Config, ConfigError, HistoricalConfig, Raw,
+    ScheduleConfig, SeriesConfig, is_loopback_url,
 };
 use crate::domain::{DAY_SECS, Endpoint, Handle, JobKind, Metric};
 
@@ -323,23 +323,35 @@ impl Check<'_> {
             max_age: raw.max_age,
             metrics: self.metrics("hourly.metrics", &raw.metrics),
             max_requests_per_run: raw.max_requests_per_run,
-            // Only /historical refreshes cells; /28hr always asks for the last 28 hours.
-            refresh_after: Duration::from_secs(DAY_SECS as u64),
         }
     }
 
-    fn historical(&mut self, raw: RawHistorical) -> SeriesConfig {
+    fn historical(&mut self, raw: RawHistorical) -> HistoricalConfig {
         if raw.refresh_after < Duration::from_secs(3600) {
             self.problem(
                 &path("historical.refresh_after"),
                 "must be at least 1h (an open cell is refreshed at most this often; /28hr covers the last 28 hours)",
             );
         }
-        SeriesConfig {
-            max_age: raw.max_age,
-            metrics: self.metrics("historical.metrics", &raw.metrics),
-            max_requests_per_run: raw.max_requests_per_run,
+        // The 28-day grid: a lookback shorter than a cell would leave nothing to ask for.
+        if raw
+            .lookback
+            .is_some_and(|l| l < Duration::from_secs(28 * DAY_SECS as u64))
+        {
+            self.problem(
+                &path("historical.lookback"),
+                "must be at least 28d (one /historical window), or 0 for no limit (back to 2014-09-01)",
+            );
+        }
+        HistoricalConfig {
+            series: SeriesConfig {
+                max_age: raw.max_age,
+                metrics: self.metrics("historical.metrics", &raw.metrics),
+                max_requests_per_run: raw.max_requests_per_run,
+            },
             refresh_after: raw.refresh_after,
+            settle_after: raw.settle_after,
+            lookback: raw.lookback,
         }
     }
 

@@ -649,6 +649,7 @@ mod tests {
                 metrics: METRICS.to_vec(),
                 cell,
                 refresh: false,
+                served_from: None,
             }
         }
 
@@ -810,6 +811,7 @@ mod tests {
                 metrics: metrics.to_vec(),
                 cell: None,
                 refresh: false,
+                served_from: None,
             }
         }
 

@@ -245,7 +245,7 @@ impl BatchContext {
     ) -> Result<Sending, PipelineError> {
         let started_at = (self.clock)();
         let timer = Instant::now();
-        let window = job.cell.map(|cell| cell.window(started_at));
+        let window = job.window(started_at);
         let body = RequestBody::new(job, window);
         let outcome = self
             .client

@@ -264,7 +264,7 @@ async fn begin_cycle(
 ) -> Result<Begun, PipelineError> {
     let (inventory, inventory_problems) = ctx.inventory(now)?;
     let mirror = Arc::clone(&inventory);
-    let refresh_after = ctx.config.historical.refresh_after;
+    let settle_after = ctx.config.historical.settle_after;
     // Before anything is sent, the database must be sound and writable (proven when the context
     // opened it, if that was a moment ago).
     let proven = ctx.take_proof();
@@ -275,7 +275,7 @@ async fn begin_cycle(
             }
             let entries = mirror.entries.iter().map(|e| (e.id, e.owner.as_ref()));
             let sync = store.sync_inventory(entries, now)?;
-            Ok((sync, PlanState::read(store, refresh_after)?))
+            Ok((sync, PlanState::read(store, settle_after)?))
         })
         .await?;
 

@@ -37,9 +37,9 @@ pub struct PlanState {
 }
 
 impl PlanState {
-    /// Reads the state the planner needs; `refresh_after` decides which cells are complete.
-    pub fn read(store: &Store, refresh_after: Duration) -> Result<PlanState, StoreError> {
-        let settle = i64::try_from(refresh_after.as_secs()).unwrap_or(i64::MAX / 4);
+    /// Reads the state the planner needs; `settle_after` decides which cells are final.
+    pub fn read(store: &Store, settle_after: Duration) -> Result<PlanState, StoreError> {
+        let settle = i64::try_from(settle_after.as_secs()).unwrap_or(i64::MAX / 4);
         let complete = store
             .complete_cells(planner::CELL_SECS, settle)?
             .into_iter()
@@ -160,8 +160,7 @@ pub(super) fn plan_cycle(
         if scope == Scope::Full || !j.is_empty() {
             scopes.push((due.kind, scope));
             jobs.append(&mut j);
-            skipped.resting += s.resting;
-            skipped.over_budget += s.over_budget;
+            skipped.absorb(&s);
         }
     }
     skipped.paused = inventory
@@ -251,6 +250,8 @@ fn plan_with(
             JobKind::Historical => {
                 let history = HistoricalPolicy {
                     refresh_after_secs: settings.refresh_after_secs,
+                    settle_after_secs: settings.settle_after_secs,
+                    lookback_secs: settings.lookback_secs,
                     refresh: match (backfill_only, scope) {
                         (true, _) => Refresh::Never,
                         (false, Scope::Full) => Refresh::Due,
@@ -271,8 +272,7 @@ fn plan_with(
             }
         };
         jobs.append(&mut j);
-        skipped.resting += s.resting;
-        skipped.over_budget += s.over_budget;
+        skipped.absorb(&s);
     }
     (jobs, skipped)
 }

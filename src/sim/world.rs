@@ -606,6 +606,13 @@ impl World {
             },
             ..RawConfig::default()
         };
+        // What the worker cannot learn from the API: how far back /historical serves, and how
+        // long numbers settle (the worker's 48 h default covers the realistic preset's 36 h).
+        let realism = self.realism();
+        raw.historical.lookback = (realism.lookback_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(realism.lookback_days) * 86_400));
+        let settle = std::time::Duration::from_secs(u64::from(realism.settle_hours + 1) * 3600);
+        raw.historical.settle_after = raw.historical.settle_after.max(settle);
         // The worker calls the `/28hr` job kind "hourly".
         raw.limits.totals = limit(Endpoint::Totals);
         raw.limits.hourly = limit(Endpoint::Hour28);

@@ -320,7 +320,7 @@ async fn refused_metrics_are_not_asked_again() {
     let inventory = engagement_ingest::pipeline::load_inventory(&config).unwrap();
     let state = {
         let store = ctx.store.lock().unwrap();
-        engagement_ingest::pipeline::PlanState::read(&store, config.historical.refresh_after)
+        engagement_ingest::pipeline::PlanState::read(&store, config.historical.settle_after)
             .unwrap()
     };
     let (jobs, _) = engagement_ingest::pipeline::plan(
