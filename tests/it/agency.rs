@@ -11,15 +11,9 @@ use engagement_ingest::planner::CELL_SECS;
 use engagement_ingest::sim::World;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{CONSUMER_SECRET, TestApp, text, world, world_of};
-
-/// Two metrics per series request keep the answers small.
-fn two_series_metrics(config: String) -> String {
-    format!(
-        "{config}\n[hourly]\nmetrics = [\"impressions\", \"favorites\"]\n\
-         [historical]\nmetrics = [\"impressions\", \"favorites\"]\n"
-    )
-}
+use crate::helpers::{
+    CONSUMER_SECRET, TestApp, set_in_section, text, two_series_metrics, world, world_of,
+};
 
 /// A UTC midnight ten days into a 28-day grid cell: no cell starts during the day that follows.
 fn quiet_midnight() -> i64 {
@@ -616,9 +610,10 @@ async fn a_per_run_budget_holds_per_schedule_period() {
     let t0 = quiet_midnight();
     let app = TestApp::spawn_at(steady_world(t0), t0).await;
     app.edit_config(|c| {
-        format!(
-            "{c}\n[hourly]\nmetrics = [\"impressions\", \"favorites\"]\n\
-             [historical]\nmetrics = [\"impressions\", \"favorites\"]\nmax_requests_per_run = 2\n"
+        set_in_section(
+            &two_series_metrics(c),
+            "historical",
+            "max_requests_per_run = 2",
         )
     });
     let ctx = app.context();

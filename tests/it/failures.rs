@@ -4,21 +4,13 @@ use std::time::Instant;
 use engagement_ingest::domain::JobKind;
 use engagement_ingest::sim::EndpointLimit;
 
-use crate::helpers::{TestApp, world};
+use crate::helpers::{TestApp, two_series_metrics, world};
 
 /// Quick retries: tests wait for faults, not for production back-off.
 fn fast_retries(config: String) -> String {
     config.replace(
         "[api]\n",
         "[api]\nretry_min_delay = \"10ms\"\nretry_attempts = 4\n",
-    )
-}
-
-/// Two metrics per series request keep the answers small.
-fn two_series_metrics(config: String) -> String {
-    format!(
-        "{config}\n[hourly]\nmetrics = [\"impressions\", \"favorites\"]\n\
-         [historical]\nmetrics = [\"impressions\", \"favorites\"]\n"
     )
 }
 

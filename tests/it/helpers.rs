@@ -181,6 +181,30 @@ impl TestApp {
     }
 }
 
+/// `config` with `lines` in its `[section]`: after the section's header when the config has
+/// one (the simulator's export may), else in a new section at the end.
+pub fn set_in_section(config: &str, section: &str, lines: &str) -> String {
+    let header = format!("[{section}]\n");
+    let lines = lines.trim_end();
+    match config.find(&header) {
+        Some(at) if at == 0 || config[..at].ends_with('\n') => {
+            let (head, tail) = config.split_at(at + header.len());
+            format!("{head}{lines}\n{tail}")
+        }
+        _ => format!("{config}\n{header}{lines}\n"),
+    }
+}
+
+/// Two metrics per series request keep the answers small.
+pub fn two_series_metrics(config: String) -> String {
+    let metrics = "metrics = [\"impressions\", \"favorites\"]";
+    set_in_section(
+        &set_in_section(&config, "hourly", metrics),
+        "historical",
+        metrics,
+    )
+}
+
 /// The binary, with a clean ENGAGEMENT_* environment.
 pub fn binary() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_engagement-ingest"));

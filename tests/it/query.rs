@@ -5,7 +5,7 @@ use engagement_ingest::domain::{DAY_SECS, HOUR_SECS, Hour, JobKind, Metric, Twee
 use engagement_ingest::sim::{Faults, TweetState, World};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, text, world_with};
+use crate::helpers::{TestApp, set_in_section, text, world_with};
 
 /// `query … --format json` through the binary, as JSON.
 async fn query(app: &TestApp, args: &[&str]) -> Value {
@@ -341,7 +341,7 @@ async fn plan_estimates_a_paced_backfill_within_15_percent() {
     }
     text_world += "[tweets]\nspread_days = 80\n[limits]\nhistorical = { per_second = 4 }\n";
     let app = TestApp::spawn_live(World::from_toml_str(&text_world).unwrap()).await;
-    app.edit_config(|t| t + "\n[historical]\nmetrics = [\"impressions\"]\n");
+    app.edit_config(|t| set_in_section(&t, "historical", "metrics = [\"impressions\"]"));
     let out = app
         .cli(&["plan", "--job", "historical", "--format", "json"])
         .await;

@@ -4,7 +4,7 @@ use engagement_ingest::domain::{DAY_SECS, Hour, JobKind, Metric, TweetId};
 use engagement_ingest::planner::{CELL_SECS, Cell};
 use engagement_ingest::sim::{self, Sim, TweetState};
 
-use crate::helpers::{TestApp, run_binary, series, text, world};
+use crate::helpers::{TestApp, run_binary, series, set_in_section, text, world};
 
 /// Coverage rows: (tweet, cell) → (fetched_at, fetched_until).
 fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
@@ -248,8 +248,13 @@ async fn killed_backfill(
     BTreeSet<(i64, i64, i64, i64)>,
 ) {
     // Two metrics keep the answers small; the backfill still needs dozens of requests.
-    let two_metrics =
-        |t: String| format!("{t}\n[historical]\nmetrics = [\"impressions\", \"favorites\"]\n");
+    let two_metrics = |t: String| {
+        set_in_section(
+            &t,
+            "historical",
+            "metrics = [\"impressions\", \"favorites\"]",
+        )
+    };
     let app = TestApp::spawn_at(world(80, 60, 0, 0), t0).await;
     app.edit_config(|t| two_metrics(t.replace("[api]\n", "[api]\nmax_in_flight = 1\n")));
     let mut faults = app.sim().faults();
