@@ -72,6 +72,7 @@ pub enum Command {
     /// Create or upgrade the database; refuses a database newer than this binary.
     Migrate,
     /// Serve the Engagement API simulator on loopback.
+    #[command(after_help = crate::sim::WORLD_FILE_HELP)]
     Sim(SimArgs),
 }
 

@@ -29,7 +29,7 @@ mod tests;
 
 pub use crate::domain::{Clock, ManualClock, system_clock};
 pub use auth::TIMESTAMP_SKEW_SECS;
-pub use cli::serve_cli;
+pub use cli::{WORLD_FILE_HELP, serve_cli};
 pub use data::{bucket, cumulative};
 pub use limits::UNLIMITED;
 pub use population::{PUBLIC_AUTHOR_BASE, SimTweet, TweetState};

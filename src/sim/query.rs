@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::domain::{Endpoint, Metric, TweetId};
 
 use super::contract;
+use super::realism::Realism;
 
 pub use contract::MAX_GROUPINGS;
 
@@ -105,6 +106,11 @@ pub enum QueryError {
     NotNonEmptyArray(&'static str),
     #[error("Invalid Tweet ID {0}: Tweet IDs must be strings of digits")]
     BadTweetId(String),
+    /// The refusal under `lenient_input`, where integers are accepted too.
+    #[error(
+        "Invalid Tweet ID {0}: Tweet IDs must be strings of digits or positive integers below 2^63"
+    )]
+    BadLenientTweetId(String),
     #[error("Too many Tweet IDs: {got} (at most {max} per request)")]
     TooManyIds { got: usize, max: usize },
     #[error("Invalid engagement type {0}: engagement types must be strings")]
@@ -139,10 +145,32 @@ pub enum QueryError {
     NoTypeKey(String),
     #[error("{field} must be a string such as \"2015-08-01\" or \"2015-08-01T17:00:00Z\"")]
     BadTimeValue { field: &'static str },
+    #[error(
+        "Content-Type is missing: send Content-Type: application/json with a JSON request body"
+    )]
+    NoContentType,
+    #[error(
+        "Content-Type {0:?} is not supported: send Content-Type: application/json with a JSON request body"
+    )]
+    WrongContentType(String),
 }
 
-/// Parses and validates `body` for `endpoint`.
-pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
+/// Checks the request's `Content-Type` when the world requires it (`require_content_type`): the
+/// docs say to send `application/json` (§1 [D]) but not what happens otherwise (Q6), so the
+/// status (400) and the texts are simulator choices. Parameters such as `; charset=utf-8` are
+/// allowed and the media type compares case-insensitively, as HTTP media types do (RFC 9110 §8.3.1).
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), QueryError> {
+    let value = content_type.ok_or(QueryError::NoContentType)?;
+    let media_type = value.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(QueryError::WrongContentType(value.to_string()))
+    }
+}
+
+/// Parses and validates `body` for `endpoint`; `realism.lenient_input` admits integer IDs.
+pub fn parse(endpoint: Endpoint, body: &[u8], realism: &Realism) -> Result<Query, QueryError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(QueryError::Empty);
     }
@@ -160,11 +188,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
     let ids = non_empty_array(&obj, "tweet_ids")?;
     let mut tweet_ids: Vec<TweetId> = Vec::new();
     for v in ids {
-        // Strings only: integers above 2^53 lose precision in many parsers (§2.2, Q14).
-        let id = v
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| QueryError::BadTweetId(v.to_string()))?;
+        let id = tweet_id(v, realism.lenient_input)?;
         if !tweet_ids.contains(&id) {
             tweet_ids.push(id);
         }
@@ -208,6 +232,26 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
         groupings,
         start: time("start")?,
         end: time("end")?,
+    })
+}
+
+/// One `tweet_ids` item. Strings only by default: integers above 2^53 lose precision in many
+/// parsers, so the docs ask for strings (§2.2 [D], Q14). Leniently also JSON integers, as RUBY
+/// and the GETSTARTED sample send them (§2.2 [C]); serde_json reads an integer exactly up to
+/// u64::MAX (a larger one becomes a float and is refused), and zero or one above 2^63 − 1 is no
+/// Tweet ID.
+fn tweet_id(v: &Value, lenient: bool) -> Result<TweetId, QueryError> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) if lenient => n.as_u64().and_then(TweetId::new),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        if lenient {
+            QueryError::BadLenientTweetId(v.to_string())
+        } else {
+            QueryError::BadTweetId(v.to_string())
+        }
     })
 }
 
@@ -284,6 +328,16 @@ fn parse_groupings(endpoint: Endpoint, value: &Value) -> Result<Vec<Grouping>, Q
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The tidy simulator's parse (every knob off).
+    fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Query, QueryError> {
+        super::parse(endpoint, body, &Realism::TIDY)
+    }
+
+    const LENIENT: Realism = Realism {
+        lenient_input: true,
+        ..Realism::TIDY
+    };
 
     fn body(ids: Value, types: Value, groupings: Value) -> Vec<u8> {
         json!({"tweet_ids": ids, "engagement_types": types, "groupings": groupings})
@@ -403,6 +457,89 @@ mod tests {
         assert_eq!(
             check(Endpoint::Totals, json!({})),
             Err(QueryError::GroupingsNotObject)
+        );
+    }
+
+    #[test]
+    fn integer_ids_are_refused_unless_lenient() {
+        let b = body(
+            json!([
+                1260294888811347969_u64,
+                "850006245121695744",
+                1260294888811347969_u64
+            ]),
+            json!(["favorites"]),
+            per_tweet(),
+        );
+        assert_eq!(
+            parse(Endpoint::Totals, &b).unwrap_err().to_string(),
+            "Invalid Tweet ID 1260294888811347969: Tweet IDs must be strings of digits"
+        );
+        let q = super::parse(Endpoint::Totals, &b, &LENIENT).unwrap();
+        // Exact above 2^53, and deduplicated across the two spellings' duplicates.
+        assert_eq!(
+            q.ids.iter().map(|i| i.get()).collect::<Vec<_>>(),
+            [1260294888811347969, 850006245121695744]
+        );
+    }
+
+    #[test]
+    fn lenient_integer_ids_must_be_tweet_ids() {
+        for bad in [
+            json!(0),
+            json!(-5),
+            json!(1.5),
+            json!(9_223_372_036_854_775_808_u64),
+            json!(18_446_744_073_709_551_615_u64),
+            json!(true),
+        ] {
+            let b = body(json!([bad.clone()]), json!(["favorites"]), per_tweet());
+            let e = super::parse(Endpoint::Totals, &b, &LENIENT).unwrap_err();
+            assert_eq!(e, QueryError::BadLenientTweetId(bad.to_string()), "{bad}");
+        }
+        let b = body(
+            json!([u64::MAX as f64 * 2.0]),
+            json!(["favorites"]),
+            per_tweet(),
+        );
+        assert!(matches!(
+            super::parse(Endpoint::Totals, &b, &LENIENT),
+            Err(QueryError::BadLenientTweetId(_))
+        ));
+        let b = body(
+            json!([9_223_372_036_854_775_807_u64]),
+            json!(["favorites"]),
+            per_tweet(),
+        );
+        assert!(super::parse(Endpoint::Totals, &b, &LENIENT).is_ok());
+    }
+
+    #[test]
+    fn content_type_must_be_json_with_any_parameters() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            " application/json ",
+        ] {
+            assert_eq!(check_content_type(Some(ok)), Ok(()), "{ok}");
+        }
+        assert_eq!(check_content_type(None), Err(QueryError::NoContentType));
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "",
+        ] {
+            assert_eq!(
+                check_content_type(Some(bad)),
+                Err(QueryError::WrongContentType(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            QueryError::WrongContentType("text/plain".into()).to_string(),
+            "Content-Type \"text/plain\" is not supported: send Content-Type: application/json with a JSON request body"
         );
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::map_request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -21,7 +22,7 @@ use tower_http::compression::predicate::SizeAbove;
 use crate::domain::Endpoint;
 
 use super::auth::{self, SignedRequest};
-use super::service::{Reply, Sim};
+use super::service::{Envelope, Reply, Sim};
 use super::world::{Faults, World};
 
 /// The stats name of the token endpoint.
@@ -83,12 +84,81 @@ impl Sim {
             .method_not_allowed_fallback(not_found)
             // Compress even tiny bodies: clients must cope with gzip on every answer.
             .layer(CompressionLayer::new().compress_when(SizeAbove::new(0)))
+            // Outside the compression layer, so it reads the rewritten header.
+            .layer(map_request(settle_accept_encoding))
             .with_state(self)
     }
 }
 
 fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `Accept-Encoding` makes gzip acceptable, q-values read as RFC 9110 §12.5.3 says: an
+/// explicit `gzip` (or `x-gzip`) entry with q > 0, else a `*` entry with q > 0. So `gzip;q=0`
+/// refuses gzip even next to `*`, and `identity` alone does not accept it (the 406 of §1 [C]).
+/// An entry whose q-value cannot be read is ignored, as tower-http's compression ignores it.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    let entries = headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','));
+    for entry in entries {
+        let mut parts = entry.split(';');
+        let coding = parts.next().unwrap_or_default().trim();
+        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            &mut gzip
+        } else if coding == "*" {
+            &mut any
+        } else {
+            continue;
+        };
+        if let Some(q) = qvalue(parts) {
+            *slot = Some(slot.map_or(q, |seen: u16| seen.max(q)));
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0)
+}
+
+/// An entry's q-value in thousandths (1000 without a `q` parameter), or `None` when it is not a
+/// qvalue (`0`, `1`, `0.` to `0.999`, `1.000`).
+fn qvalue<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
+    for param in params {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("q") {
+            continue;
+        }
+        let value = value.trim();
+        let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+        let whole = match whole {
+            "0" => 0,
+            "1" => 1000,
+            _ => return None,
+        };
+        if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+        return Some(whole + thousandths).filter(|q| *q <= 1000);
+    }
+    Some(1000)
+}
+
+/// Rewrites `Accept-Encoding` to what [`accepts_gzip`] decides, before the compression layer
+/// reads it: tower-http does not read `*` as gzip, and the API's answers are gzip whenever gzip
+/// is acceptable (§1 [I]).
+async fn settle_accept_encoding(mut request: Request) -> Request {
+    let coding = if accepts_gzip(request.headers()) {
+        "gzip"
+    } else {
+        "identity"
+    };
+    request
+        .headers_mut()
+        .insert(ACCEPT_ENCODING, HeaderValue::from_static(coding));
+    request
 }
 
 async fn insights(
@@ -108,10 +178,10 @@ async fn insights(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let accepts_gzip = headers.get_all(ACCEPT_ENCODING).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.to_ascii_lowercase().contains("gzip"))
-    });
+    let envelope = Envelope {
+        accepts_gzip: accepts_gzip(&headers),
+        content_type: header(&headers, CONTENT_TYPE),
+    };
     let req = SignedRequest {
         method: method.as_str(),
         host: header(&headers, HOST)
@@ -122,7 +192,7 @@ async fn insights(
         authorization,
         body: &body,
     };
-    let reply = sim.insights(endpoint, &req, accepts_gzip);
+    let reply = sim.insights(endpoint, &req, envelope);
     let status = if reply.dropped {
         DROPPED_STATUS
     } else {
@@ -225,4 +295,46 @@ pub async fn spawn_sim(sim: Arc<Sim>, listen: SocketAddr) -> anyhow::Result<SimH
         stop,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn gzip_is_acceptable_by_name_or_star_with_a_positive_q() {
+        for yes in [
+            &["gzip"][..],
+            &["gzip, deflate"],
+            &["br;q=1.0, GZIP ; Q=0.001"],
+            &["x-gzip"],
+            &["*"],
+            &["identity", "*;q=0.5"],
+            &["gzip;q=1", "gzip;q=0"],
+        ] {
+            assert!(accepts(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["identity"],
+            &["deflate, br"],
+            &["gzip;q=0"],
+            &["gzip;q=0.000, *"],
+            &["*;q=0"],
+            &["gzip;q=2"],
+            &["gzip;q=0.5000"],
+            &["gzip;q=high"],
+            &["gzipped"],
+        ] {
+            assert!(!accepts(no), "{no:?}");
+        }
+    }
 }

@@ -75,6 +75,15 @@ impl Reply {
     }
 }
 
+/// What the HTTP layer read from an insights request's headers, besides the signed parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Envelope<'a> {
+    /// Whether `Accept-Encoding` makes gzip acceptable (q-values read, see `server`).
+    pub accepts_gzip: bool,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<&'a str>,
+}
+
 /// One request's place in time: when it came, its number since start, and the fault drawn for it.
 #[derive(Debug, Clone, Copy)]
 struct Turn {
@@ -220,13 +229,13 @@ impl Sim {
     }
 
     /// Answers one insights request, in the check order of engagement-api §12: faults, gzip,
-    /// auth, budget, body, credential rules, answer. Every reply carries the rate-limit headers;
-    /// a `dropped` one is then never sent.
+    /// auth, budget, `Content-Type` (when required), body, credential rules, answer. Every reply
+    /// carries the rate-limit headers; a `dropped` one is then never sent.
     pub(crate) fn insights(
         &self,
         endpoint: Endpoint,
         req: &SignedRequest,
-        accepts_gzip: bool,
+        envelope: Envelope,
     ) -> Reply {
         let now = self.now();
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
@@ -238,7 +247,7 @@ impl Sim {
             fault,
         };
         let mut reply = self
-            .insights_checked(endpoint, req, accepts_gzip, turn, &mut rate)
+            .insights_checked(endpoint, req, envelope, turn, &mut rate)
             .unwrap_or_else(|refusal| refusal);
         reply.rate = Some(rate);
         reply.truncate = fault == Fault::Malformed && reply.status == 200;
@@ -252,7 +261,7 @@ impl Sim {
         &self,
         endpoint: Endpoint,
         req: &SignedRequest,
-        accepts_gzip: bool,
+        envelope: Envelope,
         Turn { now, number, fault }: Turn,
         rate: &mut RateHeaders,
     ) -> Result<Reply, Reply> {
@@ -261,7 +270,7 @@ impl Sim {
             Fault::RateLimited => return Err(Reply::errors(429, [RATE_LIMITED])),
             Fault::None | Fault::Malformed | Fault::Dropped => {}
         }
-        if !accepts_gzip {
+        if !envelope.accepts_gzip {
             return Err(Reply::errors(406, [GZIP_REQUIRED]));
         }
         let credential = self
@@ -279,9 +288,21 @@ impl Sim {
             }
         };
         let bad_request = |e: &dyn std::fmt::Display| Reply::errors(400, [e.to_string()]);
-        let query = query::parse(endpoint, req.body).map_err(|e| bad_request(&e))?;
-        let window = window::window(endpoint, query.start.as_deref(), query.end.as_deref(), now)
-            .map_err(|e| bad_request(&e))?;
+        // The header describes the body, so it is checked with the body: after gzip and auth (an
+        // unauthenticated client learns nothing of the body rules, and a 401 or 406 is what
+        // it must fix first) and after the budget, which every 400 spends (simulator choice).
+        if self.realism.require_content_type {
+            query::check_content_type(envelope.content_type).map_err(|e| bad_request(&e))?;
+        }
+        let query = query::parse(endpoint, req.body, &self.realism).map_err(|e| bad_request(&e))?;
+        let window = window::window(
+            endpoint,
+            query.start.as_deref(),
+            query.end.as_deref(),
+            now,
+            &self.realism,
+        )
+        .map_err(|e| bad_request(&e))?;
         self.answer(endpoint, credential, &query, window.as_ref(), now, number)
     }
 }

@@ -1147,3 +1147,137 @@ async fn tweets_older_than_1800_days_report_zero_video_views() {
         favorites.as_str()
     );
 }
+
+/// `WORLD` with a `[realism]` section of `knobs`.
+fn world_with(knobs: &str) -> World {
+    World::from_toml_str(&format!("{WORLD}\n[realism]\n{knobs}\n")).unwrap()
+}
+
+/// A bearer `/totals` request with exactly these headers and `body` as text (no `Content-Type`
+/// unless given), sent by a client that neither asks for nor decodes gzip by itself.
+async fn post_raw(t: &TestSim, headers: &[(&str, &str)], body: &Value) -> (u16, HeaderMap, Value) {
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let mut req = raw
+        .post(t.url(Endpoint::Totals))
+        .header("Authorization", BEARER)
+        .body(body.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let bytes = resp.bytes().await.unwrap();
+    let text = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+            .unwrap();
+        text
+    } else {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    (status, headers, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test]
+async fn content_type_is_refused_only_when_the_world_requires_it() {
+    let t = TestSim::start(world_with("require_content_type = true")).await;
+    let body = per_tweet(&t.young(None), &PUBLIC);
+    let gzip = ("Accept-Encoding", "gzip");
+    let (status, headers, resp) = post_raw(&t, &[gzip], &body).await;
+    assert_eq!(status, 400, "{resp}");
+    assert_eq!(
+        errors(&resp),
+        ["Content-Type is missing: send Content-Type: application/json with a JSON request body"]
+    );
+    assert!(headers.contains_key("x-per-minute-remaining"));
+    let (status, _, resp) = post_raw(&t, &[gzip, ("Content-Type", "text/plain")], &body).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        errors(&resp),
+        [
+            "Content-Type \"text/plain\" is not supported: send Content-Type: application/json with a JSON request body"
+        ]
+    );
+    let json_utf8 = ("Content-Type", "Application/JSON; charset=utf-8");
+    let (status, _, resp) = post_raw(&t, &[gzip, json_utf8], &body).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp["per tweet"].is_object());
+    // Gzip and auth come first: their refusals win over a missing Content-Type.
+    let (status, _, _) = post_raw(&t, &[], &body).await;
+    assert_eq!(status, 406);
+    t.handle.shutdown().await.unwrap();
+
+    let tidy = TestSim::default().await;
+    let body = per_tweet(&tidy.young(None), &PUBLIC);
+    let (status, _, resp) = post_raw(&tidy, &[gzip], &body).await;
+    assert_eq!(status, 200, "not required in a tidy world: {resp}");
+    tidy.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn accept_encoding_q_values_decide_gzip() {
+    let t = TestSim::default().await;
+    let body = per_tweet(&t.young(None), &PUBLIC);
+    for refused in ["gzip;q=0", "identity", "gzip;q=0, *;q=1", "*;q=0"] {
+        let (status, headers, resp) = post_raw(&t, &[("Accept-Encoding", refused)], &body).await;
+        assert_eq!(status, 406, "{refused}: {resp}");
+        assert_eq!(resp, json!({"errors": [GZIP_REQUIRED]}), "{refused}");
+        assert!(headers.get("content-encoding").is_none(), "{refused}");
+    }
+    for accepted in [
+        "*",
+        "identity;q=1, *;q=0.5",
+        "deflate, gzip;q=0.2",
+        "x-gzip",
+    ] {
+        let (status, headers, resp) = post_raw(&t, &[("Accept-Encoding", accepted)], &body).await;
+        assert_eq!(status, 200, "{accepted}: {resp}");
+        assert_eq!(headers["content-encoding"], "gzip", "{accepted}");
+        assert!(resp["per tweet"].is_object(), "{accepted}");
+    }
+    t.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn realistic_historical_takes_integer_ids_and_offsets_and_rounds_the_end() {
+    let t = TestSim::start(
+        World::from_toml_str(&WORLD.replace("seed = 11", "seed = 11\nrealistic = true")).unwrap(),
+    )
+    .await;
+    let now = t.sim().now();
+    let id = t.ids(Some("bob"), |s| {
+        s.state == TweetState::Active && s.id.age_at(now) > 4 * DAY_SECS
+    })[0];
+    let start = Hour::floor(id.created_at());
+    let end = start.plus_hours(24);
+    let iso = |h: Hour| h.to_string().replace('Z', "");
+    let body = json!({
+        "start": format!("{}.000Z", iso(start)),
+        "end": format!("{}+00:00", iso(end).replace(":00:00", ":37:00")),
+        "tweet_ids": [id.get()],
+        "engagement_types": ["replies"],
+        "groupings": {"sum": {"group_by": ["tweet.id", "engagement.type"]}},
+    });
+    let auth = t.oauth(Endpoint::Historical, "bob", None, None);
+    let (status, resp) = t.post(Endpoint::Historical, &auth, &body).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["start"], start.to_string().as_str());
+    assert_eq!(resp["end"], end.plus_hours(1).to_string().as_str());
+    assert!(resp["sum"][id.to_string()]["replies"].is_string(), "{resp}");
+    // Older than the 365-day lookback: refused, naming the first hour served.
+    let mut old = body.clone();
+    old["start"] = json!("2016-01-01T00:00:00Z");
+    old["end"] = json!("2016-01-02T00:00:00Z");
+    let auth = t.oauth(Endpoint::Historical, "bob", None, None);
+    let (status, resp) = t.post(Endpoint::Historical, &auth, &old).await;
+    assert_eq!(status, 400);
+    let floor = Hour::floor(now).secs() - 365 * DAY_SECS;
+    assert_eq!(
+        errors(&resp),
+        [format!(
+            "start (2016-01-01T00:00:00Z) is before the earliest available data, {}: engagement data is limited to the last 365 days",
+            crate::domain::iso_utc(floor)
+        )]
+    );
+    t.handle.shutdown().await.unwrap();
+}
