@@ -62,6 +62,12 @@ fn typical_lifetime(metric: Metric) -> f64 {
     }
 }
 
+/// Whether `tweet` carries a video: only those have `video_views`, and only those can share
+/// their video with another Tweet (`shared_videos`, §3.1).
+pub(crate) fn has_video(seed: u64, tweet: TweetId) -> bool {
+    unit(mix(&[TAG_VIDEO, seed, tweet.get()])) < VIDEO_RATE
+}
+
 /// The growth curve of one (Tweet, metric): `amplitude · (1 − exp(−hours / tau))`.
 struct Curve {
     amplitude: f64,
@@ -74,8 +80,7 @@ impl Curve {
         let m = metric.id() as u64;
         // One popularity per Tweet, shared by its metrics, so a viral Tweet is viral everywhere.
         let popularity = (4.0 * unit(mix(&[TAG_POPULARITY, seed, t]))).exp();
-        let has_video = unit(mix(&[TAG_VIDEO, seed, t])) < VIDEO_RATE;
-        let amplitude = if metric == Metric::VideoViews && !has_video {
+        let amplitude = if metric == Metric::VideoViews && !has_video(seed, tweet) {
             0.0
         } else {
             typical_lifetime(metric)
@@ -243,6 +248,52 @@ mod tests {
             })
             .count();
         assert!(no_video > tweets().len() / 2);
+    }
+
+    #[test]
+    fn engagements_are_not_the_sum_of_the_broken_out_types() {
+        // §5.4 [D]: engagements include promoted ones and exclude media views, so no sum of the
+        // other types matches it; its curve is drawn on its own.
+        let parts = [
+            Metric::Favorites,
+            Metric::Retweets,
+            Metric::Replies,
+            Metric::QuoteTweets,
+            Metric::MediaEngagements,
+            Metric::UrlClicks,
+            Metric::HashtagClicks,
+            Metric::DetailExpands,
+            Metric::PermalinkClicks,
+            Metric::AppInstallAttempts,
+            Metric::AppOpens,
+            Metric::EmailTweet,
+            Metric::UserFollows,
+            Metric::UserProfileClicks,
+        ];
+        let differ = tweets()
+            .iter()
+            .filter(|t| {
+                let at = t.created_at() + 500 * HOUR_SECS;
+                let sum: i64 = parts.iter().map(|m| cumulative(SEED, **t, *m, at)).sum();
+                cumulative(SEED, **t, Metric::Engagements, at) != sum
+            })
+            .count();
+        assert!(differ > tweets().len() * 9 / 10, "{differ}");
+    }
+
+    #[test]
+    fn some_tweets_carry_a_video_and_only_they_have_views() {
+        let with: Vec<bool> = tweets().iter().map(|t| has_video(SEED, *t)).collect();
+        assert!(with.iter().any(|v| *v) && with.iter().any(|v| !*v));
+        for (t, video) in tweets().iter().zip(with) {
+            let views = cumulative(
+                SEED,
+                *t,
+                Metric::VideoViews,
+                t.created_at() + 900 * HOUR_SECS,
+            );
+            assert_eq!(views > 0, video, "{t}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod query;
 mod realism;
 mod server;
 mod service;
+mod settle;
 mod stats;
 mod window;
 mod world;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::domain::{DAY_SECS, Handle, TweetId};
 
-use super::data::{mix, unit};
+use super::data::{has_video, mix, unit};
 use super::world::{TweetSpec, World};
 
 /// Author user IDs of public Tweets are `PUBLIC_AUTHOR_BASE + k`, outside any configured account.
@@ -16,6 +16,7 @@ const TAG_PUBLIC: u64 = 0x21;
 const TAG_DELETED: u64 = 0x22;
 const TAG_PROTECTED: u64 = 0x23;
 const TAG_REOWNED: u64 = 0x24;
+const TAG_SHARED_VIDEO: u64 = 0x25;
 
 /// What the API does with a Tweet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +41,9 @@ pub struct SimTweet {
     /// The user ID of `owner` (or of the public author): what a 403 names.
     pub author_id: u64,
     pub state: TweetState,
+    /// The other Tweet of the world that carries the same video (`shared_videos`): its views
+    /// count in this Tweet's `/totals` `video_views` (§3.1 [D]).
+    pub video_partner: Option<TweetId>,
 }
 
 /// Midnight UTC of the day containing `now` (Unix seconds).
@@ -89,6 +93,7 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
                 listed_owner: Some(a.handle.clone()),
                 author_id: a.user_id,
                 state: TweetState::Active,
+                video_partner: None,
             });
         }
     }
@@ -103,6 +108,7 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
             listed_owner: None,
             author_id,
             state: TweetState::Active,
+            video_partner: None,
         });
     }
     reown(&mut tweets, world);
@@ -120,7 +126,24 @@ pub fn generate(world: &World, start_day: i64) -> Vec<SimTweet> {
         world.seed,
         TAG_PROTECTED,
     );
+    pair_videos(&mut tweets, world.seed, world.realism().shared_videos);
     tweets
+}
+
+/// Pairs a share `share` of the Tweets that carry a video (whatever their state: the video's
+/// views exist anyway, a simulator choice), each with one other, in an order drawn from the
+/// seed. A Tweet is in at most one pair; an odd one out stays alone.
+fn pair_videos(tweets: &mut [SimTweet], seed: u64, share: f64) {
+    let mut videos: Vec<usize> = (0..tweets.len())
+        .filter(|i| has_video(seed, tweets[*i].id))
+        .collect();
+    videos.sort_by_key(|i| mix(&[TAG_SHARED_VIDEO, seed, tweets[*i].id.get()]));
+    let paired = (share * videos.len() as f64).round() as usize / 2 * 2;
+    for pair in videos[..paired].chunks_exact(2) {
+        let (a, b) = (pair[0], pair[1]);
+        tweets[a].video_partner = Some(tweets[b].id);
+        tweets[b].video_partner = Some(tweets[a].id);
+    }
 }
 
 impl SimTweet {
@@ -287,6 +310,38 @@ mod tests {
             (owner(ids[0]), owner(ids[1])),
             ("civic_lab".into(), "bistro_bob".into())
         );
+    }
+
+    #[test]
+    fn a_share_of_video_tweets_is_paired_and_none_without_the_knob() {
+        let mut w = World::demo(3);
+        assert!(generate(&w, DAY).iter().all(|t| t.video_partner.is_none()));
+        w.realism.shared_videos = Some(0.5);
+        let tweets = generate(&w, DAY);
+        assert_eq!(tweets, generate(&w, DAY));
+        let videos = tweets.iter().filter(|t| has_video(w.seed, t.id)).count();
+        let paired: Vec<&SimTweet> = tweets
+            .iter()
+            .filter(|t| t.video_partner.is_some())
+            .collect();
+        assert!(videos > 40, "{videos}");
+        assert!(
+            paired.len().abs_diff(videos / 2) <= 2,
+            "{} of {videos}",
+            paired.len()
+        );
+        for t in &paired {
+            let partner = tweets
+                .iter()
+                .find(|p| Some(p.id) == t.video_partner)
+                .unwrap();
+            // Pairs are mutual, between two different video Tweets.
+            assert_eq!(partner.video_partner, Some(t.id));
+            assert!(partner.id != t.id && has_video(w.seed, partner.id) && has_video(w.seed, t.id));
+        }
+        w.realism.shared_videos = Some(1.0);
+        let all = generate(&w, DAY);
+        assert!(all.iter().filter(|t| t.video_partner.is_some()).count() >= videos - 1);
     }
 
     #[test]

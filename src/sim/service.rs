@@ -173,15 +173,38 @@ impl Sim {
         (self.clock)()
     }
 
-    /// What `/totals` reports for `tweet` at `at_secs`: the sum of the buckets of every hour that
-    /// ended by then.
+    /// What `/totals` reports for `tweet` at `at_secs`: the sum of what the series would report
+    /// at `at_secs` for every hour (with `settle_hours = 0`, the buckets of every hour that ended
+    /// by then). `video_views` also counts the views of the Tweet that shares its video (§3.1
+    /// [D]), which the series never do.
     pub fn total(&self, tweet: TweetId, metric: Metric, at_secs: i64) -> i64 {
-        data::cumulative(self.world.seed, tweet, metric, at_secs)
+        let own = |id| {
+            self.settle()
+                .total(&data::Series::new(self.world.seed, id, metric), at_secs)
+        };
+        let partner = match metric {
+            Metric::VideoViews => self.tweet(tweet).and_then(|t| t.video_partner),
+            _ => None,
+        };
+        own(tweet) + partner.map_or(0, own)
     }
 
-    /// The count of `metric` for `tweet` during `hour` (once that hour has ended).
+    /// The final count of `metric` for `tweet` during `hour`: what every answer reports for it
+    /// once it has settled.
     pub fn bucket(&self, tweet: TweetId, metric: Metric, hour: Hour) -> i64 {
         data::bucket(self.world.seed, tweet, metric, hour)
+    }
+
+    /// What an answer at `now` reports for `hour` of `tweet`'s `metric`: zero for a future hour,
+    /// a growing share of [`Sim::bucket`] while the hour settles, the final value after.
+    pub fn bucket_at(&self, tweet: TweetId, metric: Metric, hour: Hour, now: i64) -> i64 {
+        self.settle()
+            .reported(self.bucket(tweet, metric, hour), hour, now)
+    }
+
+    /// The world's settling rule.
+    pub(crate) fn settle(&self) -> super::settle::Settle {
+        super::settle::Settle::new(self.realism.settle_hours)
     }
 
     /// A snapshot of the request counters.

@@ -14,7 +14,7 @@ use super::contract::IMPRESSIONS_MAX_AGE_SECS;
 use super::*;
 use crate::domain::{DAY_SECS, Endpoint, Hour, Metric, TweetId};
 
-const WORLD: &str = r#"
+pub(super) const WORLD: &str = r#"
 seed = 11
 [app]
 consumer_key = "sim-consumer"
@@ -46,17 +46,17 @@ deleted = 4
 protected = 2
 "#;
 
-struct TestSim {
-    handle: SimHandle,
-    http: reqwest::Client,
+pub(super) struct TestSim {
+    pub(super) handle: SimHandle,
+    pub(super) http: reqwest::Client,
 }
 
-fn localhost() -> SocketAddr {
+pub(super) fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
 impl TestSim {
-    async fn start(world: World) -> TestSim {
+    pub(super) async fn start(world: World) -> TestSim {
         // A clock frozen at the real time: OAuth timestamps stay valid, hour boundaries stay put.
         let clock = ManualClock::new(chrono::Utc::now().timestamp());
         let sim = Arc::new(Sim::with_clock(world, clock.clock()));
@@ -71,11 +71,11 @@ impl TestSim {
         TestSim::start(World::from_toml_str(WORLD).unwrap()).await
     }
 
-    fn sim(&self) -> &Sim {
+    pub(super) fn sim(&self) -> &Sim {
         &self.handle.sim
     }
 
-    fn url(&self, endpoint: Endpoint) -> String {
+    pub(super) fn url(&self, endpoint: Endpoint) -> String {
         format!("{}{}", self.handle.base_url(), endpoint.path())
     }
 
@@ -89,7 +89,11 @@ impl TestSim {
     }
 
     /// Active Tweets owned by `owner` (`None` = public), filtered by `keep`.
-    fn ids(&self, owner: Option<&str>, keep: impl Fn(&SimTweet) -> bool) -> Vec<TweetId> {
+    pub(super) fn ids(
+        &self,
+        owner: Option<&str>,
+        keep: impl Fn(&SimTweet) -> bool,
+    ) -> Vec<TweetId> {
         self.sim()
             .tweets()
             .iter()
@@ -98,14 +102,14 @@ impl TestSim {
             .collect()
     }
 
-    fn young(&self, owner: Option<&str>) -> Vec<TweetId> {
+    pub(super) fn young(&self, owner: Option<&str>) -> Vec<TweetId> {
         let now = self.sim().now();
         self.ids(owner, |t| {
             t.state == TweetState::Active && t.id.age_at(now) < IMPRESSIONS_MAX_AGE_SECS
         })
     }
 
-    fn with_state(&self, state: TweetState) -> Vec<TweetId> {
+    pub(super) fn with_state(&self, state: TweetState) -> Vec<TweetId> {
         self.sim()
             .tweets()
             .iter()
@@ -115,7 +119,7 @@ impl TestSim {
     }
 
     /// An OAuth 1.0a header for `handle`, signed by oauth1-request.
-    fn oauth(
+    pub(super) fn oauth(
         &self,
         endpoint: Endpoint,
         handle: &str,
@@ -180,7 +184,7 @@ impl TestSim {
         )
     }
 
-    async fn post(&self, endpoint: Endpoint, auth: &str, body: &Value) -> (u16, Value) {
+    pub(super) async fn post(&self, endpoint: Endpoint, auth: &str, body: &Value) -> (u16, Value) {
         let (status, _, body) = self.post_with(&self.http, endpoint, auth, body).await;
         (status, body)
     }
@@ -198,7 +202,7 @@ impl TestSim {
     }
 }
 
-fn per_tweet(ids: &[TweetId], types: &[&str]) -> Value {
+pub(super) fn per_tweet(ids: &[TweetId], types: &[&str]) -> Value {
     json!({
         "tweet_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "engagement_types": types,
@@ -206,8 +210,8 @@ fn per_tweet(ids: &[TweetId], types: &[&str]) -> Value {
     })
 }
 
-const BEARER: &str = "Bearer sim-bearer";
-const PUBLIC: [&str; 5] = [
+pub(super) const BEARER: &str = "Bearer sim-bearer";
+pub(super) const PUBLIC: [&str; 5] = [
     "favorites",
     "retweets",
     "quote_tweets",
@@ -215,7 +219,7 @@ const PUBLIC: [&str; 5] = [
     "video_views",
 ];
 
-fn errors(body: &Value) -> Vec<String> {
+pub(super) fn errors(body: &Value) -> Vec<String> {
     serde_json::from_value(body["errors"].clone()).unwrap_or_default()
 }
 
