@@ -196,6 +196,8 @@ fn plan_all(input: &PlanInput) -> usize {
     };
     let history = HistoricalPolicy {
         refresh_after_secs: DAY_SECS,
+        settle_after_secs: 2 * DAY_SECS,
+        lookback_secs: None,
         refresh: Refresh::Due,
     };
     let (a, _) = planner::plan_totals(tweets(), &input.states, totals, NOW);

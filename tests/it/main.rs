@@ -20,6 +20,8 @@ mod groupings;
 mod hostile;
 /// `query` and `plan` against the simulator's own numbers.
 mod query;
+/// A realistic simulator: late-settling numbers, any answer order, both 403 forms, lookback.
+mod realism;
 /// `report`: the HTML page, its numbers, its charts in Chromium.
 mod report;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
