@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{pipeline_failure, print_report};
+use super::run::{pipeline_failure, print_report, stored_buckets};
 use super::{DemoArgs, Failure};
 use crate::config::Config;
 use crate::domain::{DAY_SECS, JobKind, Metric};
@@ -56,10 +56,11 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
         tweets - owned
     );
     let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let before = stored_buckets(&ctx);
     let report = pipeline::run_once(&ctx, &JobKind::ALL, &CancellationToken::new())
         .await
         .map_err(pipeline_failure)?;
-    print_report(&report);
+    print_report(&report, before.zip(stored_buckets(&ctx)));
 
     let stats = handle.sim.stats();
     let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
