@@ -225,12 +225,12 @@ pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
         })
         .collect();
     println!(
-        "run {run_id} ({}): {} Tweets in the inventory (+{} new, {} removed), {} requests planned",
+        "run {run_id} ({}): {} in the inventory (+{} new, {} removed), {} planned",
         kinds.join(", "),
-        report.inventory_len,
+        count(report.inventory_len, "Tweet", "Tweets"),
         report.inventory.added,
         report.inventory.removed,
-        report.planned
+        count(report.planned, "request", "requests")
     );
     for d in &report.dues {
         if !report.kinds.contains(&d.kind) {
