@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{pipeline_failure, print_report};
+use super::plan::count;
+use super::run::{pipeline_failure, print_report, stored_buckets};
 use super::{DemoArgs, Failure};
 use crate::config::Config;
 use crate::domain::{DAY_SECS, JobKind, Metric};
@@ -51,15 +52,18 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
         .filter(|t| t.owner.is_some())
         .count();
     println!(
-        "engagement-ingest demo: simulator on {}, {accounts} accounts, {tweets} Tweets ({owned} owned, {} public)",
+        "engagement-ingest demo: simulator on {}, {}, {} ({owned} owned, {} public)",
         handle.base_url(),
+        count(accounts, "account", "accounts"),
+        count(tweets, "Tweet", "Tweets"),
         tweets - owned
     );
     let ctx = Context::new(config, pipeline::system_clock()).map_err(pipeline_failure)?;
+    let before = stored_buckets(&ctx);
     let report = pipeline::run_once(&ctx, &JobKind::ALL, &CancellationToken::new())
         .await
         .map_err(pipeline_failure)?;
-    print_report(&report);
+    print_report(&report, before.zip(stored_buckets(&ctx)));
 
     let stats = handle.sim.stats();
     let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -96,12 +100,16 @@ fn print_database(store: &crate::store::Store, args: &DemoArgs) -> Result<(), Fa
     print_top(store, Metric::Impressions, "owned Tweets by impressions")?;
     print_top(store, Metric::Favorites, "all Tweets by favorites")?;
     print_daily(store, Metric::Impressions, 7)?;
+    let rows = |table: &str| -> Result<usize, Failure> {
+        let n = store.count(table).map_err(Failure::fatal)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    };
     println!(
-        "\ndatabase: {} ({} snapshot rows, {} hourly buckets, {} Tweets)",
+        "\ndatabase: {} ({}, {}, {})",
         args.db.display(),
-        store.count("totals").map_err(Failure::fatal)?,
-        store.count("series").map_err(Failure::fatal)?,
-        store.count("tweets").map_err(Failure::fatal)?
+        count(rows("totals")?, "snapshot row", "snapshot rows"),
+        count(rows("series")?, "hourly bucket", "hourly buckets"),
+        count(rows("tweets")?, "Tweet", "Tweets")
     );
     println!(
         "try: sqlite3 {} \"SELECT * FROM latest_totals WHERE metric = 'impressions' ORDER BY value DESC LIMIT 5\"",

@@ -113,9 +113,17 @@ pub struct PlanArgs {
     /// Kinds to plan (repeatable): totals, hourly, historical. Default: all.
     #[arg(long = "job", value_name = "KIND", value_parser = parse_kind)]
     pub jobs: Vec<JobKind>,
-    /// Output format (default: table).
+    /// Output format (default: table). CSV: one row per kind and credential; JSON: every
+    /// figure, per kind and credential.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Table: one line per kind (due, requests, Tweets, handles, time at the limits), nothing else.
+    #[arg(long, conflicts_with = "by_account")]
+    pub summary: bool,
+    /// Table: the requests, Tweets and lower bound of each credential (the bearer token and each
+    /// account), and the handles each kind touches.
+    #[arg(long)]
+    pub by_account: bool,
 }
 
 /// `query` options.

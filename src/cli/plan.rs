@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use std::fmt::Write as _;
 
-use super::output::emit;
+use super::output::{Cell, Rows, emit};
 use super::{Failure, Format, PlanArgs};
 use crate::client::PACING_SLACK;
 use crate::config::{Config, Limit};
@@ -27,12 +27,16 @@ pub struct KindPlan {
     /// `full`, `catch_up` (only what its last cycle left undone) or `none`.
     pub scope: &'static str,
     pub requests: usize,
-    /// Requests per credential label.
-    pub by_credential: BTreeMap<String, (usize, usize)>,
+    /// What each credential label (`bearer`, an account's handle) would send.
+    pub by_credential: BTreeMap<String, CredentialPlan>,
     /// The fewest requests that can carry the same Tweets (per credential and grid cell, full
     /// batches).
     pub lower_bound: usize,
+    /// Distinct Tweets asked for, each counted once.
     pub tweets: usize,
+    /// `/historical`: the (Tweet, cell) pairs asked for; a Tweet spans one cell per 28 days of
+    /// its history.
+    pub tweet_cells: Option<usize>,
     pub handles: BTreeSet<String>,
     /// Seconds at the configured limits (0 when the endpoint is unlimited).
     pub estimated_seconds: f64,
@@ -55,17 +59,54 @@ pub struct KindPlan {
     pub before_lookback_days: f64,
 }
 
+/// What one credential would send in one kind's cycle.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialPlan {
+    pub requests: usize,
+    /// Distinct Tweets.
+    pub tweets: usize,
+    /// `/historical`: (Tweet, cell) pairs.
+    pub tweet_cells: usize,
+    /// Full batches per grid cell.
+    pub lower_bound: usize,
+}
+
+/// How much of the plan the table shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// One line per kind.
+    Summary,
+    /// One line per kind and the figures behind it (lower bound, backfill, lookback, warnings).
+    Kinds,
+    /// And each credential's requests and Tweets, and the handles touched.
+    ByAccount,
+}
+
 /// Prints the plan of the chosen kinds: `--job` kinds in full; without, what `run` would do
 /// (the due kinds, and what earlier cycles left undone).
 pub fn plan(config: Config, args: &PlanArgs) -> Result<u8, Failure> {
-    plan_selection(config, &super::run::selection(&args.jobs), args.format)
+    let detail = if args.summary {
+        Detail::Summary
+    } else if args.by_account {
+        Detail::ByAccount
+    } else {
+        Detail::Kinds
+    };
+    plan_selection(
+        config,
+        &super::run::selection(&args.jobs),
+        args.format,
+        detail,
+    )
 }
 
-/// Prints the plan of `selection` in `format` (`plan`, `run --dry-run`).
+/// Prints the plan of `selection` in `format` (`plan`, `run --dry-run`); `detail` shapes the
+/// table.
 pub fn plan_selection(
     config: Config,
     selection: &Selection,
     format: Format,
+    detail: Detail,
 ) -> Result<u8, Failure> {
     // As `run` reads it: with `on_invalid = "skip"`, the valid lines (the bad ones are named).
     let inventory = match config.inventory.on_invalid {
@@ -126,16 +167,19 @@ pub fn plan_selection(
             };
             emit(&(serde_json::to_string_pretty(&body).expect("JSON serializes") + "\n"));
         }
-        Format::Table | Format::Csv => {
-            let mut text = table(&plans, inventory.entries.len(), token_request, now);
-            if !paused.is_empty() {
+        Format::Csv => emit(&csv(&plans).render(Format::Csv)),
+        Format::Table => {
+            let mut text = table(&plans, inventory.entries.len(), token_request, now, detail);
+            if detail == Detail::Summary {
+                // One line per kind: the accounts' conditions are in the full table.
+            } else if !paused.is_empty() {
                 let _ = writeln!(
                     text,
                     "paused accounts (enabled = false; public metrics only): {}",
                     paused.join(" ")
                 );
             }
-            if !refused.is_empty() {
+            if detail != Detail::Summary && !refused.is_empty() {
                 let _ = writeln!(
                     text,
                     "refused accounts (their token was refused at its last use; tried again when their kinds are due): {}",
@@ -192,7 +236,10 @@ struct KindJson<'a> {
     refresh_requests: usize,
     requests: usize,
     scope: &'static str,
+    /// Distinct Tweets (each counted once).
     tweets: usize,
+    /// `/historical`: (Tweet, cell) pairs; `null` for the other kinds.
+    tweet_cell_pairs: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     served_from: Option<i64>,
     before_lookback_tweets: usize,
@@ -203,7 +250,9 @@ struct KindJson<'a> {
 #[derive(Serialize)]
 struct CredentialJson<'a> {
     credential: &'a str,
+    lower_bound: usize,
     requests: usize,
+    tweet_cell_pairs: Option<usize>,
     tweets: usize,
 }
 
@@ -216,10 +265,12 @@ impl<'a> KindJson<'a> {
             credentials: p
                 .by_credential
                 .iter()
-                .map(|(c, (n, t))| CredentialJson {
+                .map(|(c, plan)| CredentialJson {
                     credential: c,
-                    requests: *n,
-                    tweets: *t,
+                    lower_bound: plan.lower_bound,
+                    requests: plan.requests,
+                    tweet_cell_pairs: p.tweet_cells.map(|_| plan.tweet_cells),
+                    tweets: plan.tweets,
                 })
                 .collect(),
             due: p.due.due,
@@ -239,6 +290,7 @@ impl<'a> KindJson<'a> {
             requests: p.requests,
             scope: p.scope,
             tweets: p.tweets,
+            tweet_cell_pairs: p.tweet_cells,
             served_from: p.served_from,
             before_lookback_tweets: p.before_lookback,
             before_lookback_tweet_days: tenths(p.before_lookback_days),
@@ -261,18 +313,33 @@ fn plan_kind(
     let kind = due.kind;
     let scope = due.scope();
     let (jobs, skipped) = pipeline::plan(config, inventory, state, &[(kind, scope)], now);
-    let mut by_credential: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut by_credential: BTreeMap<String, CredentialPlan> = BTreeMap::new();
+    let mut distinct: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     let mut handles = BTreeSet::new();
     for job in &jobs {
-        let entry = by_credential
-            .entry(job.credential.label().to_string())
-            .or_default();
-        entry.0 += 1;
-        entry.1 += job.tweets.len();
+        let label = job.credential.label();
+        let entry = by_credential.entry(label.to_string()).or_default();
+        entry.requests += 1;
+        entry.tweet_cells += job.tweets.len();
+        distinct
+            .entry(label)
+            .or_default()
+            .extend(job.tweets.iter().map(|t| t.get()));
         if let Credential::UserContext { account } = &job.credential {
             handles.insert(account.to_string());
         }
     }
+    for (label, tweets) in &distinct {
+        if let Some(entry) = by_credential.get_mut(*label) {
+            entry.tweets = tweets.len();
+        }
+    }
+    for (label, n) in lower_bounds(&jobs) {
+        if let Some(entry) = by_credential.get_mut(&label) {
+            entry.lower_bound = n;
+        }
+    }
+    let tweets = distinct.values().flatten().collect::<BTreeSet<_>>().len();
     let limit = *config.limit(kind.endpoint());
     let interval = pacing_interval(&limit);
     let estimated_seconds = interval.map_or(0.0, |i| i * jobs.len().saturating_sub(1) as f64);
@@ -309,8 +376,10 @@ fn plan_kind(
             Scope::CatchUp { .. } => "catch_up",
         },
         requests: jobs.len(),
-        lower_bound: lower_bound(&jobs),
-        tweets: jobs.iter().map(|j| j.tweets.len()).sum(),
+        lower_bound: by_credential.values().map(|c| c.lower_bound).sum(),
+        tweets,
+        tweet_cells: (kind == JobKind::Historical)
+            .then(|| jobs.iter().map(|j| j.tweets.len()).sum()),
         by_credential,
         handles,
         estimated_seconds,
@@ -339,8 +408,8 @@ fn pacing_interval(limit: &Limit) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// Full batches per credential and grid cell.
-fn lower_bound(jobs: &[Job]) -> usize {
+/// Full batches per grid cell, per credential label.
+fn lower_bounds(jobs: &[Job]) -> BTreeMap<String, usize> {
     let mut groups: BTreeMap<(String, Option<i64>), BTreeSet<u64>> = BTreeMap::new();
     for job in jobs {
         groups
@@ -352,7 +421,11 @@ fn lower_bound(jobs: &[Job]) -> usize {
             .extend(job.tweets.iter().map(|t| t.get()));
     }
     let per = jobs.first().map_or(1, |j| j.endpoint.max_ids());
-    groups.values().map(|t| t.len().div_ceil(per)).sum()
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for ((label, _), tweets) in &groups {
+        *out.entry(label.clone()).or_default() += tweets.len().div_ceil(per);
+    }
+    out
 }
 
 /// A duration for people (see [`pipeline::human_secs`]).
@@ -360,12 +433,79 @@ fn human(secs: f64) -> String {
     pipeline::human_secs(secs.round() as i64)
 }
 
-fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> String {
+/// `n` and the noun, singular for 1: "1 request", "2 requests".
+pub(super) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "N Tweets", with the (Tweet, cell) pairs they make for `/historical`.
+fn tweets_text(tweets: usize, cells: Option<usize>) -> String {
+    match cells {
+        Some(pairs) if pairs != tweets => format!(
+            "{} in {}",
+            count(tweets, "Tweet", "Tweets"),
+            count(pairs, "(Tweet, cell) pair", "(Tweet, cell) pairs")
+        ),
+        _ => count(tweets, "Tweet", "Tweets"),
+    }
+}
+
+/// The kind's one line: due or not and why, then what its cycle would send.
+fn summary_line(p: &KindPlan, now: i64) -> String {
+    let reason = p.due.reason(now);
+    let reason = reason
+        .trim_start_matches("due: ")
+        .trim_start_matches("not due: ");
+    let head = format!(
+        "{:<10} /{:<11} {} ({reason})",
+        p.kind.name(),
+        p.kind.endpoint().name(),
+        if p.due.due { "due" } else { "not due" },
+    );
+    if p.scope == "none" {
+        return format!("{head}: nothing left undone");
+    }
+    if p.requests == 0 {
+        return format!("{head}: nothing to send");
+    }
+    let what = if p.scope == "catch_up" {
+        ", catching up on what its last cycle left undone"
+    } else {
+        ""
+    };
+    format!(
+        "{head}{what}: {}, {}, {}, {}",
+        count(p.requests, "request", "requests"),
+        tweets_text(p.tweets, p.tweet_cells),
+        count(p.handles.len(), "handle", "handles"),
+        if p.limited {
+            format!("{} at the configured limits", human(p.estimated_seconds))
+        } else {
+            "no wait at the configured limits".to_string()
+        }
+    )
+}
+
+fn table(
+    plans: &[KindPlan],
+    tweets: usize,
+    token_request: bool,
+    now: i64,
+    detail: Detail,
+) -> String {
     let mut out = String::new();
+    if detail == Detail::Summary {
+        for p in plans {
+            let _ = writeln!(out, "{}", summary_line(p, now));
+        }
+        return out;
+    }
     let total: usize = plans.iter().map(|p| p.requests).sum();
     let _ = writeln!(
         out,
-        "plan: {total} requests for {tweets} Tweets in the inventory (nothing sent)"
+        "plan: {} for {} in the inventory (nothing sent)",
+        count(total, "request", "requests"),
+        count(tweets, "Tweet", "Tweets")
     );
     if token_request {
         let _ = writeln!(
@@ -374,92 +514,64 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> St
         );
     }
     for p in plans {
-        let handles: Vec<&str> = p.handles.iter().map(String::as_str).collect();
-        let what = match p.scope {
-            "full" => String::new(),
-            "catch_up" => " catching up on what its last cycle left undone:".to_string(),
-            _ => " nothing left undone".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<10} /{:<10} {} ({}){what}",
-            p.kind.name(),
-            p.kind.endpoint().name(),
-            if p.due.due { "due" } else { "not due" },
-            p.due
-                .reason(now)
-                .trim_start_matches("due: ")
-                .trim_start_matches("not due: "),
-        );
-        if p.scope == "none" {
+        let _ = writeln!(out, "{}", summary_line(p, now));
+        if p.scope == "none" || p.requests == 0 {
+            if p.kind == JobKind::Historical && p.served_from.is_some() && p.before_lookback > 0 {
+                let _ = writeln!(out, "{}", lookback_line(p));
+            }
             if p.kind == JobKind::Historical {
-                let _ = writeln!(out, "    backfill left: {} requests", p.backfill_requests);
+                let _ = writeln!(
+                    out,
+                    "    backfill left: {}",
+                    count(p.backfill_requests, "request", "requests")
+                );
             }
             continue;
         }
+        let bearer = p.by_credential.get("bearer").map_or(0, |c| c.requests);
+        let accounts = p.by_credential.len() - usize::from(bearer > 0);
+        let mut by = Vec::new();
+        if bearer > 0 {
+            by.push(format!("{bearer} with the bearer token"));
+        }
+        if accounts > 0 {
+            by.push(format!(
+                "{} with {}",
+                p.requests - bearer,
+                if accounts == 1 {
+                    "1 account's token".to_string()
+                } else {
+                    format!("the tokens of {accounts} accounts")
+                }
+            ));
+        }
         let _ = writeln!(
             out,
-            "    {:>6} requests (lower bound {}), {} Tweets, {} at the configured limits",
-            p.requests,
-            p.lower_bound,
-            p.tweets,
-            if p.limited {
-                human(p.estimated_seconds)
+            "    lower bound {} (full batches per credential{}); {}",
+            count(p.lower_bound, "request", "requests"),
+            if p.tweet_cells.is_some() {
+                " and grid cell"
             } else {
-                "no wait".to_string()
+                ""
             },
+            by.join(", ")
         );
-        for (credential, (n, t)) in &p.by_credential {
-            let _ = writeln!(out, "    {credential:<20} {n:>6} requests  {t:>8} Tweets");
-        }
-        if !handles.is_empty() {
-            let _ = writeln!(
-                out,
-                "    handles touched ({}): {}",
-                handles.len(),
-                handles.join(" ")
-            );
+        if detail == Detail::ByAccount {
+            by_account(&mut out, p);
         }
         if p.over_budget > 0 {
+            let what = if p.tweet_cells.is_some() {
+                count(p.over_budget, "(Tweet, cell) pair", "(Tweet, cell) pairs")
+            } else {
+                count(p.over_budget, "Tweet", "Tweets")
+            };
             let _ = writeln!(
                 out,
-                "    {} Tweets left for later cycles by the per-run request budget",
-                p.over_budget
+                "    {what} left for later cycles by the per-run request budget"
             );
         }
         if p.kind == JobKind::Historical {
-            let _ = writeln!(
-                out,
-                "    {} backfill requests, {} refreshing open cells",
-                p.requests - p.refresh_requests,
-                p.refresh_requests
-            );
-            if let Some(from) = p.served_from {
-                let _ = writeln!(
-                    out,
-                    "    the API serves /historical from {} on (historical.lookback): {} Tweets have \
-                     {:.1} Tweet-days of history before it, not requested",
-                    crate::domain::iso_utc(from),
-                    p.before_lookback,
-                    p.before_lookback_days
-                );
-            }
-            match p.backfill_days {
-                _ if p.backfill_requests == 0 => {
-                    let _ = writeln!(out, "    backfill left: 0 requests (complete)");
-                }
-                Some(days) => {
-                    let _ = writeln!(
-                        out,
-                        "    backfill left: {} requests, done in about {} at this budget, schedule and [limits]",
-                        p.backfill_requests,
-                        human(days * DAY_SECS as f64)
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "    backfill left: {} requests", p.backfill_requests);
-                }
-            }
+            historical_lines(&mut out, p);
         }
         if !fits(p) {
             let _ = writeln!(
@@ -469,6 +581,141 @@ fn table(plans: &[KindPlan], tweets: usize, token_request: bool, now: i64) -> St
         }
     }
     out
+}
+
+/// `--by-account`: a small table of the kind's credentials, then the handles it touches.
+fn by_account(out: &mut String, p: &KindPlan) {
+    let cells = p.tweet_cells.is_some();
+    let columns = [
+        "credential",
+        "requests",
+        "lower_bound",
+        "tweets",
+        "tweet_cell_pairs",
+    ];
+    let mut rows = Rows::new(&columns[..if cells { 5 } else { 4 }]);
+    for (credential, c) in &p.by_credential {
+        let mut row: Vec<Cell> = vec![
+            credential.as_str().into(),
+            (c.requests as i64).into(),
+            (c.lower_bound as i64).into(),
+            (c.tweets as i64).into(),
+        ];
+        if cells {
+            row.push((c.tweet_cells as i64).into());
+        }
+        rows.push(row);
+    }
+    for line in rows.render(Format::Table).lines() {
+        let _ = writeln!(out, "    {line}");
+    }
+    if !p.handles.is_empty() {
+        let handles: Vec<&str> = p.handles.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "    handles touched ({}): {}",
+            handles.len(),
+            handles.join(" ")
+        );
+    }
+}
+
+/// `/historical`: what the API's lookback leaves out.
+fn lookback_line(p: &KindPlan) -> String {
+    format!(
+        "    the API serves /historical from {} on (historical.lookback): {} {} \
+         {:.1} Tweet-days of history before it, not requested",
+        p.served_from
+            .map_or_else(String::new, crate::domain::iso_utc),
+        count(p.before_lookback, "Tweet", "Tweets"),
+        if p.before_lookback == 1 {
+            "has"
+        } else {
+            "have"
+        },
+        p.before_lookback_days
+    )
+}
+
+/// `/historical`: backfill against refresh, the lookback, and the backfill left.
+fn historical_lines(out: &mut String, p: &KindPlan) {
+    let _ = writeln!(
+        out,
+        "    {}, {} refreshing open cells",
+        count(
+            p.requests - p.refresh_requests,
+            "backfill request",
+            "backfill requests"
+        ),
+        p.refresh_requests
+    );
+    if p.served_from.is_some() {
+        let _ = writeln!(out, "{}", lookback_line(p));
+    }
+    let left = count(p.backfill_requests, "request", "requests");
+    match p.backfill_days {
+        _ if p.backfill_requests == 0 => {
+            let _ = writeln!(out, "    backfill left: 0 requests (complete)");
+        }
+        Some(days) => {
+            let _ = writeln!(
+                out,
+                "    backfill left: {left}, done in about {} at this budget, schedule and [limits]",
+                human(days * DAY_SECS as f64)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "    backfill left: {left}");
+        }
+    }
+}
+
+/// `--format csv`: one row per kind and credential (a kind with nothing to send: one row with
+/// no credential). The requests add up to the plan's total, token request aside.
+fn csv(plans: &[KindPlan]) -> Rows {
+    let mut rows = Rows::new(&[
+        "kind",
+        "endpoint",
+        "due",
+        "scope",
+        "credential",
+        "requests",
+        "lower_bound",
+        "tweets",
+        "tweet_cell_pairs",
+    ]);
+    for p in plans {
+        let head = |credential: Cell| -> Vec<Cell> {
+            vec![
+                p.kind.name().into(),
+                p.kind.endpoint().name().into(),
+                if p.due.due { "true" } else { "false" }.into(),
+                p.scope.into(),
+                credential,
+            ]
+        };
+        if p.by_credential.is_empty() {
+            let mut row = head(Cell::Null);
+            row.extend([
+                0.into(),
+                0.into(),
+                0.into(),
+                p.tweet_cells.map(|_| 0).into(),
+            ]);
+            rows.push(row);
+        }
+        for (credential, c) in &p.by_credential {
+            let mut row = head(credential.as_str().into());
+            row.extend([
+                (c.requests as i64).into(),
+                (c.lower_bound as i64).into(),
+                (c.tweets as i64).into(),
+                p.tweet_cells.map(|_| c.tweet_cells as i64).into(),
+            ]);
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -490,5 +737,15 @@ mod tests {
         assert_eq!(human(59.4), "59s");
         assert_eq!(human(150.0), "2m30s");
         assert_eq!(human(7200.0), "2h00m");
+    }
+
+    #[test]
+    fn counts_are_singular_for_one_and_pairs_are_named() {
+        assert_eq!(count(1, "request", "requests"), "1 request");
+        assert_eq!(count(0, "request", "requests"), "0 requests");
+        assert_eq!(count(2, "batch", "batches"), "2 batches");
+        assert_eq!(tweets_text(1, None), "1 Tweet");
+        assert_eq!(tweets_text(3, Some(3)), "3 Tweets");
+        assert_eq!(tweets_text(2, Some(5)), "2 Tweets in 5 (Tweet, cell) pairs");
     }
 }

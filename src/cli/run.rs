@@ -2,10 +2,11 @@
 
 use anyhow::Context as _;
 
+use super::plan::count;
 use super::{Failure, RunArgs};
 use crate::config::Config;
-use crate::domain::JobKind;
-use crate::pipeline::{self, Context, PipelineError, RunReport, Selection};
+use crate::domain::{BatchOutcome, JobKind};
+use crate::pipeline::{self, Context, PipelineError, RequestReport, RunReport, Selection};
 use crate::store::Store;
 
 /// `run`: one cycle of the kinds that are due (or of `--job` kinds, forced).
@@ -24,7 +25,12 @@ pub async fn run(cli: &super::Cli, args: &RunArgs) -> Result<u8, Failure> {
         }
     };
     if args.dry_run {
-        return super::plan::plan_selection(config, &selection, super::Format::Table);
+        return super::plan::plan_selection(
+            config,
+            &selection,
+            super::Format::Table,
+            super::plan::Detail::Kinds,
+        );
     }
     let db = config.database.path.clone();
     let mut ctx = match Context::new(config, pipeline::system_clock()) {
@@ -43,6 +49,7 @@ pub async fn run(cli: &super::Cli, args: &RunArgs) -> Result<u8, Failure> {
     let shutdown = super::cancel_on_signal(
         "Stopping: no new requests; batches in flight finish and are stored (a second signal exits now)",
     );
+    let before = stored_buckets(&ctx);
     let result = pipeline::run_within_grace(&ctx, &selection, &shutdown).await;
     if let Some(path) = &args.metrics_file {
         // Written whatever happened: a failed run is what the textfile collector should see.
@@ -52,7 +59,8 @@ pub async fn run(cli: &super::Cli, args: &RunArgs) -> Result<u8, Failure> {
     }
     match result.map_err(pipeline_failure)? {
         Some(report) => {
-            print_report(&report);
+            let buckets = before.zip(stored_buckets(&ctx));
+            print_report(&report, buckets);
             Ok(report.exit_code())
         }
         None => {
@@ -112,9 +120,86 @@ pub fn pipeline_failure(e: PipelineError) -> Failure {
     }
 }
 
-/// Prints what a cycle did: what was due, requests per endpoint and credential kind, rows,
-/// failures, and the conditions a person must see (accounts, app keys, an unreachable API).
-pub fn print_report(report: &RunReport) {
+/// The hourly buckets in the database (`SELECT count(*) FROM series`), `None` when they cannot
+/// be counted (the figure is left out, nothing else).
+pub fn stored_buckets(ctx: &Context) -> Option<i64> {
+    let store = ctx.store.lock().ok()?;
+    store
+        .count("series")
+        .inspect_err(|e| tracing::warn!(error = %e, "Cannot count the stored hourly buckets"))
+        .ok()
+}
+
+/// The short reasons of partial batches, from their error texts: "unavailable Tweets",
+/// "unsupported metrics", "Tweets or metrics left out".
+fn partial_reasons<'a>(batches: impl Iterator<Item = &'a RequestReport>) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    for r in batches {
+        let error = r.error.as_deref().unwrap_or_default();
+        let found = [
+            ("unavailable", "unavailable Tweets"),
+            ("not supported", "unsupported metrics"),
+            ("left out", "Tweets or metrics left out"),
+        ]
+        .into_iter()
+        .filter(|(needle, _)| error.contains(needle))
+        .map(|(_, reason)| reason)
+        .collect::<Vec<_>>();
+        let found = if found.is_empty() {
+            vec!["some Tweets or metrics refused"]
+        } else {
+            found
+        };
+        for reason in found {
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
+    }
+    reasons
+}
+
+/// "3 requests: 1 ok, 2 partial (unavailable Tweets), 0 failed, 0 retries": every outcome of
+/// one endpoint's requests, as the `requests` table has them.
+fn outcomes_line(batches: &[&RequestReport]) -> String {
+    let of = |o: BatchOutcome| batches.iter().filter(|r| r.outcome == o).count();
+    let mut parts = vec![format!("{} ok", of(BatchOutcome::Ok))];
+    let partial = of(BatchOutcome::Partial);
+    if partial > 0 {
+        let reasons = partial_reasons(
+            batches
+                .iter()
+                .copied()
+                .filter(|r| r.outcome == BatchOutcome::Partial),
+        );
+        parts.push(format!("{partial} partial ({})", reasons.join(", ")));
+    }
+    let refused = of(BatchOutcome::Refused);
+    if refused > 0 {
+        parts.push(format!(
+            "{refused} refused (for Tweets the API named; sent again without them)"
+        ));
+    }
+    parts.push(format!("{} failed", of(BatchOutcome::Failed)));
+    let retries: u32 = batches.iter().map(|r| r.attempts.saturating_sub(1)).sum();
+    parts.push(count(retries as usize, "retry", "retries"));
+    let unauthorized = of(BatchOutcome::Unauthorized);
+    if unauthorized > 0 {
+        parts.push(format!("{unauthorized} credential refused"));
+    }
+    let n = batches.len();
+    format!(
+        "{n:>5} {}: {}",
+        if n == 1 { "request" } else { "requests" },
+        parts.join(", ")
+    )
+}
+
+/// Prints what a cycle did: what was due, requests per endpoint and credential kind with their
+/// outcomes, buckets and rows, failures, and the conditions a person must see (accounts, app
+/// keys, an unreachable API). `buckets`: the hourly buckets in the database before and after
+/// the cycle.
+pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
     let now = chrono::Utc::now().timestamp();
     let Some(run_id) = report.run_id else {
         let next: Vec<String> = report
@@ -140,12 +225,12 @@ pub fn print_report(report: &RunReport) {
         })
         .collect();
     println!(
-        "run {run_id} ({}): {} Tweets in the inventory (+{} new, {} removed), {} requests planned",
+        "run {run_id} ({}): {} in the inventory (+{} new, {} removed), {} planned",
         kinds.join(", "),
-        report.inventory_len,
+        count(report.inventory_len, "Tweet", "Tweets"),
         report.inventory.added,
         report.inventory.removed,
-        report.planned
+        count(report.planned, "request", "requests")
     );
     for d in &report.dues {
         if !report.kinds.contains(&d.kind) {
@@ -162,31 +247,16 @@ pub fn print_report(report: &RunReport) {
             );
         }
     }
-    for ((endpoint, credential), n) in report.requests_by_endpoint() {
-        let failed = report
-            .failed()
-            .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
-            .count();
-        let retries: u32 = report
+    for (endpoint, credential) in report.requests_by_endpoint().into_keys() {
+        let batches: Vec<&RequestReport> = report
             .requests
             .iter()
             .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
-            .map(|r| r.attempts.saturating_sub(1))
-            .sum();
-        let refused = report
-            .requests
-            .iter()
-            .filter(|r| r.endpoint == endpoint && r.credential.kind() == credential)
-            .filter(|r| r.outcome == crate::domain::BatchOutcome::Unauthorized)
-            .count();
+            .collect();
         println!(
-            "  /{:<10} {credential:<6} {n:>5} requests  {failed} failed  {retries} retries{}",
+            "  /{:<10} {credential:<6} {}",
             endpoint.name(),
-            if refused > 0 {
-                format!("  {refused} credential refused")
-            } else {
-                String::new()
-            }
+            outcomes_line(&batches)
         );
     }
     let historical: Vec<_> = report
@@ -197,11 +267,16 @@ pub fn print_report(report: &RunReport) {
     if !historical.is_empty() || report.backfill_left.is_some_and(|n| n > 0) {
         let refresh = historical.iter().filter(|r| r.refresh).count();
         println!(
-            "  /historical: {} backfill requests, {refresh} refreshing open cells{}",
-            historical.len() - refresh,
-            report
-                .backfill_left
-                .map_or(String::new(), |n| format!("; backfill left: {n} requests"))
+            "  /historical: {}, {refresh} refreshing open cells{}",
+            count(
+                historical.len() - refresh,
+                "backfill request",
+                "backfill requests"
+            ),
+            report.backfill_left.map_or(String::new(), |n| format!(
+                "; backfill left: {}",
+                count(n, "request", "requests")
+            ))
         );
     }
     let series: Vec<_> = report
@@ -210,16 +285,31 @@ pub fn print_report(report: &RunReport) {
         .filter(|r| r.kind != JobKind::Totals)
         .collect();
     if !series.is_empty() {
+        // Each answer's non-zero buckets; a bucket two batches answered (the last 28 hours,
+        // from /28hr and then /historical) is written twice, so these are writes, not buckets.
         let received: usize = series.iter().map(|r| r.received).sum();
-        let stored: usize = series.iter().map(|r| r.rows).sum();
+        let written: usize = series.iter().map(|r| r.rows).sum();
+        let zero = 100.0 * received.saturating_sub(written) as f64 / received.max(1) as f64;
+        let held = match buckets {
+            Some((before, after)) => format!(
+                "; the database holds {} ({:+} this run)",
+                count(
+                    usize::try_from(after).unwrap_or(0),
+                    "non-zero bucket",
+                    "non-zero buckets"
+                ),
+                after - before
+            ),
+            None => String::new(),
+        };
         println!(
-            "  {received} hourly buckets received, {stored} non-zero stored ({:.1}% zero, not stored)",
-            100.0 * received.saturating_sub(stored) as f64 / received.max(1) as f64
+            "  {} received ({zero:.1}% zero, not stored){held}",
+            count(received, "hourly bucket", "hourly buckets")
         );
     }
     println!(
-        "  {} rows written in {:.2}s{}",
-        report.rows_written,
+        "  {} in {:.2}s{}",
+        count(report.rows_written, "row write", "row writes"),
         report.elapsed.as_secs_f64(),
         if report.interrupted {
             " (interrupted: the rest is planned again next run)"
@@ -229,7 +319,10 @@ pub fn print_report(report: &RunReport) {
     );
     let unsent = match report.not_attempted {
         0 => String::new(),
-        n => format!("; {n} batches not attempted (planned again next run)"),
+        n => format!(
+            "; {} not attempted (planned again next run)",
+            count(n, "batch", "batches")
+        ),
     };
     if let Some(why) = &report.unreachable {
         println!("  {why}{unsent}");
@@ -237,15 +330,19 @@ pub fn print_report(report: &RunReport) {
         println!("  {why}; no account is at fault{unsent}");
     } else if report.not_attempted > 0 {
         println!(
-            "  {} batches not attempted; they are planned again next run",
-            report.not_attempted
+            "  {} not attempted; planned again next run",
+            count(report.not_attempted, "batch", "batches")
         );
     }
     if report.moved > 0 {
         println!(
-            "  {} Tweets belong to another configured account, says the API; they were collected under it \
-             (update their owner in the inventory)",
-            report.moved
+            "  {} to another configured account, says the API; collected under it \
+             (update the owner in the inventory)",
+            if report.moved == 1 {
+                "1 Tweet belongs".to_string()
+            } else {
+                format!("{} Tweets belong", report.moved)
+            }
         );
     }
     for account in &report.rejected_accounts {
@@ -258,9 +355,9 @@ pub fn print_report(report: &RunReport) {
     if !report.paused_accounts.is_empty() {
         let names: Vec<&str> = report.paused_accounts.iter().map(|h| h.as_str()).collect();
         println!(
-            "  paused (enabled = false): {}; {} Tweets, public metrics only",
+            "  paused (enabled = false): {}; {}, public metrics only",
             names.join(", "),
-            report.skipped.paused
+            count(report.skipped.paused, "Tweet", "Tweets")
         );
     }
     if let Some(p) = &report.inventory_problems {
@@ -268,33 +365,61 @@ pub fn print_report(report: &RunReport) {
     }
     if report.skipped.resting + report.skipped.over_budget > 0 {
         println!(
-            "  skipped: {} Tweets resting (unavailable or protected), {} left for the next run by the request budget",
-            report.skipped.resting, report.skipped.over_budget
+            "  skipped: {} resting (unavailable or protected), {} ((Tweet, cell) pairs for /historical) \
+             left for the next run by the request budget",
+            count(report.skipped.resting, "Tweet", "Tweets"),
+            count(report.skipped.over_budget, "Tweet", "Tweets")
         );
     }
     if report.skipped.before_lookback > 0 {
         println!(
-            "  /historical: {} Tweets have {:.1} Tweet-days of history before the API's lookback \
+            "  /historical: {} {:.1} Tweet-days of history before the API's lookback \
              (historical.lookback), not requested",
-            report.skipped.before_lookback,
+            match report.skipped.before_lookback {
+                1 => "1 Tweet has".to_string(),
+                n => format!("{n} Tweets have"),
+            },
             report.skipped.before_lookback_secs as f64 / 86_400.0
         );
     }
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() && report.unreachable.is_none() {
         println!(
-            "  {} batches failed after retries; they are in the `requests` table and will be planned again:",
-            failed.len()
+            "  {} failed after retries; in the `requests` table, planned again next run:",
+            count(failed.len(), "batch", "batches")
         );
         for r in failed.iter().take(10) {
             println!(
-                "    /{} {} ({} Tweets, {} attempts): {}",
+                "    /{} {} ({}, {}): {}",
                 r.endpoint,
                 r.credential,
-                r.tweets,
-                r.attempts,
+                count(r.tweets, "Tweet", "Tweets"),
+                count(r.attempts as usize, "attempt", "attempts"),
                 r.error.as_deref().unwrap_or("unknown error")
             );
+        }
+    }
+    let partial: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| r.outcome == BatchOutcome::Partial)
+        .collect();
+    if !partial.is_empty() {
+        println!(
+            "  {} partial: answered and stored, but the API left out what it names (`requests` table, outcome partial):",
+            count(partial.len(), "batch", "batches")
+        );
+        for r in partial.iter().take(10) {
+            println!(
+                "    /{} {} ({}): {}",
+                r.endpoint,
+                r.credential,
+                count(r.tweets, "Tweet", "Tweets"),
+                r.error.as_deref().unwrap_or("no reason given")
+            );
+        }
+        if partial.len() > 10 {
+            println!("    and {} more", partial.len() - 10);
         }
     }
 }

@@ -221,3 +221,94 @@ async fn rejected_credentials_exit_3_without_leaking_secrets() {
         .sum();
     assert_eq!(token_requests, 1, "{stats:?}");
 }
+
+/// `demo`'s figures are the database's: one count of stored buckets (`count(*)` of `series`)
+/// wherever it prints one, and each endpoint's requests by outcome as the `requests` table has
+/// them, partial batches shown as partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_figures_agree_with_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("demo.sqlite");
+    let out = run_binary(vec![
+        "demo".into(),
+        "--db".into(),
+        db_path.to_string_lossy().into_owned(),
+    ])
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let series: i64 = db
+        .query_row("SELECT count(*) FROM series", [], |r| r.get(0))
+        .unwrap();
+    let number_before = |text: &str, marker: &str| -> i64 {
+        let head = &text[..text
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in {stdout}"))];
+        let digits: String = head
+            .chars()
+            .rev()
+            .skip_while(|c| *c == ' ')
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.chars().rev().collect::<String>().parse().unwrap()
+    };
+    assert_eq!(
+        number_before(&stdout, "non-zero buckets (+"),
+        series,
+        "{stdout}"
+    );
+    assert_eq!(
+        number_before(&stdout, "hourly buckets,"),
+        series,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("non-zero stored"), "{stdout}");
+
+    let mut stmt = db
+        .prepare(
+            "SELECT endpoint, CASE credential WHEN 'bearer' THEN 'bearer' ELSE 'user' END, \
+             count(*), sum(outcome = 'ok'), sum(outcome = 'partial'), sum(outcome = 'failed') \
+             FROM requests GROUP BY 1, 2",
+        )
+        .unwrap();
+    let ledger: Vec<(String, String, i64, i64, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        ledger.iter().any(|l| l.4 > 0),
+        "the demo world has partial batches: {ledger:?}"
+    );
+    for (endpoint, credential, n, ok, partial, failed) in ledger {
+        let line = stdout
+            .lines()
+            .find(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.len() > 2
+                    && words[0] == format!("/{endpoint}")
+                    && words[1] == credential
+                    && words[2].parse::<i64>().is_ok()
+            })
+            .unwrap_or_else(|| panic!("no /{endpoint} {credential} line in {stdout}"));
+        let noun = if n == 1 { "request" } else { "requests" };
+        assert!(line.contains(&format!(" {n} {noun}: {ok} ok, ")), "{line}");
+        if partial > 0 {
+            assert!(line.contains(&format!(", {partial} partial (")), "{line}");
+        } else {
+            assert!(!line.contains("partial"), "{line}");
+        }
+        assert!(line.contains(&format!(", {failed} failed, ")), "{line}");
+    }
+}

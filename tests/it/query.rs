@@ -370,3 +370,135 @@ async fn plan_estimates_a_paced_backfill_within_15_percent() {
     );
     assert!(error <= 0.15, "estimated {estimate:.2}s, took {took:.2}s");
 }
+
+/// `plan --format csv`: a header and one row per kind and credential, with the numbers of the
+/// plan's JSON; the requests add up to the plan's total. `/historical` counts each Tweet once
+/// and names its (Tweet, cell) pairs apart, as the coverage the run then writes has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_csv_has_the_plans_numbers_and_tweets_are_counted_once() {
+    let app = TestApp::spawn(world_with(12, 6, 30, "spread_days = 80")).await;
+    let json = app.cli(&["plan", "--format", "json"]).await;
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
+    let plan: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let csv = app.cli(&["plan", "--format", "csv"]).await;
+    assert_eq!(csv.status.code(), Some(0), "{}", text(&csv));
+    let body = String::from_utf8(csv.stdout).unwrap();
+    let mut lines = body.lines();
+    assert_eq!(
+        lines.next(),
+        Some("kind,endpoint,due,scope,credential,requests,lower_bound,tweets,tweet_cell_pairs")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 9), "{body}");
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .unwrap_or_else(|_| panic!("{s:?} in {body}"))
+    };
+    let mut expected = 0;
+    for kind in plan["kinds"].as_array().unwrap() {
+        let name = kind["kind"].as_str().unwrap();
+        for c in kind["credentials"].as_array().unwrap() {
+            expected += 1;
+            let credential = c["credential"].as_str().unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r[0] == name && r[4] == credential)
+                .unwrap_or_else(|| panic!("no {name} {credential} row in {body}"));
+            assert_eq!(row[1], kind["endpoint"].as_str().unwrap());
+            assert_eq!(row[2], kind["due"].to_string());
+            assert_eq!(row[3], kind["scope"].as_str().unwrap());
+            assert_eq!(Some(number(row[5])), c["requests"].as_u64(), "{row:?}");
+            assert_eq!(Some(number(row[6])), c["lower_bound"].as_u64(), "{row:?}");
+            assert_eq!(Some(number(row[7])), c["tweets"].as_u64(), "{row:?}");
+            match c["tweet_cell_pairs"].as_u64() {
+                Some(pairs) => assert_eq!(number(row[8]), pairs, "{row:?}"),
+                None => assert_eq!(row[8], "", "{row:?}"),
+            }
+        }
+        let sum: u64 = rows
+            .iter()
+            .filter(|r| r[0] == name)
+            .map(|r| number(r[5]))
+            .sum();
+        assert_eq!(Some(sum), kind["requests"].as_u64(), "{name}");
+    }
+    assert_eq!(rows.len(), expected, "{body}");
+    let total: u64 = rows.iter().map(|r| number(r[5])).sum();
+    assert_eq!(Some(total), plan["requests"].as_u64());
+
+    let historical = plan["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "historical")
+        .unwrap();
+    let tweets = historical["tweets"].as_u64().unwrap();
+    let pairs = historical["tweet_cell_pairs"].as_u64().unwrap();
+    assert!(
+        pairs > tweets,
+        "Tweets spanning several cells: {historical}"
+    );
+    let table = app.cli(&["plan", "--job", "historical"]).await;
+    let table = text(&table);
+    assert!(
+        table.contains(&format!("{tweets} Tweets in {pairs} (Tweet, cell) pairs")),
+        "{table}"
+    );
+    let out = app.cli(&["run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (distinct, cells): (i64, i64) = app
+        .db()
+        .query_row(
+            "SELECT count(DISTINCT tweet_id), count(*) FROM coverage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((tweets, pairs), (distinct as u64, cells as u64));
+}
+
+/// `plan --summary` is one line per kind; the default table has no per-credential lines, which
+/// `--by-account` adds; "1 request", never "1 requests".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_summary_has_one_line_per_kind_and_counts_read_right() {
+    let app = TestApp::spawn(crate::helpers::world(1, 0, 0, 0)).await;
+    let out = app.cli(&["plan", "--summary"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 3, "{summary}");
+    for (line, kind) in lines.iter().zip(["totals", "hourly", "historical"]) {
+        assert!(line.starts_with(kind), "{summary}");
+    }
+    assert!(
+        lines[0].contains("due (never run): 1 request, 1 Tweet, 1 handle, no wait"),
+        "{summary}"
+    );
+    let default = text(&app.cli(&["plan"]).await);
+    let by_account = text(&app.cli(&["plan", "--by-account"]).await);
+    assert!(!default.contains("handles touched"), "{default}");
+    assert!(
+        !default.lines().any(|l| l.trim_start().starts_with("acme")),
+        "{default}"
+    );
+    assert!(default.contains("lower bound 1 request"), "{default}");
+    assert!(
+        by_account.contains("handles touched (1): acme"),
+        "{by_account}"
+    );
+    let acme_rows = by_account
+        .lines()
+        .filter(|l| l.trim_start().starts_with("acme "))
+        .count();
+    assert!(acme_rows >= 2, "one row per kind with work: {by_account}");
+    for out in [&summary, &default, &by_account] {
+        let spaced = format!(" {}", out.replace('\n', " "));
+        for noun in [
+            "requests", "Tweets", "handles", "accounts", "batches", "pairs",
+        ] {
+            assert!(!spaced.contains(&format!(" 1 {noun}")), "1 {noun}: {out}");
+        }
+    }
+    let both = app.cli(&["plan", "--summary", "--by-account"]).await;
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+}
