@@ -1,15 +1,17 @@
 //! `report`: one self-contained HTML page of tables and inline SVG charts (drawn with plotters'
-//! SVG backend) from the store's typed reads. The page references no script, stylesheet, font or
-//! image, so it opens without a network. This module only reads: it never writes the database,
-//! and where the page goes is the caller's business.
+//! SVG backend, in [`charts`]) from the store's typed reads. The page references no script,
+//! stylesheet, font or image, so it opens without a network; its only links are the Tweets'
+//! own pages on x.com. This module only reads: it never writes the database, and where the page
+//! goes is the caller's business.
+
+mod charts;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId, iso_utc};
 use crate::store::{DailyQuery, Freshness, Owner, Store, StoreError, TopBasis, TopQuery, TopTweet};
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use charts::{CHART_SIZE, Line, LineChart, Multiples, PALETTE};
 
 /// How many Tweets the top table lists.
 const TOP_TABLE: usize = 10;
@@ -17,24 +19,8 @@ const TOP_TABLE: usize = 10;
 const TOP_CURVES: usize = 5;
 /// The curves cover each Tweet's first hours after it was posted.
 const CURVE_HOURS: i64 = 72;
-/// Chart size in SVG pixels; the page scales charts down to its width.
-const CHART_SIZE: (u32, u32) = (960, 360);
-/// Width of the legend column at the right of line charts.
-const LEGEND_WIDTH: u32 = 250;
-/// Tableau 10: distinct hues that stay apart for most colour-blind readers.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(78, 121, 167),
-    RGBColor(242, 142, 43),
-    RGBColor(225, 87, 89),
-    RGBColor(118, 183, 178),
-    RGBColor(89, 161, 79),
-    RGBColor(237, 201, 72),
-    RGBColor(176, 122, 161),
-    RGBColor(255, 157, 167),
-    RGBColor(156, 117, 95),
-    RGBColor(186, 176, 172),
-];
-const FONT: &str = "sans-serif";
+/// Small multiples: at most this many panels side by side.
+const PANEL_COLUMNS: usize = 4;
 const NO_DATA: &str = "<p class=\"empty\">No data in this period.</p>\n";
 
 /// What a report covers.
@@ -42,9 +28,11 @@ const NO_DATA: &str = "<p class=\"empty\">No data in this period.</p>\n";
 pub struct Options {
     /// Start of the period, Unix seconds.
     pub since: i64,
-    /// End of the period, and what ages count from: the generation time, Unix seconds.
+    /// End of the period (exclusive), Unix seconds; at most `now`.
+    pub until: i64,
+    /// The generation time, Unix seconds: what ages count from.
     pub now: i64,
-    /// Only this account's Tweets.
+    /// Only this account's Tweets (any letter case).
     pub owner: Option<Handle>,
     /// How the page names the database (its path).
     pub database: String,
@@ -54,7 +42,7 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Page {
     pub html: String,
-    /// How many SVG charts the page holds.
+    /// How many SVG charts the page holds (each panel of small multiples is one).
     pub charts: usize,
 }
 
@@ -104,6 +92,11 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// A Tweet's ID as a link to its page on X.
+fn tweet_link(tweet: TweetId) -> String {
+    format!("<a href=\"https://x.com/i/status/{tweet}\">{tweet}</a>")
+}
+
 /// What the page shows, read in one go.
 struct Data {
     tweets: i64,
@@ -125,14 +118,14 @@ impl Data {
         let owner = o
             .owner
             .as_ref()
-            .map_or(Owner::Any, |h| Owner::Is(h.as_str()));
+            .map_or(Owner::Any, |h| Owner::AnyCase(h.as_str()));
         let counts = store.tweet_counts(owner)?;
         // The Tweets with the most impressions in the period (sums of their hourly buckets),
         // with their engagements over the same hours.
         let top = store.top_tweets(&TopQuery {
             metric: Metric::Impressions,
             since: o.since,
-            until: Some(o.now),
+            until: Some(o.until),
             owner,
             limit: TOP_TABLE,
             basis: TopBasis::Series,
@@ -141,7 +134,7 @@ impl Data {
         let curves = top
             .iter()
             .take(TOP_CURVES)
-            .map(|t| first_hours(store, t.tweet, t.created_at, o.now))
+            .map(|t| first_hours(store, t.tweet, t.created_at, o.until))
             .collect::<Result<_, _>>()?;
         let freshness = JobKind::ALL
             .into_iter()
@@ -151,7 +144,7 @@ impl Data {
             tweets: counts.listed,
             owned: counts.owned,
             accounts: store.owners(owner)?,
-            days: o.since.div_euclid(DAY_SECS)..=(o.now - 1).div_euclid(DAY_SECS),
+            days: o.since.div_euclid(DAY_SECS)..=(o.until - 1).div_euclid(DAY_SECS),
             daily_impressions: daily(store, Metric::Impressions, o, owner)?,
             daily_engagements: daily(store, Metric::Engagements, o, owner)?,
             top,
@@ -173,7 +166,7 @@ fn daily(
     for p in store.daily(&DailyQuery {
         metric,
         since: o.since,
-        until: Some(o.now),
+        until: Some(o.until),
         owner,
     })? {
         out.entry(p.owner).or_default().insert(p.day, p.value);
@@ -181,14 +174,14 @@ fn daily(
     Ok(out)
 }
 
-/// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `now`), as
-/// (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they do
-/// inside fetched coverage; `None` when none of these hours is stored at all.
+/// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `until`),
+/// as (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they
+/// do inside fetched coverage; `None` when none of these hours is stored at all.
 fn first_hours(
     store: &Store,
     tweet: TweetId,
     created_at: i64,
-    now: i64,
+    until: i64,
 ) -> Result<Option<Vec<(f64, f64)>>, StoreError> {
     let first = Hour::floor(created_at);
     let end = created_at + CURVE_HOURS * HOUR_SECS;
@@ -203,7 +196,7 @@ fn first_hours(
     let mut points = vec![(0.0, 0.0)];
     let mut total: i64 = 0;
     let mut hour = first;
-    while hour.secs() < end && hour.plus_hours(1).secs() <= now {
+    while hour.secs() < end && hour.plus_hours(1).secs() <= until {
         total = total.saturating_add(buckets.get(&hour.secs()).copied().unwrap_or(0));
         let at = (hour.plus_hours(1).secs().min(end) - created_at) as f64 / HOUR_SECS as f64;
         points.push((at, total as f64));
@@ -221,7 +214,15 @@ struct Html {
 
 impl Html {
     fn header(&mut self, data: &Data, o: &Options) {
-        let days = (o.now - o.since) as f64 / DAY_SECS as f64;
+        let days = (o.until - o.since) as f64 / DAY_SECS as f64;
+        let _ = writeln!(
+            self.body,
+            "<h1>Engagement report</h1>\n<p class=\"period\">{} to {} UTC \
+             <span class=\"note\">({} days)</span></p>",
+            escape_html(&short_utc(o.since)),
+            escape_html(&short_utc(o.until)),
+            short_number(days)
+        );
         let account = match &o.owner {
             Some(h) => format!("@{h}"),
             None => "all".to_string(),
@@ -233,14 +234,6 @@ impl Html {
         };
         let rows = [
             ("Database", o.database.clone()),
-            (
-                "Period",
-                format!(
-                    "{} to {} ({days:.1} days)",
-                    iso_utc(o.since),
-                    iso_utc(o.now)
-                ),
-            ),
             ("Account", account),
             (
                 "Tweets",
@@ -261,24 +254,15 @@ impl Html {
                 ),
             ),
         ];
-        self.body
-            .push_str("<h1>Engagement report</h1>\n<dl class=\"meta\">\n");
+        self.body.push_str("<dl class=\"meta\">\n");
         for (term, value) in rows {
             let _ = writeln!(self.body, "<dt>{term}</dt><dd>{}</dd>", escape_html(&value));
         }
         self.body.push_str("</dl>\n");
     }
 
+    /// Small multiples per metric: one panel per account, every panel on the same y axis.
     fn daily(&mut self, data: &Data) -> Result<(), ReportError> {
-        self.body.push_str(
-            "<h2>Daily impressions and engagements per account</h2>\n<p class=\"note\">Sums of the \
-             hourly buckets per UTC day; the first and the last day of the period may be partial. \
-             An hour without a stored bucket counts as zero.</p>\n",
-        );
-        if data.daily_impressions.is_empty() && data.daily_engagements.is_empty() {
-            self.body.push_str(NO_DATA);
-            return Ok(());
-        }
         let x = *data.days.start() as f64
             ..(*data.days.end() as f64).max(*data.days.start() as f64 + 1.0);
         let day_label = |v: f64| {
@@ -289,37 +273,59 @@ impl Html {
                 .map(|d| d.format("%m-%d").to_string())
                 .unwrap_or_default()
         };
-        for (metric, values) in [
-            (Metric::Impressions, &data.daily_impressions),
-            (Metric::Engagements, &data.daily_engagements),
+        let columns = data.accounts.len().clamp(1, PANEL_COLUMNS);
+        let width = CHART_SIZE.0 / columns as u32;
+        let size = (width, if columns == 1 { 300 } else { 200 });
+        for (metric, values, color) in [
+            (Metric::Impressions, &data.daily_impressions, PALETTE[0]),
+            (Metric::Engagements, &data.daily_engagements, PALETTE[1]),
         ] {
-            // Every account gets a line, zero on days without buckets.
-            let lines: Vec<Line> = data
+            let _ = writeln!(
+                self.body,
+                "<h2>Daily {metric} per account</h2>\n<p class=\"note\">Sums of the hourly \
+                 buckets per UTC day (month-day); the first and the last day of the period may \
+                 be partial. An hour without a stored bucket counts as zero. All panels share \
+                 one y axis; each is titled with the account's total.</p>"
+            );
+            if values.is_empty() {
+                self.body.push_str(NO_DATA);
+                continue;
+            }
+            // Every account gets a panel, zero on days without buckets.
+            let series: Vec<(String, Vec<(f64, f64)>)> = data
                 .accounts
                 .iter()
-                .map(|account| Line {
-                    label: format!("@{account}"),
-                    points: data
+                .map(|account| {
+                    let days = values.get(account);
+                    let points = data
                         .days
                         .clone()
                         .map(|day| {
-                            let v = values.get(account).and_then(|d| d.get(&day));
-                            (day as f64, v.copied().unwrap_or(0) as f64)
+                            let v = days.and_then(|d| d.get(&day)).copied().unwrap_or(0);
+                            (day as f64, v as f64)
                         })
-                        .collect(),
+                        .collect();
+                    let total: i64 = days.map_or(0, |d| d.values().sum());
+                    (format!("@{account}: {}", short_number(total as f64)), points)
                 })
                 .collect();
-            let title = format!("Daily {metric} per account (UTC days)");
-            let svg = line_chart(&LineChart {
-                title: &title,
+            let multiples = Multiples {
                 x: x.clone(),
-                x_desc: "day (UTC, month-day)",
-                y_desc: metric.as_str(),
+                y_max: charts::y_top(series.iter().flat_map(|s| s.1.iter().map(|p| p.1))),
                 x_label: &day_label,
-                lines: &lines,
+                size,
+                color,
                 markers: data.days.clone().count() <= 45,
-            })?;
-            self.chart(&svg, &title);
+            };
+            let _ = writeln!(
+                self.body,
+                "<div class=\"multiples\" style=\"grid-template-columns: repeat({columns}, 1fr)\">"
+            );
+            for (title, points) in &series {
+                let svg = charts::panel(&multiples, title, points)?;
+                self.chart(&svg, &format!("Daily {metric} of {title}"));
+            }
+            self.body.push_str("</div>\n");
         }
         Ok(())
     }
@@ -327,7 +333,8 @@ impl Html {
     fn top(&mut self, data: &Data) -> Result<(), ReportError> {
         self.body.push_str(
             "<h2>Top Tweets by impressions in the period</h2>\n<p class=\"note\">Sums of the \
-             hourly buckets inside the period. Engagement rate = engagements / impressions.</p>\n",
+             hourly buckets inside the period. Engagement rate = engagements / impressions. \
+             Each Tweet ID links to the Tweet on x.com.</p>\n",
         );
         if data.top.is_empty() {
             self.body.push_str(NO_DATA);
@@ -341,22 +348,17 @@ impl Html {
         for (i, t) in data.top.iter().enumerate() {
             // Ranked by impressions over the period's series: every Tweet has both sums.
             let (impressions, engagements) = (t.value, t.engagements.unwrap_or(0));
-            let rate = if impressions > 0 {
-                format!("{:.2}%", 100.0 * engagements as f64 / impressions as f64)
-            } else {
-                "n/a".to_string()
-            };
             let _ = writeln!(
                 self.body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 i + 1,
-                t.tweet,
+                tweet_link(t.tweet),
                 escape_html(t.owner.as_deref().unwrap_or("(public)")),
                 escape_html(&short_utc(t.created_at)),
                 impressions,
                 engagements,
-                rate
+                rate(engagements, impressions)
             );
         }
         self.body.push_str("</tbody>\n</table>\n");
@@ -391,7 +393,7 @@ impl Html {
             lines.len()
         );
         let hours = |v: f64| format!("{v}");
-        let svg = line_chart(&LineChart {
+        let svg = charts::line_chart(&LineChart {
             title: &title,
             x: 0.0..CURVE_HOURS as f64,
             x_desc: "hours since posting",
@@ -437,7 +439,7 @@ impl Html {
             return Ok(());
         }
         let title = "Time since the last successful run of each kind";
-        let svg = freshness_chart(title, &data.freshness, now)?;
+        let svg = charts::freshness_chart(title, &data.freshness, now)?;
         self.chart(&svg, title);
         Ok(())
     }
@@ -464,14 +466,17 @@ impl Html {
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
             "<title>Engagement report</title>\n<style>\n",
             "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; }\n",
-            "h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
+            "h1 { font-size: 1.6rem; margin-bottom: .3rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
+            "p.period { font-size: 1.15rem; font-weight: 600; margin-top: 0; }\n",
             "dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }\n",
             "dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }\n",
             "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
             "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
             ".num { text-align: right; }\n",
-            ".note { color: #555; font-size: .9rem; } .empty { font-style: italic; color: #a33; }\n",
+            ".note { color: #555; font-size: .9rem; font-weight: normal; } .empty { font-style: italic; color: #a33; }\n",
             "figure { margin: .5rem 0; } svg { max-width: 100%; height: auto; }\n",
+            ".multiples { display: grid; gap: 0; } .multiples figure { margin: 0; }\n",
+            "a { color: #1d5fa0; }\n",
             "</style>\n</head>\n<body>\n",
         ));
         html.push_str(&self.body);
@@ -483,181 +488,15 @@ impl Html {
     }
 }
 
-/// One line of a line chart.
-struct Line {
-    label: String,
-    points: Vec<(f64, f64)>,
-}
-
-struct LineChart<'a> {
-    title: &'a str,
-    x: std::ops::Range<f64>,
-    x_desc: &'a str,
-    y_desc: &'a str,
-    x_label: &'a dyn Fn(f64) -> String,
-    lines: &'a [Line],
-    /// Dots on the data points (for short series, where a single point would not show).
-    markers: bool,
-}
-
-/// Draws a line chart as an SVG document.
-fn line_chart(c: &LineChart<'_>) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    draw_lines(&mut svg, c).map_err(|e| ReportError::Chart {
-        chart: c.title.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(svg)
-}
-
-fn draw_lines(svg: &mut String, c: &LineChart<'_>) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::with_string(svg, CHART_SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let titled = root.titled(c.title, (FONT, 22))?;
-    // The legend gets its own column, so it never hides a line.
-    let (plot, legend) = titled.split_horizontally(CHART_SIZE.0 - LEGEND_WIDTH);
-    let y_max = c
-        .lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.1))
-        .fold(0.0, f64::max)
-        .max(1.0)
-        * 1.05;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(44)
-        .y_label_area_size(70)
-        .build_cartesian_2d(c.x.clone(), 0.0..y_max)?;
-    let x_label = |v: &f64| (c.x_label)(*v);
-    let y_label = |v: &f64| short_number(*v);
-    chart
-        .configure_mesh()
-        .x_desc(c.x_desc)
-        .y_desc(c.y_desc)
-        .x_labels(12)
-        .y_labels(8)
-        .x_label_formatter(&x_label)
-        .y_label_formatter(&y_label)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .label_style((FONT, 15))
-        .draw()?;
-    let mut entries = Vec::new();
-    for (i, line) in c.lines.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        chart.draw_series(
-            LineSeries::new(line.points.iter().copied(), color.stroke_width(2))
-                .point_size(if c.markers { 3 } else { 0 }),
-        )?;
-        entries.push((line.label.as_str(), color));
-    }
-    draw_legend(&legend, &entries)?;
-    root.present()?;
-    Ok(())
-}
-
-/// One row per line, top down: a stroke of its colour and its label; `+N more` when they do not
-/// all fit.
-fn draw_legend<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    entries: &[(&str, RGBColor)],
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    const ROW: i32 = 20;
-    let style = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let fit = ((area.dim_in_pixel().1 as i32 - 2 * ROW) / ROW).max(1) as usize;
-    let shown = if entries.len() > fit { fit - 1 } else { fit };
-    for (i, (label, color)) in entries.iter().take(shown).enumerate() {
-        let y = ROW + ROW * i as i32;
-        area.draw(&PathElement::new(
-            vec![(4, y), (26, y)],
-            color.stroke_width(3),
-        ))?;
-        area.draw(&Text::new(label.to_string(), (32, y), style.clone()))?;
-    }
-    if entries.len() > shown {
-        let y = ROW + ROW * shown as i32;
-        let more = format!("+{} more", entries.len() - shown);
-        area.draw(&Text::new(more, (32, y), style))?;
-    }
-    Ok(())
-}
-
-/// Horizontal bars: the age of each kind's last successful run, labelled with it.
-fn freshness_chart(title: &str, rows: &[Freshness], now: i64) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    draw_freshness(&mut svg, title, rows, now).map_err(|e| ReportError::Chart {
-        chart: title.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(svg)
-}
-
-fn draw_freshness(
-    svg: &mut String,
-    title: &str,
-    rows: &[Freshness],
-    now: i64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let ages: Vec<Option<i64>> = rows
-        .iter()
-        .map(|f| f.last_ok.map(|t| (now - t).max(0)))
-        .collect();
-    let oldest = ages.iter().flatten().copied().max().unwrap_or(0);
-    // One unit for the whole axis, chosen by the oldest age.
-    let (unit, unit_name) = if oldest < 2 * HOUR_SECS {
-        (60.0, "minutes")
-    } else if oldest < 3 * DAY_SECS {
-        (HOUR_SECS as f64, "hours")
+/// `part / whole` as a percentage with two decimals, `n/a` without a whole.
+fn rate(part: i64, whole: i64) -> String {
+    if whole > 0 {
+        format!("{:.2}%", 100.0 * part as f64 / whole as f64)
     } else {
-        (DAY_SECS as f64, "days")
-    };
-    // Room on the right for the labels at the end of the bars.
-    let x_max = (oldest as f64 / unit).max(1.0) * 1.45;
-    let n = rows.len() as f64;
-    let root = SVGBackend::with_string(svg, (CHART_SIZE.0, 80 + 46 * rows.len() as u32))
-        .into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 22))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(10)
-        .build_cartesian_2d(0.0..x_max, 0.0..n)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .disable_y_axis()
-        .x_desc(unit_name)
-        .x_labels(8)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .label_style((FONT, 15))
-        .draw()?;
-    let label_style =
-        TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, (f, age)) in rows.iter().zip(&ages).enumerate() {
-        // First kind on top.
-        let y = n - i as f64 - 0.5;
-        let (end, label) = match age {
-            Some(age) => {
-                let end = *age as f64 / unit;
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(0.0, y - 0.3), (end, y + 0.3)],
-                    PALETTE[i % PALETTE.len()].filled(),
-                )))?;
-                (end, format!("{}: {}", f.kind, format_age(*age)))
-            }
-            None => (0.0, format!("{}: never succeeded", f.kind)),
-        };
-        chart.draw_series(std::iter::once(Text::new(
-            label,
-            (end + x_max * 0.01, y),
-            label_style.clone(),
-        )))?;
+        "n/a".to_string()
     }
-    root.present()?;
-    Ok(())
 }
+
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), for tables.
 fn short_utc(t: i64) -> String {
@@ -704,6 +543,7 @@ mod tests {
     fn options(since: i64, owner: Option<&str>) -> Options {
         Options {
             since,
+            until: NOW,
             now: NOW,
             owner: owner.map(|h| h.parse().unwrap()),
             database: "test.sqlite".to_string(),
