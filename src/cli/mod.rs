@@ -131,9 +131,23 @@ pub struct QueryArgs {
     pub query: Query,
 }
 
-/// The questions `query` answers.
+/// The questions `query` answers. Times are a date, RFC 3339, @unix, or an age like 7d; a
+/// period runs from --since (rounded down to the hour) to --until (exclusive, rounded up).
 #[derive(Debug, Subcommand)]
 pub enum Query {
+    /// Per account over a period: Tweets, impressions, engagements, engagement rate, favorites,
+    /// retweets, replies, quote Tweets, video views, and the hours of data behind them.
+    Accounts {
+        /// Period start (default 30d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Period end (exclusive; default now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only these accounts (repeatable).
+        #[arg(long = "owner", value_name = "HANDLE")]
+        owners: Vec<String>,
+    },
     /// Latest lifetime totals per Tweet and metric, with when they were observed.
     Latest {
         /// Only these Tweets (repeatable).
@@ -142,6 +156,12 @@ pub enum Query {
         /// Only this account's Tweets.
         #[arg(long, value_name = "HANDLE")]
         owner: Option<String>,
+        /// Only these metrics (repeatable).
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// One row per Tweet, a column per metric.
+        #[arg(long)]
+        wide: bool,
     },
     /// One Tweet's time series; zero-filled inside fetched coverage, missing outside it.
     Series {
@@ -166,6 +186,9 @@ pub enum Query {
         /// Period start (default 7d).
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
+        /// Period end (exclusive; default now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         #[arg(long, value_name = "HANDLE")]
         owner: Option<String>,
         #[arg(long, value_name = "N", default_value_t = 10)]

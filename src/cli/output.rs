@@ -1,5 +1,6 @@
 //! Rows printed as an aligned table (terminals), CSV (RFC 4180) or JSON (an array of objects,
-//! one per row).
+//! one per row). Tweet IDs are numbers in tables and CSV and strings in JSON, as X writes them
+//! (`id_str`): above 2^53 a JSON number is rounded by JavaScript, jq 1.6 and many other tools.
 
 use std::io::{IsTerminal, Write};
 
@@ -14,6 +15,11 @@ pub enum Cell {
     Int(i64),
     Float(f64),
     Text(String),
+    /// A Tweet ID: a number in tables and CSV, a string in JSON.
+    Id(u64),
+    /// A value with a mark after it in tables (`*` pointing at a footnote), the bare value in
+    /// CSV and JSON.
+    Marked(Box<Cell>, &'static str),
 }
 
 impl Cell {
@@ -23,6 +29,25 @@ impl Cell {
             Cell::Int(n) => n.to_string(),
             Cell::Float(x) => format!("{x:.4}"),
             Cell::Text(s) => s.clone(),
+            Cell::Id(id) => id.to_string(),
+            Cell::Marked(cell, mark) => format!("{}{mark}", cell.text()),
+        }
+    }
+
+    /// The text of a CSV field: without marks.
+    fn bare(&self) -> String {
+        match self {
+            Cell::Marked(cell, _) => cell.bare(),
+            cell => cell.text(),
+        }
+    }
+
+    /// Whether a table aligns it to the right.
+    fn is_numeric(&self) -> bool {
+        match self {
+            Cell::Int(_) | Cell::Float(_) | Cell::Null | Cell::Id(_) => true,
+            Cell::Text(_) => false,
+            Cell::Marked(cell, _) => cell.is_numeric(),
         }
     }
 
@@ -32,7 +57,15 @@ impl Cell {
             Cell::Int(n) => Value::from(*n),
             Cell::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
             Cell::Text(s) => Value::from(s.as_str()),
+            Cell::Id(id) => Value::from(id.to_string()),
+            Cell::Marked(cell, _) => cell.json(),
         }
+    }
+}
+
+impl From<crate::domain::TweetId> for Cell {
+    fn from(id: crate::domain::TweetId) -> Cell {
+        Cell::Id(id.get())
     }
 }
 
@@ -83,13 +116,17 @@ impl From<Option<String>> for Cell {
 pub struct Rows {
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
+    /// Lines printed under a table (not in CSV or JSON): what marks and columns mean.
+    pub footnotes: Vec<String>,
+    /// Said on stderr whatever the format: why there are no rows, or what they leave out.
+    pub notice: Option<String>,
 }
 
 impl Rows {
     pub fn new(columns: &[&'static str]) -> Rows {
         Rows {
             columns: columns.to_vec(),
-            rows: Vec::new(),
+            ..Rows::default()
         }
     }
 
@@ -131,7 +168,7 @@ impl Rows {
                 };
                 out += &line(self.columns.iter().map(|c| c.to_string()).collect());
                 for row in &self.rows {
-                    out += &line(row.iter().map(Cell::text).collect());
+                    out += &line(row.iter().map(Cell::bare).collect());
                 }
                 out
             }
@@ -155,11 +192,7 @@ impl Rows {
                     })
                     .collect();
                 let numeric: Vec<bool> = (0..self.columns.len())
-                    .map(|i| {
-                        self.rows
-                            .iter()
-                            .all(|r| matches!(r[i], Cell::Int(_) | Cell::Float(_) | Cell::Null))
-                    })
+                    .map(|i| self.rows.iter().all(|r| r[i].is_numeric()))
                     .collect();
                 let mut out = String::new();
                 let mut line = |cells: &[String]| {
@@ -187,13 +220,21 @@ impl Rows {
                 if self.rows.is_empty() {
                     out += "(no rows)\n";
                 }
+                for note in &self.footnotes {
+                    out += note;
+                    out.push('\n');
+                }
                 out
             }
         }
     }
 
-    /// Prints the rows to stdout; a closed pipe (`| head`) is not an error.
+    /// Prints the rows to stdout, and the notice to stderr; a closed pipe (`| head`) is not an
+    /// error.
     pub fn print(&self, format: Format) {
+        if let Some(notice) = &self.notice {
+            eprintln!("{notice}");
+        }
         emit(&self.render(format));
     }
 }
@@ -248,6 +289,46 @@ mod tests {
         assert_eq!(v[0]["rate"], 0.5);
         assert_eq!(v[1]["name"], Value::Null);
         assert_eq!(v.as_array().unwrap().len(), 2);
+    }
+
+    /// Tweet IDs above 2^53 are strings in JSON, exact; numbers in CSV and tables.
+    #[test]
+    fn tweet_ids_are_strings_in_json_only() {
+        let id = 2_084_074_144_018_969_623_u64;
+        let mut rows = Rows::new(&["tweet_id", "value"]);
+        rows.push(vec![Cell::Id(id), 3.into()]);
+        let v: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
+        assert_eq!(v[0]["tweet_id"], Value::from(id.to_string()));
+        assert_eq!(v[0]["value"], 3);
+        assert_eq!(
+            rows.render(Format::Csv),
+            format!("tweet_id,value\r\n{id},3\r\n")
+        );
+        assert!(rows.render(Format::Table).contains(&format!("{id}      3")));
+    }
+
+    /// A marked value reads with its mark in tables, bare in CSV and JSON; footnotes are in
+    /// tables only.
+    #[test]
+    fn marks_and_footnotes_are_for_people() {
+        let mut rows = Rows::new(&["owner", "impressions"]);
+        rows.push(vec![
+            "acme".into(),
+            Cell::Marked(Box::new(1200.into()), "*"),
+        ]);
+        rows.push(vec!["bob".into(), Cell::Marked(Box::new(7.into()), " ")]);
+        rows.footnotes.push("* partly known".into());
+        let table = rows.render(Format::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[2], "acme        1200*");
+        assert_eq!(lines[3], "bob            7");
+        assert_eq!(lines[4], "* partly known");
+        let v: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
+        assert_eq!(v[0]["impressions"], 1200);
+        assert_eq!(
+            rows.render(Format::Csv),
+            "owner,impressions\r\nacme,1200\r\nbob,7\r\n"
+        );
     }
 
     #[test]

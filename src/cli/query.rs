@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::anyhow;
 
 use super::output::{self, Cell, Rows};
-use super::{Cli, Failure, Granularity, Query, QueryArgs};
+use super::{Cli, Failure, Format, Granularity, Query, QueryArgs};
 use crate::config::Config;
 use crate::domain::AccountState;
-use crate::domain::{DAY_SECS, Endpoint, HOUR_SECS, JobKind, Metric, TweetId, iso_utc};
-use crate::store::{Owner, Store, StoreError, TopBasis, TopQuery};
+use crate::domain::{DAY_SECS, Endpoint, HOUR_SECS, Hour, JobKind, Metric, TweetId, iso_utc};
+use crate::store::{AccountFigures, AccountsQuery, Owner, Store, StoreError, TopBasis, TopQuery};
 use crate::timespec::parse_time;
 
 /// Runs one query and prints its rows.
@@ -30,11 +30,12 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
         Query::Failures => recheck_after(cli),
         _ => DAY_SECS,
     };
-    let rows = answer(&store, &args.query, now, rest).map_err(|e| match e {
+    let format = output::chosen(args.format);
+    let rows = answer(&store, &args.query, now, rest, format).map_err(|e| match e {
         QueryError::Usage(e) => Failure::usage(e),
         QueryError::Db(e) => Failure::fatal(e),
     })?;
-    rows.print(output::chosen(args.format));
+    rows.print(format);
     Ok(0)
 }
 
@@ -63,17 +64,38 @@ fn recheck_after(cli: &Cli) -> i64 {
         .unwrap_or(DAY_SECS)
 }
 
-/// The rows answering `query` at `now`.
+/// The rows answering `query` at `now`, for `format` (a table shows some figures for people).
 pub fn answer(
     store: &Store,
     query: &Query,
     now: i64,
     recheck_after: i64,
+    format: Format,
 ) -> Result<Rows, QueryError> {
     match query {
-        Query::Latest { tweets, owner } => {
+        Query::Accounts {
+            since,
+            until,
+            owners,
+        } => {
+            let (since, until) = period(since.as_deref(), "30d", until.as_deref(), now)?;
+            for owner in owners {
+                check_owner(store, Some(owner))?;
+            }
+            accounts(store, since, until, owners, format)
+        }
+        Query::Latest {
+            tweets,
+            owner,
+            metrics,
+            wide,
+        } => {
             check_owner(store, owner.as_deref())?;
-            latest(store, tweets, owner.as_deref())
+            let metrics = metrics
+                .iter()
+                .map(|m| metric_named(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            latest(store, tweets, owner.as_deref(), &metrics, *wide)
         }
         Query::Series {
             tweet,
@@ -89,15 +111,16 @@ pub fn answer(
         Query::Top {
             metric,
             since,
+            until,
             owner,
             limit,
         } => {
-            let since = time(since.as_deref().unwrap_or("7d"), now)?;
+            let (since, until) = period(since.as_deref(), "7d", until.as_deref(), now)?;
             check_owner(store, owner.as_deref())?;
             top(
                 store,
                 metric_named(metric)?,
-                since,
+                (since, until),
                 owner.as_deref(),
                 *limit,
             )
@@ -110,6 +133,26 @@ pub fn answer(
 
 fn time(text: &str, now: i64) -> Result<i64, QueryError> {
     parse_time(text, now).map_err(usage)
+}
+
+/// `--since` (else `default_since`) rounded down to the hour and `--until` (else now) rounded
+/// up: the whole hours of the period, `[since, until)`.
+fn period(
+    since: Option<&str>,
+    default_since: &str,
+    until: Option<&str>,
+    now: i64,
+) -> Result<(i64, i64), QueryError> {
+    let since = Hour::floor(time(since.unwrap_or(default_since), now)?).secs();
+    let until = Hour::ceil(until.map_or(Ok(now), |t| time(t, now))?).secs();
+    if until <= since {
+        return Err(usage(format!(
+            "the period is empty: --since {} is not before --until {}",
+            iso_utc(since),
+            iso_utc(until)
+        )));
+    }
+    Ok((since, until))
 }
 
 fn metric_named(name: &str) -> Result<Metric, QueryError> {
@@ -159,43 +202,88 @@ fn iso(t: Option<i64>) -> Cell {
     t.map_or(Cell::Null, |t| Cell::Text(iso_utc(t)))
 }
 
-fn latest(store: &Store, tweets: &[u64], owner: Option<&str>) -> Result<Rows, QueryError> {
+/// The latest lifetime totals: one row per (Tweet, metric), or with `wide` one row per Tweet and
+/// a column per metric (the chosen ones, else every one stored, in the API's order).
+fn latest(
+    store: &Store,
+    tweets: &[u64],
+    owner: Option<&str>,
+    metrics: &[Metric],
+    wide: bool,
+) -> Result<Rows, QueryError> {
     let wanted: HashSet<u64> = tweets.iter().copied().collect();
-    let mut rows = Rows::new(&[
-        "tweet_id",
-        "owner",
-        "metric",
-        "value",
-        "observed_at",
-        "checked_at",
-    ]);
-    let mut found = HashSet::new();
     let filter = owner_filter(owner);
-    for total in store.latest_totals(owner_of(filter.as_deref()))? {
-        let id = total.tweet.get();
-        if !wanted.is_empty() && !wanted.contains(&id) {
-            continue;
-        }
-        found.insert(id);
-        rows.push(vec![
-            (id as i64).into(),
-            total.owner.into(),
-            total.metric.as_str().into(),
-            total.value.into(),
-            iso(Some(total.observed_at)),
-            iso(total.checked_at),
-        ]);
-    }
-    let missing: Vec<String> = wanted
-        .iter()
-        .filter(|t| !found.contains(*t))
-        .map(|t| (*t as i64).to_string())
+    let totals: Vec<_> = store
+        .latest_totals(owner_of(filter.as_deref()))?
+        .into_iter()
+        .filter(|t| wanted.is_empty() || wanted.contains(&t.tweet.get()))
+        .filter(|t| metrics.is_empty() || metrics.contains(&t.metric))
         .collect();
-    if !missing.is_empty() && rows.rows.is_empty() {
+    let found: HashSet<u64> = totals.iter().map(|t| t.tweet.get()).collect();
+    let mut missing: Vec<u64> = wanted.difference(&found).copied().collect();
+    missing.sort_unstable();
+    if !missing.is_empty() && totals.is_empty() {
+        let ids: Vec<String> = missing.iter().map(u64::to_string).collect();
+        let what = if metrics.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = metrics.iter().map(|m| m.as_str()).collect();
+            format!(" of {}", names.join(", "))
+        };
         return Err(usage(format!(
-            "no totals stored for Tweet {}",
-            missing.join(", ")
+            "no totals{what} stored for Tweet {} (is it in the inventory, and has a totals run \
+             happened?)",
+            ids.join(", ")
         )));
+    }
+    if !wide {
+        let mut rows = Rows::new(&[
+            "tweet_id",
+            "owner",
+            "metric",
+            "value",
+            "observed_at",
+            "checked_at",
+        ]);
+        for total in totals {
+            rows.push(vec![
+                total.tweet.into(),
+                total.owner.into(),
+                total.metric.as_str().into(),
+                total.value.into(),
+                iso(Some(total.observed_at)),
+                iso(total.checked_at),
+            ]);
+        }
+        return Ok(rows);
+    }
+    let shown: Vec<Metric> = if metrics.is_empty() {
+        let stored: HashSet<Metric> = totals.iter().map(|t| t.metric).collect();
+        Metric::ALL
+            .into_iter()
+            .filter(|m| stored.contains(m))
+            .collect()
+    } else {
+        metrics.to_vec()
+    };
+    let mut columns = vec!["tweet_id", "owner"];
+    columns.extend(shown.iter().map(|m| m.as_str()));
+    columns.extend(["observed_at", "checked_at"]);
+    let mut rows = Rows::new(&columns);
+    // `latest_totals` reads by Tweet: each Tweet's totals are together.
+    for chunk in totals.chunk_by(|a, b| a.tweet == b.tweet) {
+        let first = &chunk[0];
+        let mut row: Vec<Cell> = vec![first.tweet.into(), first.owner.clone().into()];
+        row.extend(shown.iter().map(|m| {
+            chunk
+                .iter()
+                .find(|t| t.metric == *m)
+                .map(|t| t.value)
+                .into()
+        }));
+        row.push(iso(chunk.iter().map(|t| t.observed_at).max()));
+        row.push(iso(first.checked_at));
+        rows.push(row);
     }
     Ok(rows)
 }
@@ -218,7 +306,7 @@ fn series(
             "Tweet {tweet} is not in the database (is it in the inventory, and has a run happened?)"
         )));
     };
-    let id = info.tweet.get() as i64;
+    let id = info.tweet;
     let floor = |t: i64| t.div_euclid(HOUR_SECS) * HOUR_SECS;
     let created_hour = floor(info.created_at);
     let since = floor(since.unwrap_or(created_hour)).max(created_hour);
@@ -248,8 +336,34 @@ fn series(
         Granularity::Hour => Rows::new(&["tweet_id", "metric", "hour", "value"]),
         Granularity::Day => Rows::new(&["tweet_id", "metric", "day", "value", "covered_hours"]),
     };
+    // Without a series there is nothing to print but empty hours: say why instead.
+    if info.owner.is_none() {
+        rows.notice = Some(format!(
+            "Tweet {tweet} has no hourly series: public Tweets get /totals only \
+             (see `query latest --tweet {tweet}`)"
+        ));
+        return Ok(rows);
+    }
+    let mut series = Vec::new();
     for metric in metrics {
-        let points = store.series(&info, &coverage, metric, since, until)?;
+        series.push((
+            metric,
+            store.series(&info, &coverage, metric, since, until)?,
+        ));
+    }
+    if series
+        .iter()
+        .all(|(_, points)| points.iter().all(|p| p.value.is_none()))
+    {
+        rows.notice = Some(format!(
+            "Tweet {tweet} has no coverage between {} and {}: no /28hr or /historical answer \
+             covered those hours yet (`run --job historical` fetches its past)",
+            iso_utc(since),
+            iso_utc(until)
+        ));
+        return Ok(rows);
+    }
+    for (metric, points) in series {
         match granularity {
             Granularity::Hour => {
                 for point in points {
@@ -286,12 +400,12 @@ fn series(
     Ok(rows)
 }
 
-/// Per Tweet, `metric` over `[since, now)`: the sum of its hourly buckets for Tweets whose
+/// Per Tweet, `metric` over `[since, until)`: the sum of its hourly buckets for Tweets whose
 /// series are collected, else the growth of its lifetime total (see [`TopBasis`]).
 fn top(
     store: &Store,
     metric: Metric,
-    since: i64,
+    (since, until): (i64, i64),
     owner: Option<&str>,
     limit: usize,
 ) -> Result<Rows, QueryError> {
@@ -299,7 +413,7 @@ fn top(
     let ranked = store.top_tweets(&TopQuery {
         metric,
         since,
-        until: None,
+        until: Some(until),
         owner: owner_of(filter.as_deref()),
         limit,
         basis: TopBasis::SeriesElseTotals,
@@ -324,7 +438,7 @@ fn top(
         };
         rows.push(vec![
             (rank as i64 + 1).into(),
-            (t.tweet.get() as i64).into(),
+            t.tweet.into(),
             t.owner.into(),
             iso_utc(t.created_at).into(),
             metric.as_str().into(),
@@ -336,6 +450,114 @@ fn top(
         ]);
     }
     Ok(rows)
+}
+
+/// The sums `query accounts` shows, in its column order (quote Tweets come from totals).
+const ACCOUNT_SUMS: [Metric; 5] = [
+    Metric::Favorites,
+    Metric::Retweets,
+    Metric::Replies,
+    Metric::QuoteTweets,
+    Metric::VideoViews,
+];
+
+/// Per account, its figures over `[since, until)`. CSV and JSON carry the hours known and the
+/// Tweet-hours of the period; a table shows them as coverage and marks the figures of accounts
+/// not fully covered, so that a hole never reads as a zero.
+fn accounts(
+    store: &Store,
+    since: i64,
+    until: i64,
+    owners: &[String],
+    format: Format,
+) -> Result<Rows, QueryError> {
+    let figures = store.account_figures(&AccountsQuery {
+        since,
+        until,
+        owners,
+    })?;
+    let table = format == Format::Table;
+    let mut columns = vec![
+        "owner",
+        "tweets",
+        "posted",
+        "impressions",
+        "engagements",
+        "engagement_rate",
+    ];
+    columns.extend(ACCOUNT_SUMS.iter().map(|m| m.as_str()));
+    columns.extend(if table {
+        &["coverage"][..]
+    } else {
+        &["hours_known", "hours"][..]
+    });
+    let mut rows = Rows::new(&columns);
+    let mut partial = 0;
+    for a in &figures {
+        // No hour known: the sums are unknown, not zero.
+        let sum = |m: Metric| -> Cell {
+            if a.hours_known == 0 && !a.sums.contains_key(&m) {
+                Cell::Null
+            } else {
+                a.sum(m).into()
+            }
+        };
+        let mark = if a.is_complete() { " " } else { "*" };
+        partial += usize::from(!a.is_complete());
+        let marked = |cell: Cell| -> Cell {
+            if table {
+                Cell::Marked(Box::new(cell), mark)
+            } else {
+                cell
+            }
+        };
+        let mut row: Vec<Cell> = vec![
+            a.owner.clone().into(),
+            a.tweets_tracked.into(),
+            a.tweets_posted.into(),
+            marked(sum(Metric::Impressions)),
+            marked(sum(Metric::Engagements)),
+            marked(a.engagement_rate().into()),
+        ];
+        for m in ACCOUNT_SUMS {
+            row.push(match m {
+                Metric::QuoteTweets => a.quote_tweets.into(),
+                m => marked(sum(m)),
+            });
+        }
+        if table {
+            row.push(coverage_text(a).into());
+        } else {
+            row.extend([a.hours_known.into(), a.hours.into()]);
+        }
+        rows.push(row);
+    }
+    rows.footnotes.push(format!(
+        "Period {} to {} (exclusive). Sums of the hourly buckets of each account's listed \
+         Tweets; quote_tweets from the growth of /totals (empty when a Tweet has no total from \
+         before the period).",
+        iso_utc(since),
+        iso_utc(until)
+    ));
+    if partial > 0 {
+        let accounts = if partial == 1 { "account" } else { "accounts" };
+        rows.footnotes.push(format!(
+            "* {partial} {accounts} not fully covered: coverage is the Tweet-hours fetched of \
+             those in the period; the others are unknown, not zero (`run --job historical` \
+             fetches them)."
+        ));
+    }
+    Ok(rows)
+}
+
+/// "51/53 (96%)": the Tweet-hours known of those in the period. The percentage is rounded down,
+/// so that only full coverage reads 100%.
+fn coverage_text(a: &AccountFigures) -> String {
+    if a.hours == 0 {
+        return "0/0".to_string();
+    }
+    let pct = a.hours_known * 100 / a.hours;
+    format!("{}/{} ({pct}%)", a.hours_known, a.hours)
 }
 
 fn runs(store: &Store, last: usize) -> Result<Rows, QueryError> {
@@ -471,7 +693,7 @@ fn failures(store: &Store, recheck_after: i64) -> Result<Rows, QueryError> {
             Cell::Null,
             Cell::Null,
             t.owner.unwrap_or_else(|| "bearer".into()).into(),
-            (t.tweet.get() as i64).into(),
+            t.tweet.into(),
             Cell::Null,
             Cell::Null,
             Cell::Null,

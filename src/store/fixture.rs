@@ -25,6 +25,16 @@ impl Store {
             .unwrap();
     }
 
+    /// The Tweet removed from the inventory at `at` (its row and data kept).
+    pub(crate) fn put_removed(&self, tweet: i64, at: i64) {
+        self.conn
+            .execute(
+                "UPDATE tweets SET removed_at = ?2 WHERE tweet_id = ?1",
+                params![tweet, at],
+            )
+            .unwrap();
+    }
+
     /// An hourly bucket, as `/historical` stores it.
     pub(crate) fn put_bucket(&self, tweet: i64, metric: Metric, hour: i64, value: i64, at: i64) {
         self.conn

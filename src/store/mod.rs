@@ -12,9 +12,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 pub use read::{
-    Bucket, Coverage, DailyPoint, DailyQuery, FailedBatch, Freshness, LatestTotal, MonthUsage,
-    Owner, RestingTweet, RunRow, SeriesPoint, TopBasis, TopQuery, TopTweet, TweetCounts, TweetInfo,
-    ValueSource,
+    AccountFigures, AccountsQuery, Bucket, Coverage, DailyPoint, DailyQuery, FailedBatch,
+    Freshness, LatestTotal, MonthUsage, Owner, RestingTweet, RunRow, SeriesPoint, TopBasis,
+    TopQuery, TopTweet, TweetCounts, TweetInfo, ValueSource,
 };
 pub use state::{AccountRecord, FetchedCell, KindHistory, OpenCell};
 pub use write::{BatchRecord, RunStart, RunSummary, SeriesWrite, SyncReport, TotalsWrite};

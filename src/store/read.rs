@@ -11,6 +11,9 @@ use rusqlite::{Connection, named_params, params};
 use super::{Store, StoreError, unknown_value};
 use crate::domain::{AccountState, Endpoint, JobKind, Metric, RunStatus, TweetId, TweetStatus};
 
+mod accounts;
+pub use accounts::{AccountFigures, AccountsQuery};
+
 /// Which Tweets a read covers, by owner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Owner<'a> {
@@ -97,6 +100,40 @@ impl Coverage {
     /// The value of `hour`: the stored bucket, else zero inside coverage, else unknown.
     pub fn value(&self, stored: Option<i64>, hour: i64) -> Option<i64> {
         stored.or_else(|| self.covers(hour).then_some(0))
+    }
+
+    /// Adds a `/historical` cell starting at `cell`, fetched up to `fetched_until`, of a Tweet
+    /// created at `created_at`: it covers hours from the Tweet's creation hour on.
+    fn add_cell(&mut self, created_at: i64, cell: i64, fetched_until: i64) {
+        let created_hour = crate::domain::Hour::floor(created_at).secs();
+        self.0.push((cell.max(created_hour), fetched_until));
+    }
+
+    /// Adds a `/28hr` window `[from, until)`.
+    fn add_recent(&mut self, from: i64, until: i64) {
+        self.0.push((from, until));
+    }
+
+    /// How many hours starting in `[since, until)` lie inside a covered span (spans may
+    /// overlap: each hour counts once).
+    pub fn hours_in(&self, since: i64, until: i64) -> i64 {
+        let ceil = |t: i64| crate::domain::Hour::ceil(t).secs();
+        let mut spans: Vec<(i64, i64)> = self
+            .0
+            .iter()
+            .map(|(a, b)| (ceil((*a).max(since)), ceil((*b).min(until))))
+            .filter(|(a, b)| a < b)
+            .collect();
+        spans.sort_unstable();
+        let (mut hours, mut reached) = (0, i64::MIN);
+        for (a, b) in spans {
+            let a = a.max(reached);
+            if a < b {
+                hours += (b - a) / crate::domain::HOUR_SECS;
+                reached = b;
+            }
+        }
+        hours
     }
 }
 
@@ -551,23 +588,23 @@ impl Store {
 
     /// The spans of hours `tweet`'s answers covered (its cells counted from its creation hour).
     pub fn coverage(&self, tweet: &TweetInfo) -> Result<Coverage, StoreError> {
-        let created_hour = crate::domain::Hour::floor(tweet.created_at).secs();
         let id = tweet.tweet.get() as i64;
         self.read(|conn| {
-            let mut spans = Vec::new();
+            let mut coverage = Coverage::default();
             let mut stmt =
                 conn.prepare("SELECT cell, fetched_until FROM coverage WHERE tweet_id = ?1")?;
             for span in stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                let (cell, until): (i64, i64) = span?;
-                spans.push((cell.max(created_hour), until));
+                let (cell, until) = span?;
+                coverage.add_cell(tweet.created_at, cell, until);
             }
             let mut stmt = conn.prepare(
                 "SELECT fetched_from, fetched_until FROM recent_coverage WHERE tweet_id = ?1",
             )?;
             for span in stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                spans.push(span?);
+                let (from, until) = span?;
+                coverage.add_recent(from, until);
             }
-            Ok(Coverage(spans))
+            Ok(coverage)
         })
     }
 

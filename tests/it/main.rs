@@ -3,6 +3,8 @@
 
 mod helpers;
 
+/// `query accounts`, `--until`, `latest --wide`, JSON Tweet IDs, `series` without a series.
+mod accounts;
 /// An agency's day: due kinds, catch-up, an unreachable API, app keys, accounts, bad inventory.
 mod agency;
 /// `check` and `check --online`: each credential tried, the database's folder, messages.

@@ -1,0 +1,296 @@
+//! Per-account figures over a period (`query accounts`, the report's account table): Tweets
+//! tracked and posted, the sums of their hourly buckets, the Tweet-hours behind those sums and
+//! how many of them fetched coverage vouches for, and quote Tweets from the growth of totals.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::named_params;
+
+use super::{Coverage, Owner, PERIOD_COLUMNS, TopBasis, TopQuery, read_period_rows};
+use crate::domain::{HOUR_SECS, Hour, Metric};
+use crate::store::{Store, StoreError, unknown_value};
+
+/// Which accounts and period [`Store::account_figures`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountsQuery<'a> {
+    /// Start of the period, Unix seconds, hour-aligned by the caller.
+    pub since: i64,
+    /// End of the period (exclusive), hour-aligned.
+    pub until: i64,
+    /// Only these handles, compared case-insensitively; empty: every account.
+    pub owners: &'a [String],
+}
+
+/// One account's figures over a period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountFigures {
+    /// The handle as stored.
+    pub owner: String,
+    /// Its Tweets listed (not removed from the inventory) and created before the period's end.
+    pub tweets_tracked: i64,
+    /// Of those, the ones created in the period.
+    pub tweets_posted: i64,
+    /// Tweet-hours in the period: each tracked Tweet's hours from its creation hour (or the
+    /// period's start) to the period's end.
+    pub hours: i64,
+    /// Of those, the hours inside fetched coverage (`/historical` cells up to where their fetch
+    /// reached, `/28hr` windows), where a missing bucket is a zero. The sums are complete when
+    /// this equals `hours`; outside coverage an hour is unknown, never zero.
+    pub hours_known: i64,
+    /// The sum of the stored hourly buckets in the period, per metric that has any.
+    pub sums: BTreeMap<Metric, i64>,
+    /// Quote Tweets (a `/totals`-only metric): the sum over the tracked Tweets of the growth of
+    /// their lifetime totals over the period ([`TopBasis::Totals`]); `None` when that growth is
+    /// unknown for any of them.
+    pub quote_tweets: Option<i64>,
+}
+
+impl AccountFigures {
+    /// The sum of `metric`'s buckets in the period (zero when none is stored).
+    pub fn sum(&self, metric: Metric) -> i64 {
+        self.sums.get(&metric).copied().unwrap_or(0)
+    }
+
+    /// Engagements per impression over the period; `None` without impressions.
+    pub fn engagement_rate(&self) -> Option<f64> {
+        let impressions = self.sum(Metric::Impressions);
+        (impressions > 0).then(|| self.sum(Metric::Engagements) as f64 / impressions as f64)
+    }
+
+    /// Whether every Tweet-hour of the period is inside fetched coverage.
+    pub fn is_complete(&self) -> bool {
+        self.hours_known == self.hours
+    }
+}
+
+/// The Tweets [`Store::account_figures`] counts: owned, listed, of the chosen owners (`:owners`,
+/// a JSON array of lower-cased handles, or NULL for all).
+const ACCOUNT_TWEETS: &str = "w.owner IS NOT NULL AND w.removed_at IS NULL \
+     AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners)))";
+
+impl Store {
+    /// Per account with listed Tweets (of `q.owners`, when given), its figures over `q`'s
+    /// period, by handle. Three statements whatever the number of Tweets: the Tweets (with their
+    /// quote Tweets' growth), their coverage spans, and the bucket sums grouped by account and
+    /// metric.
+    pub fn account_figures(
+        &self,
+        q: &AccountsQuery<'_>,
+    ) -> Result<Vec<AccountFigures>, StoreError> {
+        let owners = (!q.owners.is_empty()).then(|| {
+            let folded: Vec<String> = q
+                .owners
+                .iter()
+                .map(|o| o.trim().trim_start_matches('@').to_ascii_lowercase())
+                .collect();
+            serde_json::Value::from(folded).to_string()
+        });
+        self.read(|conn| {
+            // The Tweets, with the growth of their quote Tweets by the totals rule.
+            let top = TopQuery {
+                metric: Metric::QuoteTweets,
+                since: q.since,
+                until: Some(q.until),
+                owner: Owner::Any,
+                limit: usize::MAX,
+                basis: TopBasis::Totals,
+                only_positive: false,
+            };
+            let mut stmt = conn.prepare(&format!("{PERIOD_COLUMNS} WHERE {ACCOUNT_TWEETS}"))?;
+            let rows = stmt.query(named_params! {
+                ":series": false, ":totals": true, ":metric": Metric::QuoteTweets.id(),
+                ":since": q.since, ":until": q.until, ":owners": owners,
+            })?;
+            let tweets = read_period_rows(rows, &top)?;
+
+            // Their coverage spans, merged per Tweet by the coverage rule.
+            let mut coverage: HashMap<i64, Coverage> = HashMap::new();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT c.tweet_id, 0, w.created_at, c.cell, c.fetched_until \
+                 FROM coverage AS c JOIN tweets AS w USING (tweet_id) \
+                 WHERE {ACCOUNT_TWEETS} AND c.fetched_until > :since AND c.cell < :until \
+                 UNION ALL SELECT r.tweet_id, 1, w.created_at, r.fetched_from, r.fetched_until \
+                 FROM recent_coverage AS r JOIN tweets AS w USING (tweet_id) \
+                 WHERE {ACCOUNT_TWEETS} AND r.fetched_until > :since \
+                 AND r.fetched_from < :until"
+            ))?;
+            let mut rows = stmt.query(named_params! {
+                ":since": q.since, ":until": q.until, ":owners": owners,
+            })?;
+            while let Some(r) = rows.next()? {
+                let (id, recent, created_at, from, until): (i64, bool, i64, i64, i64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                let spans = coverage.entry(id).or_default();
+                if recent {
+                    spans.add_recent(from, until);
+                } else {
+                    spans.add_cell(created_at, from, until);
+                }
+            }
+
+            let mut accounts: BTreeMap<String, AccountFigures> = BTreeMap::new();
+            for (info, quotes) in tweets {
+                let owner = info.owner.expect("ACCOUNT_TWEETS selects owned Tweets");
+                let account = accounts
+                    .entry(owner.clone())
+                    .or_insert_with(|| AccountFigures {
+                        owner,
+                        quote_tweets: Some(0),
+                        ..AccountFigures::default()
+                    });
+                if info.created_at >= q.until {
+                    continue;
+                }
+                account.tweets_tracked += 1;
+                account.tweets_posted += i64::from(info.created_at >= q.since);
+                let from = Hour::floor(info.created_at).secs().max(q.since);
+                account.hours += ((q.until - from) / HOUR_SECS).max(0);
+                if let Some(spans) = coverage.get(&(info.tweet.get() as i64)) {
+                    account.hours_known += spans.hours_in(from, q.until);
+                }
+                account.quote_tweets = match (account.quote_tweets, quotes) {
+                    (Some(sum), Some((growth, _))) => Some(sum + growth),
+                    _ => None,
+                };
+            }
+
+            // The buckets of the period, summed per account and metric in SQL.
+            let mut stmt = conn.prepare(&format!(
+                "SELECT w.owner, s.metric_id, CAST(total(s.value) AS INTEGER) \
+                 FROM tweets AS w JOIN series AS s USING (tweet_id) \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
+                 AND s.hour >= :since AND s.hour < :until \
+                 GROUP BY w.owner, s.metric_id"
+            ))?;
+            let mut rows = stmt.query(named_params! {
+                ":since": q.since, ":until": q.until, ":owners": owners,
+            })?;
+            while let Some(r) = rows.next()? {
+                let owner: String = r.get(0)?;
+                let id: i64 = r.get(1)?;
+                let metric = Metric::from_id(id)
+                    .ok_or_else(|| unknown_value("series.metric_id", &id.to_string()))?;
+                if let Some(account) = accounts.get_mut(&owner) {
+                    account.sums.insert(metric, r.get(2)?);
+                }
+            }
+            Ok(accounts.into_values().collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DAY_SECS;
+
+    /// 2026-10-31T00:00:00Z.
+    const NOW: i64 = 1_793_404_800;
+    const H: i64 = HOUR_SECS;
+
+    /// Overlapping spans count each hour once; edges off the hour count the hours starting
+    /// inside them.
+    #[test]
+    fn covered_hours_count_each_hour_once() {
+        let c = Coverage(vec![(0, 5 * H), (3 * H, 8 * H), (10 * H + 1, 12 * H)]);
+        assert_eq!(c.hours_in(0, 20 * H), 8 + 1);
+        assert_eq!(
+            c.hours_in(4 * H, 11 * H),
+            4,
+            "hours 4..8; hour 10 starts before 10h+1s"
+        );
+        assert_eq!(c.hours_in(20 * H, 30 * H), 0);
+        assert_eq!(Coverage::default().hours_in(0, H), 0);
+    }
+
+    /// Per account over the period: listed Tweets created before its end, those posted in it,
+    /// the bucket sums of the period, the Tweet-hours and the covered ones, and quote Tweets
+    /// from the growth of totals (unknown when any Tweet's is); removed and public Tweets and
+    /// hours outside the period are left out; owners match in any case, with or without `@`.
+    #[test]
+    fn account_figures_sum_the_period_and_say_how_much_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let since = NOW - 2 * DAY_SECS;
+        // 1: old; its cell reached NOW-30h, its /28hr window NOW-28h..NOW: 46 of 48 hours.
+        store.put_tweet(1, Some("Acme"), NOW - 3 * DAY_SECS);
+        store.put_cell(1, NOW - 20 * DAY_SECS, NOW, NOW - 30 * H);
+        store.put_recent(1, NOW - 28 * H, NOW, NOW);
+        store.put_bucket(1, Metric::Impressions, since - H, 500, NOW);
+        store.put_bucket(1, Metric::Impressions, since, 70, NOW);
+        store.put_bucket(1, Metric::Impressions, NOW - H, 30, NOW);
+        store.put_bucket(1, Metric::Impressions, NOW, 9, NOW);
+        store.put_bucket(1, Metric::Engagements, since, 7, NOW);
+        store.put_total(1, Metric::QuoteTweets, since - 10, 2);
+        store.put_total(1, Metric::QuoteTweets, NOW - 10, 5);
+        store.put_total(1, Metric::QuoteTweets, NOW + 10, 50);
+        // 2: posted in the period, 5 hours old, all covered by the /28hr window.
+        store.put_tweet(2, Some("Acme"), NOW - 5 * H + 600);
+        store.put_recent(2, NOW - 28 * H, NOW, NOW);
+        store.put_bucket(2, Metric::Impressions, NOW - 2 * H, 10, NOW);
+        store.put_total(2, Metric::QuoteTweets, NOW - 10, 1);
+        // 3: created after the period; 4: removed; 5: public.
+        store.put_tweet(3, Some("Acme"), NOW + H);
+        store.put_bucket(3, Metric::Impressions, NOW + H, 1000, NOW);
+        store.put_tweet(4, Some("Acme"), NOW - 3 * DAY_SECS);
+        store.put_bucket(4, Metric::Impressions, since, 1000, NOW);
+        store.put_removed(4, NOW);
+        store.put_tweet(5, None, NOW - 3 * DAY_SECS);
+        store.put_bucket(5, Metric::Impressions, since, 1000, NOW);
+        // 6: no coverage, no quote Tweet totals.
+        store.put_tweet(6, Some("bob"), NOW - 3 * DAY_SECS);
+        store.put_bucket(6, Metric::Favorites, since + H, 4, NOW);
+
+        let read = |owners: &[String]| {
+            store
+                .account_figures(&AccountsQuery {
+                    since,
+                    until: NOW,
+                    owners,
+                })
+                .unwrap()
+        };
+        let all = read(&[]);
+        let acme = AccountFigures {
+            owner: "Acme".into(),
+            tweets_tracked: 2,
+            tweets_posted: 1,
+            hours: 48 + 5,
+            hours_known: 46 + 5,
+            sums: BTreeMap::from([(Metric::Impressions, 110), (Metric::Engagements, 7)]),
+            quote_tweets: Some(3 + 1),
+        };
+        let bob = AccountFigures {
+            owner: "bob".into(),
+            tweets_tracked: 1,
+            tweets_posted: 0,
+            hours: 48,
+            hours_known: 0,
+            sums: BTreeMap::from([(Metric::Favorites, 4)]),
+            quote_tweets: None,
+        };
+        assert_eq!(all, vec![acme.clone(), bob.clone()]);
+        assert_eq!(acme.engagement_rate(), Some(7.0 / 110.0));
+        assert_eq!(bob.engagement_rate(), None);
+        assert!(!acme.is_complete());
+        assert_eq!(read(&["BOB".into()]), vec![bob]);
+        assert_eq!(read(&["@acme".into(), "nobody".into()]), vec![acme]);
+        // A period before every Tweet: the account is there, with nothing tracked.
+        let early = store
+            .account_figures(&AccountsQuery {
+                since: NOW - 10 * DAY_SECS,
+                until: NOW - 9 * DAY_SECS,
+                owners: &["acme".into()],
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                early[0].tweets_tracked,
+                early[0].hours,
+                early[0].quote_tweets
+            ),
+            (0, 0, Some(0))
+        );
+        assert!(early[0].sums.is_empty());
+    }
+}
