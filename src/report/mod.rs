@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId, iso_utc};
-use crate::store::{DailyQuery, Freshness, Owner, Store, StoreError, TopBasis, TopQuery, TopTweet};
+use crate::store::{
+    AccountFigures, AccountsQuery, DailyQuery, Freshness, Owner, Store, StoreError, TopBasis,
+    TopQuery, TopTweet,
+};
 use charts::{CHART_SIZE, Line, LineChart, Multiples, PALETTE};
 
 /// How many Tweets the top table lists.
@@ -69,6 +72,7 @@ pub fn render(store: &Store, options: &Options) -> Result<Page, ReportError> {
     let data = store.snapshot(|store| Data::load(store, options))?;
     let mut page = Html::default();
     page.header(&data, options);
+    page.accounts(&data);
     page.daily(&data)?;
     page.top(&data)?;
     page.freshness(&data, options.now)?;
@@ -102,6 +106,8 @@ struct Data {
     tweets: i64,
     owned: i64,
     accounts: Vec<String>,
+    /// Per account with listed Tweets, its figures over the period.
+    figures: Vec<AccountFigures>,
     /// The UTC days of the period, as days since the epoch.
     days: std::ops::RangeInclusive<i64>,
     daily_impressions: BTreeMap<String, BTreeMap<i64, i64>>,
@@ -136,6 +142,12 @@ impl Data {
             .take(TOP_CURVES)
             .map(|t| first_hours(store, t.tweet, t.created_at, o.until))
             .collect::<Result<_, _>>()?;
+        let owners: Vec<String> = o.owner.iter().map(|h| h.to_string()).collect();
+        let figures = store.account_figures(&AccountsQuery {
+            since: o.since,
+            until: o.until,
+            owners: &owners,
+        })?;
         let freshness = JobKind::ALL
             .into_iter()
             .map(|kind| store.freshness(kind))
@@ -144,6 +156,7 @@ impl Data {
             tweets: counts.listed,
             owned: counts.owned,
             accounts: store.owners(owner)?,
+            figures,
             days: o.since.div_euclid(DAY_SECS)..=(o.until - 1).div_euclid(DAY_SECS),
             daily_impressions: daily(store, Metric::Impressions, o, owner)?,
             daily_engagements: daily(store, Metric::Engagements, o, owner)?,
@@ -259,6 +272,87 @@ impl Html {
             let _ = writeln!(self.body, "<dt>{term}</dt><dd>{}</dd>", escape_html(&value));
         }
         self.body.push_str("</dl>\n");
+    }
+
+    /// One row per account: its Tweets and figures over the period, with the coverage behind
+    /// them, and a row of totals.
+    fn accounts(&mut self, data: &Data) {
+        self.body.push_str(
+            "<h2>Per account</h2>\n<p class=\"note\">Sums of the hourly buckets inside the \
+             period. Tweets: listed and posted before the period's end; posted: of those, posted \
+             in the period. Coverage: the Tweet-hours of the period known from fetched series, \
+             of all its Tweet-hours; below 100% the sums leave unknown hours out (they are not \
+             zeros).</p>\n",
+        );
+        if data.figures.is_empty() {
+            self.body.push_str(NO_DATA);
+            return;
+        }
+        const METRICS: [Metric; 6] = [
+            Metric::Impressions,
+            Metric::Engagements,
+            Metric::Favorites,
+            Metric::Retweets,
+            Metric::Replies,
+            Metric::VideoViews,
+        ];
+        self.body.push_str(
+            "<table class=\"accounts\">\n<thead><tr><th>account</th><th class=\"num\">Tweets</th>\
+             <th class=\"num\">posted</th><th class=\"num\">impressions</th>\
+             <th class=\"num\">engagements</th><th class=\"num\">eng. rate</th>\
+             <th class=\"num\">favorites</th><th class=\"num\">retweets</th>\
+             <th class=\"num\">replies</th><th class=\"num\">video views</th>\
+             <th class=\"num\">coverage</th></tr></thead>\n<tbody>\n",
+        );
+        let mut total = AccountFigures {
+            owner: "all accounts".to_string(),
+            ..AccountFigures::default()
+        };
+        for f in &data.figures {
+            self.account_row("td", &format!("@{}", f.owner), f);
+            total.tweets_tracked += f.tweets_tracked;
+            total.tweets_posted += f.tweets_posted;
+            total.hours += f.hours;
+            total.hours_known += f.hours_known;
+            for metric in &METRICS {
+                *total.sums.entry(*metric).or_default() += f.sum(*metric);
+            }
+        }
+        self.body.push_str("</tbody>\n");
+        if data.figures.len() > 1 {
+            self.body.push_str("<tfoot>\n");
+            self.account_row("th", "all accounts", &total);
+            self.body.push_str("</tfoot>\n");
+        }
+        self.body.push_str("</table>\n");
+    }
+
+    /// One row of the per-account table, in `cell` elements (`td`, or `th` for totals).
+    fn account_row(&mut self, cell: &str, name: &str, f: &AccountFigures) {
+        let coverage = if f.hours > 0 {
+            format!(
+                "{}% <span class=\"note\">({} of {} h)</span>",
+                short_percent(f.hours_known, f.hours),
+                f.hours_known,
+                f.hours
+            )
+        } else {
+            "n/a".to_string()
+        };
+        let class = if f.is_complete() { "num" } else { "num partial" };
+        let _ = write!(self.body, "<tr><{cell}>{}</{cell}>", escape_html(name));
+        for value in [f.tweets_tracked, f.tweets_posted, f.sum(Metric::Impressions), f.sum(Metric::Engagements)] {
+            let _ = write!(self.body, "<{cell} class=\"num\">{value}</{cell}>");
+        }
+        let _ = write!(
+            self.body,
+            "<{cell} class=\"num\">{}</{cell}>",
+            rate(f.sum(Metric::Engagements), f.sum(Metric::Impressions))
+        );
+        for metric in [Metric::Favorites, Metric::Retweets, Metric::Replies, Metric::VideoViews] {
+            let _ = write!(self.body, "<{cell} class=\"num\">{}</{cell}>", f.sum(metric));
+        }
+        let _ = writeln!(self.body, "<{cell} class=\"{class}\">{coverage}</{cell}></tr>");
     }
 
     /// Small multiples per metric: one panel per account, every panel on the same y axis.
@@ -472,7 +566,9 @@ impl Html {
             "dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }\n",
             "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
             "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
-            ".num { text-align: right; }\n",
+            ".num { text-align: right; } .partial { color: #a33; }\n",
+            "table.accounts th, table.accounts td { padding: .2rem .45rem; font-size: .9rem; }\n",
+            "tfoot th { border-top: 2px solid #bbb; text-align: right; } tfoot th:first-child { text-align: left; }\n",
             ".note { color: #555; font-size: .9rem; font-weight: normal; } .empty { font-style: italic; color: #a33; }\n",
             "figure { margin: .5rem 0; } svg { max-width: 100%; height: auto; }\n",
             ".multiples { display: grid; gap: 0; } .multiples figure { margin: 0; }\n",
@@ -486,6 +582,16 @@ impl Html {
             charts: self.charts,
         }
     }
+}
+
+/// `part / whole` as a percentage with one decimal, `100` only when whole.
+fn short_percent(part: i64, whole: i64) -> String {
+    if part >= whole {
+        return "100".to_string();
+    }
+    // Never rounds up to 100 when an hour is missing.
+    let tenths = (1000 * part / whole.max(1)) as f64 / 10.0;
+    format!("{tenths:.1}")
 }
 
 /// `part / whole` as a percentage with two decimals, `n/a` without a whole.
