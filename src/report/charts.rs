@@ -194,18 +194,17 @@ fn draw_panel(
         let mut area = vec![(first.0, 0.0)];
         area.extend_from_slice(points);
         area.push((last.0, 0.0));
-        chart.draw_series(std::iter::once(Polygon::new(area, m.color.mix(0.15).filled())))?;
+        chart.draw_series(std::iter::once(Polygon::new(
+            area,
+            m.color.mix(0.15).filled(),
+        )))?;
     }
     chart.draw_series(LineSeries::new(
         points.iter().copied(),
         m.color.stroke_width(2),
     ))?;
     if m.markers {
-        chart.draw_series(
-            points
-                .iter()
-                .map(|p| Circle::new(*p, 2, m.color.filled())),
-        )?;
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 2, m.color.filled())))?;
     }
     root.present()?;
     Ok(())
@@ -268,7 +267,12 @@ fn draw_freshness(
         .draw()?;
     let label_style =
         TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, ((f, age), color)) in rows.iter().zip(&ages).zip(PALETTE.iter().cycle()).enumerate() {
+    for (i, ((f, age), color)) in rows
+        .iter()
+        .zip(&ages)
+        .zip(PALETTE.iter().cycle())
+        .enumerate()
+    {
         // First kind on top.
         let y = n - i as f64 - 0.5;
         let (end, label) = match age {

@@ -279,7 +279,7 @@ impl Html {
     fn accounts(&mut self, data: &Data) {
         self.body.push_str(
             "<h2>Per account</h2>\n<p class=\"note\">Sums of the hourly buckets inside the \
-             period. Tweets: listed and posted before the period's end; posted: of those, posted \
+             period. Tweets tracked: listed and posted before the period's end; of those, the ones posted \
              in the period. Coverage: the Tweet-hours of the period known from fetched series, \
              of all its Tweet-hours; below 100% the sums leave unknown hours out (they are not \
              zeros).</p>\n",
@@ -297,9 +297,9 @@ impl Html {
             Metric::VideoViews,
         ];
         self.body.push_str(
-            "<table class=\"accounts\">\n<thead><tr><th>account</th><th class=\"num\">Tweets</th>\
-             <th class=\"num\">posted</th><th class=\"num\">impressions</th>\
-             <th class=\"num\">engagements</th><th class=\"num\">eng. rate</th>\
+            "<table class=\"accounts\">\n<thead><tr><th>account</th><th class=\"num\">Tweets tracked</th>\
+             <th class=\"num\">posted in period</th><th class=\"num\">impressions</th>\
+             <th class=\"num\">engagements</th><th class=\"num\">engagement rate</th>\
              <th class=\"num\">favorites</th><th class=\"num\">retweets</th>\
              <th class=\"num\">replies</th><th class=\"num\">video views</th>\
              <th class=\"num\">coverage</th></tr></thead>\n<tbody>\n",
@@ -331,7 +331,7 @@ impl Html {
     fn account_row(&mut self, cell: &str, name: &str, f: &AccountFigures) {
         let coverage = if f.hours > 0 {
             format!(
-                "{}% <span class=\"note\">({} of {} h)</span>",
+                "{}% <span class=\"note\">{}/{}&nbsp;h</span>",
                 short_percent(f.hours_known, f.hours),
                 f.hours_known,
                 f.hours
@@ -339,9 +339,18 @@ impl Html {
         } else {
             "n/a".to_string()
         };
-        let class = if f.is_complete() { "num" } else { "num partial" };
+        let class = if f.is_complete() {
+            "num"
+        } else {
+            "num partial"
+        };
         let _ = write!(self.body, "<tr><{cell}>{}</{cell}>", escape_html(name));
-        for value in [f.tweets_tracked, f.tweets_posted, f.sum(Metric::Impressions), f.sum(Metric::Engagements)] {
+        for value in [
+            f.tweets_tracked,
+            f.tweets_posted,
+            f.sum(Metric::Impressions),
+            f.sum(Metric::Engagements),
+        ] {
             let _ = write!(self.body, "<{cell} class=\"num\">{value}</{cell}>");
         }
         let _ = write!(
@@ -349,10 +358,22 @@ impl Html {
             "<{cell} class=\"num\">{}</{cell}>",
             rate(f.sum(Metric::Engagements), f.sum(Metric::Impressions))
         );
-        for metric in [Metric::Favorites, Metric::Retweets, Metric::Replies, Metric::VideoViews] {
-            let _ = write!(self.body, "<{cell} class=\"num\">{}</{cell}>", f.sum(metric));
+        for metric in [
+            Metric::Favorites,
+            Metric::Retweets,
+            Metric::Replies,
+            Metric::VideoViews,
+        ] {
+            let _ = write!(
+                self.body,
+                "<{cell} class=\"num\">{}</{cell}>",
+                f.sum(metric)
+            );
         }
-        let _ = writeln!(self.body, "<{cell} class=\"{class}\">{coverage}</{cell}></tr>");
+        let _ = writeln!(
+            self.body,
+            "<{cell} class=\"{class}\">{coverage}</{cell}></tr>"
+        );
     }
 
     /// Small multiples per metric: one panel per account, every panel on the same y axis.
@@ -400,7 +421,10 @@ impl Html {
                         })
                         .collect();
                     let total: i64 = days.map_or(0, |d| d.values().sum());
-                    (format!("@{account}: {}", short_number(total as f64)), points)
+                    (
+                        format!("@{account}: {}", short_number(total as f64)),
+                        points,
+                    )
                 })
                 .collect();
             let multiples = Multiples {
@@ -566,8 +590,9 @@ impl Html {
             "dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }\n",
             "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
             "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
-            ".num { text-align: right; } .partial { color: #a33; }\n",
-            "table.accounts th, table.accounts td { padding: .2rem .45rem; font-size: .9rem; }\n",
+            ".num { text-align: right; } .partial { color: #9a5b00; }\n",
+            "table.accounts th, table.accounts td { padding: .2rem .35rem; font-size: .88rem; }\n",
+            "table.accounts thead th { white-space: normal; vertical-align: bottom; }\n",
             "tfoot th { border-top: 2px solid #bbb; text-align: right; } tfoot th:first-child { text-align: left; }\n",
             ".note { color: #555; font-size: .9rem; font-weight: normal; } .empty { font-style: italic; color: #a33; }\n",
             "figure { margin: .5rem 0; } svg { max-width: 100%; height: auto; }\n",
@@ -602,7 +627,6 @@ fn rate(part: i64, whole: i64) -> String {
         "n/a".to_string()
     }
 }
-
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), for tables.
 fn short_utc(t: i64) -> String {
@@ -789,6 +813,89 @@ mod tests {
         writer.commit_write();
         let page = render(&reader, &options(NOW - DAY_SECS, None)).unwrap();
         assert!(page.html.contains("totals: 1 min ago"), "{}", page.html);
+    }
+
+    /// A coverage one hour short of whole never reads 100%.
+    #[test]
+    fn coverage_percentages_never_round_a_hole_up_to_whole() {
+        assert_eq!(short_percent(2999, 3000), "99.9");
+        assert_eq!(short_percent(1, 3), "33.3");
+        assert_eq!(short_percent(3000, 3000), "100");
+        assert_eq!(rate(5, 200), "2.50%");
+        assert_eq!(rate(5, 0), "n/a");
+    }
+
+    /// A chart with more lines than distinct colours is refused rather than repeating one.
+    #[test]
+    fn a_line_chart_never_repeats_a_colour() {
+        let line = |i: usize| Line {
+            label: format!("line {i}"),
+            points: vec![(0.0, i as f64), (1.0, 2.0 * i as f64)],
+        };
+        let label = |v: f64| format!("{v}");
+        let chart = |n: usize| {
+            let lines: Vec<Line> = (0..n).map(line).collect();
+            charts::line_chart(&LineChart {
+                title: "t",
+                x: 0.0..1.0,
+                x_desc: "x",
+                y_desc: "y",
+                x_label: &label,
+                lines: &lines,
+                markers: false,
+            })
+        };
+        let svg = chart(PALETTE.len()).unwrap();
+        for color in PALETTE {
+            let hex = format!("#{:02X}{:02X}{:02X}", color.0, color.1, color.2);
+            assert_eq!(
+                svg.matches(&hex).count(),
+                2,
+                "{hex}: its line and its legend row"
+            );
+        }
+        assert!(svg.contains("line 9") && !svg.contains("more"));
+        let err = chart(PALETTE.len() + 1).unwrap_err().to_string();
+        assert!(
+            err.contains("11 lines, but only 10 distinct colours"),
+            "{err}"
+        );
+    }
+
+    /// The per-account table: a row per account with its sums, and the totals.
+    #[test]
+    fn the_account_table_has_a_row_per_account_and_the_totals() {
+        let (_dir, store) = database();
+        let created = NOW - 2 * DAY_SECS;
+        store.put_tweet(101, Some("acme"), created);
+        store.put_tweet(202, Some("bob"), created);
+        let hour = Hour::floor(created).secs() + HOUR_SECS;
+        store.put_bucket(101, Metric::Impressions, hour, 400, NOW);
+        store.put_bucket(101, Metric::Engagements, hour, 10, NOW);
+        store.put_bucket(202, Metric::Impressions, hour, 100, NOW);
+        let page = render(&store, &options(NOW - 7 * DAY_SECS, None)).unwrap();
+        let table = page
+            .html
+            .split_once("<table class=\"accounts\">")
+            .unwrap()
+            .1
+            .split_once("</table>")
+            .unwrap()
+            .0;
+        assert!(
+            table.contains(
+                "<tr><td>@acme</td><td class=\"num\">1</td><td class=\"num\">1</td>\
+                 <td class=\"num\">400</td><td class=\"num\">10</td><td class=\"num\">2.50%</td>"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "<tr><th>all accounts</th><th class=\"num\">2</th><th class=\"num\">2</th>\
+                 <th class=\"num\">500</th><th class=\"num\">10</th><th class=\"num\">2.00%</th>"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -115,8 +115,8 @@ async fn report_of_a_full_cycle_shows_the_simulators_numbers() {
             tokio::task::spawn_blocking(move || {
                 assert_renders(&chromium, &out_path, &dir_path, 2000)
             })
-                .await
-                .unwrap();
+            .await
+            .unwrap();
         }
         None => {
             println!("no chromium on this machine: skipped the screenshot, checked the SVG only")
@@ -388,12 +388,19 @@ async fn agency_report(accounts: usize) {
     for (label, svg) in &svgs {
         let lines = strokes(svg, 2);
         let distinct: BTreeSet<&String> = lines.iter().collect();
-        assert_eq!(distinct.len(), lines.len(), "a colour repeats in {label}: {lines:?}");
+        assert_eq!(
+            distinct.len(),
+            lines.len(),
+            "a colour repeats in {label}: {lines:?}"
+        );
         if label.starts_with("Cumulative impressions") {
             curves += 1;
             assert!(lines.len() > 1, "{label}: {lines:?}");
             let legend = strokes(svg, 3);
-            assert_eq!(legend, lines, "{label}: every line has its legend row, in its colour");
+            assert_eq!(
+                legend, lines,
+                "{label}: every line has its legend row, in its colour"
+            );
         } else if label.starts_with("Daily ") {
             assert_eq!(lines.len(), 1, "one series per panel: {label}");
         }
@@ -462,7 +469,14 @@ async fn report_refuses_an_unknown_owner_and_an_empty_period_and_takes_until() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let query = app
-        .cli(&["query", "top", "--metric", "impressions", "--owner", "NOBODY"])
+        .cli(&[
+            "query",
+            "top",
+            "--metric",
+            "impressions",
+            "--owner",
+            "NOBODY",
+        ])
         .await;
     assert_eq!(query.status.code(), Some(2), "{}", text(&query));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -475,10 +489,16 @@ async fn report_refuses_an_unknown_owner_and_an_empty_period_and_takes_until() {
     assert!(!out_path.exists());
 
     let out = app
-        .cli(&["report", "--out", &out_arg, "--since", "2d", "--until", "3d"])
+        .cli(&[
+            "report", "--out", &out_arg, "--since", "2d", "--until", "3d",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("the period holds no whole hour"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the period holds no whole hour"),
+        "{}",
+        text(&out)
+    );
 
     // A period that ended 5 days ago: no bucket after it is counted.
     let now = app.sim().now();
@@ -497,11 +517,16 @@ async fn report_refuses_an_unknown_owner_and_an_empty_period_and_takes_until() {
         .sim()
         .tweets()
         .iter()
-        .filter(|t| t.state == TweetState::Active && t.owner.as_ref().map(|h| h.as_str()) == Some("acme"))
+        .filter(|t| {
+            t.state == TweetState::Active && t.owner.as_ref().map(|h| h.as_str()) == Some("acme")
+        })
         .map(|t| {
             (since..until)
                 .step_by(HOUR_SECS as usize)
-                .map(|h| app.sim().bucket(t.id, Metric::Impressions, Hour::exact(h).unwrap()))
+                .map(|h| {
+                    app.sim()
+                        .bucket(t.id, Metric::Impressions, Hour::exact(h).unwrap())
+                })
                 .sum::<i64>()
         })
         .sum();
@@ -516,6 +541,10 @@ async fn report_refuses_an_unknown_owner_and_an_empty_period_and_takes_until() {
         .skip(1)
         .map(|c| c.split_once("</td>").unwrap().0)
         .collect();
-    assert_eq!(cells[2], expected.to_string(), "impressions of acme in {row}");
+    assert_eq!(
+        cells[2],
+        expected.to_string(),
+        "impressions of acme in {row}"
+    );
     assert!(!html.contains("@bob"), "--owner keeps to acme");
 }
