@@ -240,10 +240,11 @@ impl Html {
             Some(h) => format!("@{h}"),
             None => "all".to_string(),
         };
-        let accounts = if data.accounts.is_empty() {
-            "none".to_string()
-        } else {
-            data.accounts.join(", ")
+        // Many accounts are named in the table below, not here.
+        let accounts = match data.accounts.len() {
+            0 => "none".to_string(),
+            1..=10 => data.accounts.join(", "),
+            _ => "one row each in the table below".to_string(),
         };
         let rows = [
             ("Database", o.database.clone()),
@@ -583,7 +584,7 @@ impl Html {
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n",
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
             "<title>Engagement report</title>\n<style>\n",
-            "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; }\n",
+            "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1100px; padding: 0 1rem; }\n",
             "h1 { font-size: 1.6rem; margin-bottom: .3rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
             "p.period { font-size: 1.15rem; font-weight: 600; margin-top: 0; }\n",
             "dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }\n",
@@ -591,7 +592,7 @@ impl Html {
             "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
             "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
             ".num { text-align: right; } .partial { color: #9a5b00; }\n",
-            "table.accounts th, table.accounts td { padding: .2rem .35rem; font-size: .88rem; }\n",
+            "table.accounts th, table.accounts td { padding: .2rem .3rem; font-size: .85rem; }\n",
             "table.accounts thead th { white-space: normal; vertical-align: bottom; }\n",
             "tfoot th { border-top: 2px solid #bbb; text-align: right; } tfoot th:first-child { text-align: left; }\n",
             ".note { color: #555; font-size: .9rem; font-weight: normal; } .empty { font-style: italic; color: #a33; }\n",
