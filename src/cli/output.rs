@@ -320,8 +320,11 @@ mod tests {
         rows.footnotes.push("* partly known".into());
         let table = rows.render(Format::Table);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[2], "acme        1200*");
-        assert_eq!(lines[3], "bob            7");
+        assert_eq!(lines[2], "acme         1200*");
+        assert_eq!(
+            lines[3], "bob             7",
+            "digits aligned, the mark after them"
+        );
         assert_eq!(lines[4], "* partly known");
         let v: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
         assert_eq!(v[0]["impressions"], 1200);

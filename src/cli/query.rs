@@ -533,19 +533,32 @@ fn accounts(
         rows.push(row);
     }
     rows.footnotes.push(format!(
-        "Period {} to {} (exclusive). Sums of the hourly buckets of each account's listed \
-         Tweets; quote_tweets from the growth of /totals (empty when a Tweet has no total from \
-         before the period).",
+        "Period {} to {} (exclusive): sums of the hourly buckets of each account's listed \
+         Tweets.",
         iso_utc(since),
         iso_utc(until)
     ));
+    rows.footnotes.push(
+        "quote_tweets: growth of the /totals counts; empty when a Tweet has no total from \
+         before the period."
+            .to_string(),
+    );
     if partial > 0 {
-        let accounts = if partial == 1 { "account" } else { "accounts" };
+        let (accounts, have) = if partial == 1 {
+            ("account", "has")
+        } else {
+            ("accounts", "have")
+        };
         rows.footnotes.push(format!(
-            "* {partial} {accounts} not fully covered: coverage is the Tweet-hours fetched of \
-             those in the period; the others are unknown, not zero (`run --job historical` \
-             fetches them)."
+            "* {partial} of {} {accounts} {have} Tweet-hours outside fetched coverage (not \
+             fetched yet, or past what the API serves):",
+            figures.len()
         ));
+        rows.footnotes.push(
+            "  their figures count only the hours under coverage; the others are unknown, not \
+             zero."
+                .to_string(),
+        );
     }
     Ok(rows)
 }

@@ -170,7 +170,8 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
         "{table}"
     );
     assert!(
-        table.contains("* 2 accounts not fully covered") && table.contains("unknown, not zero"),
+        table.contains("* 2 of 2 accounts have Tweet-hours outside fetched coverage")
+            && table.contains("unknown, not zero"),
         "{table}"
     );
     assert!(
@@ -232,6 +233,14 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("owners: acme, bob"), "{}", text(&out));
+    // So is a period that ends before it starts.
+    let out = app
+        .cli(&[
+            "query", "--db", &db, "accounts", "--since", "1d", "--until", "2d",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("the period is empty"), "{}", text(&out));
 }
 
 /// `--until` bounds `top` and `series`; Tweet IDs are JSON strings that round-trip exactly

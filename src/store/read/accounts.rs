@@ -154,13 +154,15 @@ impl Store {
                 };
             }
 
-            // The buckets of the period, summed per account and metric in SQL.
+            // The buckets of the period, summed per account and metric in SQL. Per (Tweet,
+            // metric) the primary key finds the period's hours: only they are read.
             let mut stmt = conn.prepare(&format!(
-                "SELECT w.owner, s.metric_id, CAST(total(s.value) AS INTEGER) \
-                 FROM tweets AS w JOIN series AS s USING (tweet_id) \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
+                "SELECT w.owner, m.metric_id, CAST(total(s.value) AS INTEGER) \
+                 FROM tweets AS w CROSS JOIN metrics AS m CROSS JOIN series AS s \
+                 WHERE s.tweet_id = w.tweet_id AND s.metric_id = m.metric_id \
+                 AND {ACCOUNT_TWEETS} AND w.created_at < :until \
                  AND s.hour >= :since AND s.hour < :until \
-                 GROUP BY w.owner, s.metric_id"
+                 GROUP BY w.owner, m.metric_id"
             ))?;
             let mut rows = stmt.query(named_params! {
                 ":since": q.since, ":until": q.until, ":owners": owners,
