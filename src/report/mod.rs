@@ -311,12 +311,14 @@ impl Html {
         };
         for f in &data.figures {
             self.account_row("td", &format!("@{}", f.owner), f);
-            total.tweets_tracked += f.tweets_tracked;
-            total.tweets_posted += f.tweets_posted;
-            total.hours += f.hours;
-            total.hours_known += f.hours_known;
+            // Saturating: a hostile API's counts near i64::MAX must not end the page.
+            let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+            add(&mut total.tweets_tracked, f.tweets_tracked);
+            add(&mut total.tweets_posted, f.tweets_posted);
+            add(&mut total.hours, f.hours);
+            add(&mut total.hours_known, f.hours_known);
             for metric in &METRICS {
-                *total.sums.entry(*metric).or_default() += f.sum(*metric);
+                add(total.sums.entry(*metric).or_default(), f.sum(*metric));
             }
         }
         self.body.push_str("</tbody>\n");
@@ -421,7 +423,8 @@ impl Html {
                             (day as f64, v as f64)
                         })
                         .collect();
-                    let total: i64 = days.map_or(0, |d| d.values().sum());
+                    let total: i64 =
+                        days.map_or(0, |d| d.values().fold(0, |a, v| a.saturating_add(*v)));
                     (
                         format!("@{account}: {}", short_number(total as f64)),
                         points,
