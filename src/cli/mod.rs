@@ -230,10 +230,15 @@ pub struct ReportArgs {
     /// HTML file to write.
     #[arg(long, value_name = "FILE.html")]
     pub out: PathBuf,
-    /// Period start (default 30d; date, RFC 3339, @unix, or an age like 7d).
+    /// Period start (default 30d; date, RFC 3339, @unix, or an age like 7d); rounded up to
+    /// the hour.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Only this account.
+    /// Period end, exclusive (default now; same forms as --since); rounded down to the hour,
+    /// and no later than the last hour that has ended.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only this account (exit 2, listing the accounts, when no Tweet in the database has it).
     #[arg(long, value_name = "HANDLE")]
     pub owner: Option<String>,
     /// Database to read (default: the config's [database] path).

@@ -175,7 +175,7 @@ fn owner_filter(owner: Option<&str>) -> Option<String> {
 }
 
 /// An `--owner` no Tweet in the database has is a mistake worth saying, not an empty answer.
-fn check_owner(store: &Store, owner: Option<&str>) -> Result<(), QueryError> {
+pub(super) fn check_owner(store: &Store, owner: Option<&str>) -> Result<(), QueryError> {
     let Some(wanted) = owner_filter(owner) else {
         return Ok(());
     };

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 
+use super::query::{QueryError, check_owner};
 use super::{Cli, Failure, ReportArgs, database_path};
-use crate::domain::{DAY_SECS, Handle};
+use crate::domain::{DAY_SECS, Handle, Hour, iso_utc};
 use crate::report::{self, Options};
 use crate::store::Store;
 use crate::timespec::parse_time;
@@ -27,14 +28,30 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<u8, Failure> {
         )));
     }
     let now = chrono::Utc::now().timestamp();
+    let time = |flag: &str, text: &str| {
+        parse_time(text, now).map_err(|e| Failure::usage(anyhow!("--{flag}: {e}")))
+    };
     let since = match &args.since {
-        Some(text) => parse_time(text, now).map_err(|e| Failure::usage(anyhow!("--since: {e}")))?,
+        Some(text) => time("since", text)?,
         None => now - 30 * DAY_SECS,
     };
     if since >= now {
         return Err(Failure::usage(anyhow!(
             "--since {} is not in the past",
             args.since.as_deref().unwrap_or_default()
+        )));
+    }
+    let until = match &args.until {
+        Some(text) => time("until", text)?,
+        None => now,
+    };
+    // Whole hours, as buckets are: those starting at or after --since and ended by --until.
+    let (since, until) = (Hour::ceil(since).secs(), Hour::floor(until.min(now)).secs());
+    if since >= until {
+        return Err(Failure::usage(anyhow!(
+            "the period holds no whole hour: {} to {}; give an earlier --since or a later --until",
+            iso_utc(since),
+            iso_utc(until)
         )));
     }
     let owner = args
@@ -46,8 +63,14 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<u8, Failure> {
     // Every problem opening it (not a database, a schema this binary does not read) is about the
     // file named: a usage error.
     let store = Store::open_read_only(&db).map_err(Failure::usage)?;
+    // An owner no Tweet has is a mistake to say, as `query top --owner` says it.
+    check_owner(&store, args.owner.as_deref()).map_err(|e| match e {
+        QueryError::Usage(e) => Failure::usage(e),
+        QueryError::Db(e) => Failure::fatal(e),
+    })?;
     let options = Options {
         since,
+        until,
         now,
         owner,
         database: db.display().to_string(),

@@ -1,15 +1,20 @@
 //! `report`: one self-contained HTML page of tables and inline SVG charts (drawn with plotters'
-//! SVG backend) from the store's typed reads. The page references no script, stylesheet, font or
-//! image, so it opens without a network. This module only reads: it never writes the database,
-//! and where the page goes is the caller's business.
+//! SVG backend, in [`charts`]) from the store's typed reads. The page references no script,
+//! stylesheet, font or image, so it opens without a network; its only links are the Tweets'
+//! own pages on x.com. This module only reads: it never writes the database, and where the page
+//! goes is the caller's business.
+
+mod charts;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::domain::{DAY_SECS, HOUR_SECS, Handle, Hour, JobKind, Metric, TweetId, iso_utc};
-use crate::store::{DailyQuery, Freshness, Owner, Store, StoreError, TopBasis, TopQuery, TopTweet};
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use crate::store::{
+    AccountFigures, AccountsQuery, DailyQuery, Freshness, Owner, Store, StoreError, TopBasis,
+    TopQuery, TopTweet,
+};
+use charts::{CHART_SIZE, Line, LineChart, Multiples, PALETTE};
 
 /// How many Tweets the top table lists.
 const TOP_TABLE: usize = 10;
@@ -17,24 +22,8 @@ const TOP_TABLE: usize = 10;
 const TOP_CURVES: usize = 5;
 /// The curves cover each Tweet's first hours after it was posted.
 const CURVE_HOURS: i64 = 72;
-/// Chart size in SVG pixels; the page scales charts down to its width.
-const CHART_SIZE: (u32, u32) = (960, 360);
-/// Width of the legend column at the right of line charts.
-const LEGEND_WIDTH: u32 = 250;
-/// Tableau 10: distinct hues that stay apart for most colour-blind readers.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(78, 121, 167),
-    RGBColor(242, 142, 43),
-    RGBColor(225, 87, 89),
-    RGBColor(118, 183, 178),
-    RGBColor(89, 161, 79),
-    RGBColor(237, 201, 72),
-    RGBColor(176, 122, 161),
-    RGBColor(255, 157, 167),
-    RGBColor(156, 117, 95),
-    RGBColor(186, 176, 172),
-];
-const FONT: &str = "sans-serif";
+/// Small multiples: at most this many panels side by side.
+const PANEL_COLUMNS: usize = 4;
 const NO_DATA: &str = "<p class=\"empty\">No data in this period.</p>\n";
 
 /// What a report covers.
@@ -42,9 +31,11 @@ const NO_DATA: &str = "<p class=\"empty\">No data in this period.</p>\n";
 pub struct Options {
     /// Start of the period, Unix seconds.
     pub since: i64,
-    /// End of the period, and what ages count from: the generation time, Unix seconds.
+    /// End of the period (exclusive), Unix seconds; at most `now`.
+    pub until: i64,
+    /// The generation time, Unix seconds: what ages count from.
     pub now: i64,
-    /// Only this account's Tweets.
+    /// Only this account's Tweets (any letter case).
     pub owner: Option<Handle>,
     /// How the page names the database (its path).
     pub database: String,
@@ -54,7 +45,7 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Page {
     pub html: String,
-    /// How many SVG charts the page holds.
+    /// How many SVG charts the page holds (each panel of small multiples is one).
     pub charts: usize,
 }
 
@@ -81,6 +72,7 @@ pub fn render(store: &Store, options: &Options) -> Result<Page, ReportError> {
     let data = store.snapshot(|store| Data::load(store, options))?;
     let mut page = Html::default();
     page.header(&data, options);
+    page.accounts(&data);
     page.daily(&data)?;
     page.top(&data)?;
     page.freshness(&data, options.now)?;
@@ -104,11 +96,18 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// A Tweet's ID as a link to its page on X.
+fn tweet_link(tweet: TweetId) -> String {
+    format!("<a href=\"https://x.com/i/status/{tweet}\">{tweet}</a>")
+}
+
 /// What the page shows, read in one go.
 struct Data {
     tweets: i64,
     owned: i64,
     accounts: Vec<String>,
+    /// Per account with listed Tweets, its figures over the period.
+    figures: Vec<AccountFigures>,
     /// The UTC days of the period, as days since the epoch.
     days: std::ops::RangeInclusive<i64>,
     daily_impressions: BTreeMap<String, BTreeMap<i64, i64>>,
@@ -125,14 +124,14 @@ impl Data {
         let owner = o
             .owner
             .as_ref()
-            .map_or(Owner::Any, |h| Owner::Is(h.as_str()));
+            .map_or(Owner::Any, |h| Owner::AnyCase(h.as_str()));
         let counts = store.tweet_counts(owner)?;
         // The Tweets with the most impressions in the period (sums of their hourly buckets),
         // with their engagements over the same hours.
         let top = store.top_tweets(&TopQuery {
             metric: Metric::Impressions,
             since: o.since,
-            until: Some(o.now),
+            until: Some(o.until),
             owner,
             limit: TOP_TABLE,
             basis: TopBasis::Series,
@@ -141,8 +140,14 @@ impl Data {
         let curves = top
             .iter()
             .take(TOP_CURVES)
-            .map(|t| first_hours(store, t.tweet, t.created_at, o.now))
+            .map(|t| first_hours(store, t.tweet, t.created_at, o.until))
             .collect::<Result<_, _>>()?;
+        let owners: Vec<String> = o.owner.iter().map(|h| h.to_string()).collect();
+        let figures = store.account_figures(&AccountsQuery {
+            since: o.since,
+            until: o.until,
+            owners: &owners,
+        })?;
         let freshness = JobKind::ALL
             .into_iter()
             .map(|kind| store.freshness(kind))
@@ -151,7 +156,8 @@ impl Data {
             tweets: counts.listed,
             owned: counts.owned,
             accounts: store.owners(owner)?,
-            days: o.since.div_euclid(DAY_SECS)..=(o.now - 1).div_euclid(DAY_SECS),
+            figures,
+            days: o.since.div_euclid(DAY_SECS)..=(o.until - 1).div_euclid(DAY_SECS),
             daily_impressions: daily(store, Metric::Impressions, o, owner)?,
             daily_engagements: daily(store, Metric::Engagements, o, owner)?,
             top,
@@ -173,7 +179,7 @@ fn daily(
     for p in store.daily(&DailyQuery {
         metric,
         since: o.since,
-        until: Some(o.now),
+        until: Some(o.until),
         owner,
     })? {
         out.entry(p.owner).or_default().insert(p.day, p.value);
@@ -181,14 +187,14 @@ fn daily(
     Ok(out)
 }
 
-/// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `now`), as
-/// (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they do
-/// inside fetched coverage; `None` when none of these hours is stored at all.
+/// Cumulative impressions of a Tweet at the end of each of its first hours (ended by `until`),
+/// as (hours since posting, impressions), from (0, 0). Hours not stored count as zero, as they
+/// do inside fetched coverage; `None` when none of these hours is stored at all.
 fn first_hours(
     store: &Store,
     tweet: TweetId,
     created_at: i64,
-    now: i64,
+    until: i64,
 ) -> Result<Option<Vec<(f64, f64)>>, StoreError> {
     let first = Hour::floor(created_at);
     let end = created_at + CURVE_HOURS * HOUR_SECS;
@@ -203,7 +209,7 @@ fn first_hours(
     let mut points = vec![(0.0, 0.0)];
     let mut total: i64 = 0;
     let mut hour = first;
-    while hour.secs() < end && hour.plus_hours(1).secs() <= now {
+    while hour.secs() < end && hour.plus_hours(1).secs() <= until {
         total = total.saturating_add(buckets.get(&hour.secs()).copied().unwrap_or(0));
         let at = (hour.plus_hours(1).secs().min(end) - created_at) as f64 / HOUR_SECS as f64;
         points.push((at, total as f64));
@@ -221,26 +227,27 @@ struct Html {
 
 impl Html {
     fn header(&mut self, data: &Data, o: &Options) {
-        let days = (o.now - o.since) as f64 / DAY_SECS as f64;
+        let days = (o.until - o.since) as f64 / DAY_SECS as f64;
+        let _ = writeln!(
+            self.body,
+            "<h1>Engagement report</h1>\n<p class=\"period\">{} to {} UTC \
+             <span class=\"note\">({} days)</span></p>",
+            escape_html(&short_utc(o.since)),
+            escape_html(&short_utc(o.until)),
+            short_number(days)
+        );
         let account = match &o.owner {
             Some(h) => format!("@{h}"),
             None => "all".to_string(),
         };
-        let accounts = if data.accounts.is_empty() {
-            "none".to_string()
-        } else {
-            data.accounts.join(", ")
+        // Many accounts are named in the table below, not here.
+        let accounts = match data.accounts.len() {
+            0 => "none".to_string(),
+            1..=10 => data.accounts.join(", "),
+            _ => "one row each in the table below".to_string(),
         };
         let rows = [
             ("Database", o.database.clone()),
-            (
-                "Period",
-                format!(
-                    "{} to {} ({days:.1} days)",
-                    iso_utc(o.since),
-                    iso_utc(o.now)
-                ),
-            ),
             ("Account", account),
             (
                 "Tweets",
@@ -261,24 +268,119 @@ impl Html {
                 ),
             ),
         ];
-        self.body
-            .push_str("<h1>Engagement report</h1>\n<dl class=\"meta\">\n");
+        self.body.push_str("<dl class=\"meta\">\n");
         for (term, value) in rows {
             let _ = writeln!(self.body, "<dt>{term}</dt><dd>{}</dd>", escape_html(&value));
         }
         self.body.push_str("</dl>\n");
     }
 
-    fn daily(&mut self, data: &Data) -> Result<(), ReportError> {
+    /// One row per account: its Tweets and figures over the period, with the coverage behind
+    /// them, and a row of totals.
+    fn accounts(&mut self, data: &Data) {
         self.body.push_str(
-            "<h2>Daily impressions and engagements per account</h2>\n<p class=\"note\">Sums of the \
-             hourly buckets per UTC day; the first and the last day of the period may be partial. \
-             An hour without a stored bucket counts as zero.</p>\n",
+            "<h2>Per account</h2>\n<p class=\"note\">Sums of the hourly buckets inside the \
+             period. Tweets tracked: listed and posted before the period's end; of those, the ones posted \
+             in the period. Coverage: the Tweet-hours of the period known from fetched series, \
+             of all its Tweet-hours; below 100% the sums leave unknown hours out (they are not \
+             zeros).</p>\n",
         );
-        if data.daily_impressions.is_empty() && data.daily_engagements.is_empty() {
+        if data.figures.is_empty() {
             self.body.push_str(NO_DATA);
-            return Ok(());
+            return;
         }
+        const METRICS: [Metric; 6] = [
+            Metric::Impressions,
+            Metric::Engagements,
+            Metric::Favorites,
+            Metric::Retweets,
+            Metric::Replies,
+            Metric::VideoViews,
+        ];
+        self.body.push_str(
+            "<table class=\"accounts\">\n<thead><tr><th>account</th><th class=\"num\">Tweets tracked</th>\
+             <th class=\"num\">posted in period</th><th class=\"num\">impressions</th>\
+             <th class=\"num\">engagements</th><th class=\"num\">engagement rate</th>\
+             <th class=\"num\">favorites</th><th class=\"num\">retweets</th>\
+             <th class=\"num\">replies</th><th class=\"num\">video views</th>\
+             <th class=\"num\">coverage</th></tr></thead>\n<tbody>\n",
+        );
+        let mut total = AccountFigures {
+            owner: "all accounts".to_string(),
+            ..AccountFigures::default()
+        };
+        for f in &data.figures {
+            self.account_row("td", &format!("@{}", f.owner), f);
+            // Saturating: a hostile API's counts near i64::MAX must not end the page.
+            let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+            add(&mut total.tweets_tracked, f.tweets_tracked);
+            add(&mut total.tweets_posted, f.tweets_posted);
+            add(&mut total.hours, f.hours);
+            add(&mut total.hours_known, f.hours_known);
+            for metric in &METRICS {
+                add(total.sums.entry(*metric).or_default(), f.sum(*metric));
+            }
+        }
+        self.body.push_str("</tbody>\n");
+        if data.figures.len() > 1 {
+            self.body.push_str("<tfoot>\n");
+            self.account_row("th", "all accounts", &total);
+            self.body.push_str("</tfoot>\n");
+        }
+        self.body.push_str("</table>\n");
+    }
+
+    /// One row of the per-account table, in `cell` elements (`td`, or `th` for totals).
+    fn account_row(&mut self, cell: &str, name: &str, f: &AccountFigures) {
+        let coverage = if f.hours > 0 {
+            format!(
+                "{}% <span class=\"note\">{}/{}&nbsp;h</span>",
+                short_percent(f.hours_known, f.hours),
+                f.hours_known,
+                f.hours
+            )
+        } else {
+            "n/a".to_string()
+        };
+        let class = if f.is_complete() {
+            "num"
+        } else {
+            "num partial"
+        };
+        let _ = write!(self.body, "<tr><{cell}>{}</{cell}>", escape_html(name));
+        for value in [
+            f.tweets_tracked,
+            f.tweets_posted,
+            f.sum(Metric::Impressions),
+            f.sum(Metric::Engagements),
+        ] {
+            let _ = write!(self.body, "<{cell} class=\"num\">{value}</{cell}>");
+        }
+        let _ = write!(
+            self.body,
+            "<{cell} class=\"num\">{}</{cell}>",
+            rate(f.sum(Metric::Engagements), f.sum(Metric::Impressions))
+        );
+        for metric in [
+            Metric::Favorites,
+            Metric::Retweets,
+            Metric::Replies,
+            Metric::VideoViews,
+        ] {
+            let _ = write!(
+                self.body,
+                "<{cell} class=\"num\">{}</{cell}>",
+                f.sum(metric)
+            );
+        }
+        let _ = writeln!(
+            self.body,
+            "<{cell} class=\"{class}\">{coverage}</{cell}></tr>"
+        );
+    }
+
+    /// Small multiples per metric: one panel per account, every panel on the same y axis.
+    fn daily(&mut self, data: &Data) -> Result<(), ReportError> {
         let x = *data.days.start() as f64
             ..(*data.days.end() as f64).max(*data.days.start() as f64 + 1.0);
         let day_label = |v: f64| {
@@ -289,37 +391,63 @@ impl Html {
                 .map(|d| d.format("%m-%d").to_string())
                 .unwrap_or_default()
         };
-        for (metric, values) in [
-            (Metric::Impressions, &data.daily_impressions),
-            (Metric::Engagements, &data.daily_engagements),
+        let columns = data.accounts.len().clamp(1, PANEL_COLUMNS);
+        let width = CHART_SIZE.0 / columns as u32;
+        let size = (width, if columns == 1 { 300 } else { 200 });
+        for (metric, values, color) in [
+            (Metric::Impressions, &data.daily_impressions, PALETTE[0]),
+            (Metric::Engagements, &data.daily_engagements, PALETTE[1]),
         ] {
-            // Every account gets a line, zero on days without buckets.
-            let lines: Vec<Line> = data
+            let _ = writeln!(
+                self.body,
+                "<h2>Daily {metric} per account</h2>\n<p class=\"note\">Sums of the hourly \
+                 buckets per UTC day (month-day); the first and the last day of the period may \
+                 be partial. An hour without a stored bucket counts as zero. All panels share \
+                 one y axis; each is titled with the account's total.</p>"
+            );
+            if values.is_empty() {
+                self.body.push_str(NO_DATA);
+                continue;
+            }
+            // Every account gets a panel, zero on days without buckets.
+            let series: Vec<(String, Vec<(f64, f64)>)> = data
                 .accounts
                 .iter()
-                .map(|account| Line {
-                    label: format!("@{account}"),
-                    points: data
+                .map(|account| {
+                    let days = values.get(account);
+                    let points = data
                         .days
                         .clone()
                         .map(|day| {
-                            let v = values.get(account).and_then(|d| d.get(&day));
-                            (day as f64, v.copied().unwrap_or(0) as f64)
+                            let v = days.and_then(|d| d.get(&day)).copied().unwrap_or(0);
+                            (day as f64, v as f64)
                         })
-                        .collect(),
+                        .collect();
+                    let total: i64 =
+                        days.map_or(0, |d| d.values().fold(0, |a, v| a.saturating_add(*v)));
+                    (
+                        format!("@{account}: {}", short_number(total as f64)),
+                        points,
+                    )
                 })
                 .collect();
-            let title = format!("Daily {metric} per account (UTC days)");
-            let svg = line_chart(&LineChart {
-                title: &title,
+            let multiples = Multiples {
                 x: x.clone(),
-                x_desc: "day (UTC, month-day)",
-                y_desc: metric.as_str(),
+                y_max: charts::y_top(series.iter().flat_map(|s| s.1.iter().map(|p| p.1))),
                 x_label: &day_label,
-                lines: &lines,
+                size,
+                color,
                 markers: data.days.clone().count() <= 45,
-            })?;
-            self.chart(&svg, &title);
+            };
+            let _ = writeln!(
+                self.body,
+                "<div class=\"multiples\" style=\"grid-template-columns: repeat({columns}, 1fr)\">"
+            );
+            for (title, points) in &series {
+                let svg = charts::panel(&multiples, title, points)?;
+                self.chart(&svg, &format!("Daily {metric} of {title}"));
+            }
+            self.body.push_str("</div>\n");
         }
         Ok(())
     }
@@ -327,7 +455,8 @@ impl Html {
     fn top(&mut self, data: &Data) -> Result<(), ReportError> {
         self.body.push_str(
             "<h2>Top Tweets by impressions in the period</h2>\n<p class=\"note\">Sums of the \
-             hourly buckets inside the period. Engagement rate = engagements / impressions.</p>\n",
+             hourly buckets inside the period. Engagement rate = engagements / impressions. \
+             Each Tweet ID links to the Tweet on x.com.</p>\n",
         );
         if data.top.is_empty() {
             self.body.push_str(NO_DATA);
@@ -341,22 +470,17 @@ impl Html {
         for (i, t) in data.top.iter().enumerate() {
             // Ranked by impressions over the period's series: every Tweet has both sums.
             let (impressions, engagements) = (t.value, t.engagements.unwrap_or(0));
-            let rate = if impressions > 0 {
-                format!("{:.2}%", 100.0 * engagements as f64 / impressions as f64)
-            } else {
-                "n/a".to_string()
-            };
             let _ = writeln!(
                 self.body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 i + 1,
-                t.tweet,
+                tweet_link(t.tweet),
                 escape_html(t.owner.as_deref().unwrap_or("(public)")),
                 escape_html(&short_utc(t.created_at)),
                 impressions,
                 engagements,
-                rate
+                rate(engagements, impressions)
             );
         }
         self.body.push_str("</tbody>\n</table>\n");
@@ -391,7 +515,7 @@ impl Html {
             lines.len()
         );
         let hours = |v: f64| format!("{v}");
-        let svg = line_chart(&LineChart {
+        let svg = charts::line_chart(&LineChart {
             title: &title,
             x: 0.0..CURVE_HOURS as f64,
             x_desc: "hours since posting",
@@ -437,7 +561,7 @@ impl Html {
             return Ok(());
         }
         let title = "Time since the last successful run of each kind";
-        let svg = freshness_chart(title, &data.freshness, now)?;
+        let svg = charts::freshness_chart(title, &data.freshness, now)?;
         self.chart(&svg, title);
         Ok(())
     }
@@ -463,15 +587,21 @@ impl Html {
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n",
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
             "<title>Engagement report</title>\n<style>\n",
-            "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; }\n",
-            "h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
+            "body { font-family: system-ui, sans-serif; color: #222; margin: 1.5rem auto; max-width: 1100px; padding: 0 1rem; }\n",
+            "h1 { font-size: 1.6rem; margin-bottom: .3rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }\n",
+            "p.period { font-size: 1.15rem; font-weight: 600; margin-top: 0; }\n",
             "dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }\n",
             "dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }\n",
             "table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }\n",
             "th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: left; white-space: nowrap; }\n",
-            ".num { text-align: right; }\n",
-            ".note { color: #555; font-size: .9rem; } .empty { font-style: italic; color: #a33; }\n",
+            ".num { text-align: right; } .partial { color: #9a5b00; }\n",
+            "table.accounts th, table.accounts td { padding: .2rem .3rem; font-size: .85rem; }\n",
+            "table.accounts thead th { white-space: normal; vertical-align: bottom; }\n",
+            "tfoot th { border-top: 2px solid #bbb; text-align: right; } tfoot th:first-child { text-align: left; }\n",
+            ".note { color: #555; font-size: .9rem; font-weight: normal; } .empty { font-style: italic; color: #a33; }\n",
             "figure { margin: .5rem 0; } svg { max-width: 100%; height: auto; }\n",
+            ".multiples { display: grid; gap: 0; } .multiples figure { margin: 0; }\n",
+            "a { color: #1d5fa0; }\n",
             "</style>\n</head>\n<body>\n",
         ));
         html.push_str(&self.body);
@@ -483,180 +613,23 @@ impl Html {
     }
 }
 
-/// One line of a line chart.
-struct Line {
-    label: String,
-    points: Vec<(f64, f64)>,
-}
-
-struct LineChart<'a> {
-    title: &'a str,
-    x: std::ops::Range<f64>,
-    x_desc: &'a str,
-    y_desc: &'a str,
-    x_label: &'a dyn Fn(f64) -> String,
-    lines: &'a [Line],
-    /// Dots on the data points (for short series, where a single point would not show).
-    markers: bool,
-}
-
-/// Draws a line chart as an SVG document.
-fn line_chart(c: &LineChart<'_>) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    draw_lines(&mut svg, c).map_err(|e| ReportError::Chart {
-        chart: c.title.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(svg)
-}
-
-fn draw_lines(svg: &mut String, c: &LineChart<'_>) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::with_string(svg, CHART_SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let titled = root.titled(c.title, (FONT, 22))?;
-    // The legend gets its own column, so it never hides a line.
-    let (plot, legend) = titled.split_horizontally(CHART_SIZE.0 - LEGEND_WIDTH);
-    let y_max = c
-        .lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.1))
-        .fold(0.0, f64::max)
-        .max(1.0)
-        * 1.05;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(44)
-        .y_label_area_size(70)
-        .build_cartesian_2d(c.x.clone(), 0.0..y_max)?;
-    let x_label = |v: &f64| (c.x_label)(*v);
-    let y_label = |v: &f64| short_number(*v);
-    chart
-        .configure_mesh()
-        .x_desc(c.x_desc)
-        .y_desc(c.y_desc)
-        .x_labels(12)
-        .y_labels(8)
-        .x_label_formatter(&x_label)
-        .y_label_formatter(&y_label)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .label_style((FONT, 15))
-        .draw()?;
-    let mut entries = Vec::new();
-    for (i, line) in c.lines.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        chart.draw_series(
-            LineSeries::new(line.points.iter().copied(), color.stroke_width(2))
-                .point_size(if c.markers { 3 } else { 0 }),
-        )?;
-        entries.push((line.label.as_str(), color));
+/// `part / whole` as a percentage with one decimal, `100` only when whole.
+fn short_percent(part: i64, whole: i64) -> String {
+    if part >= whole {
+        return "100".to_string();
     }
-    draw_legend(&legend, &entries)?;
-    root.present()?;
-    Ok(())
+    // Never rounds up to 100 when an hour is missing.
+    let tenths = (1000 * part / whole.max(1)) as f64 / 10.0;
+    format!("{tenths:.1}")
 }
 
-/// One row per line, top down: a stroke of its colour and its label; `+N more` when they do not
-/// all fit.
-fn draw_legend<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    entries: &[(&str, RGBColor)],
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    const ROW: i32 = 20;
-    let style = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let fit = ((area.dim_in_pixel().1 as i32 - 2 * ROW) / ROW).max(1) as usize;
-    let shown = if entries.len() > fit { fit - 1 } else { fit };
-    for (i, (label, color)) in entries.iter().take(shown).enumerate() {
-        let y = ROW + ROW * i as i32;
-        area.draw(&PathElement::new(
-            vec![(4, y), (26, y)],
-            color.stroke_width(3),
-        ))?;
-        area.draw(&Text::new(label.to_string(), (32, y), style.clone()))?;
-    }
-    if entries.len() > shown {
-        let y = ROW + ROW * shown as i32;
-        let more = format!("+{} more", entries.len() - shown);
-        area.draw(&Text::new(more, (32, y), style))?;
-    }
-    Ok(())
-}
-
-/// Horizontal bars: the age of each kind's last successful run, labelled with it.
-fn freshness_chart(title: &str, rows: &[Freshness], now: i64) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    draw_freshness(&mut svg, title, rows, now).map_err(|e| ReportError::Chart {
-        chart: title.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(svg)
-}
-
-fn draw_freshness(
-    svg: &mut String,
-    title: &str,
-    rows: &[Freshness],
-    now: i64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let ages: Vec<Option<i64>> = rows
-        .iter()
-        .map(|f| f.last_ok.map(|t| (now - t).max(0)))
-        .collect();
-    let oldest = ages.iter().flatten().copied().max().unwrap_or(0);
-    // One unit for the whole axis, chosen by the oldest age.
-    let (unit, unit_name) = if oldest < 2 * HOUR_SECS {
-        (60.0, "minutes")
-    } else if oldest < 3 * DAY_SECS {
-        (HOUR_SECS as f64, "hours")
+/// `part / whole` as a percentage with two decimals, `n/a` without a whole.
+fn rate(part: i64, whole: i64) -> String {
+    if whole > 0 {
+        format!("{:.2}%", 100.0 * part as f64 / whole as f64)
     } else {
-        (DAY_SECS as f64, "days")
-    };
-    // Room on the right for the labels at the end of the bars.
-    let x_max = (oldest as f64 / unit).max(1.0) * 1.45;
-    let n = rows.len() as f64;
-    let root = SVGBackend::with_string(svg, (CHART_SIZE.0, 80 + 46 * rows.len() as u32))
-        .into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 22))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(10)
-        .build_cartesian_2d(0.0..x_max, 0.0..n)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .disable_y_axis()
-        .x_desc(unit_name)
-        .x_labels(8)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .label_style((FONT, 15))
-        .draw()?;
-    let label_style =
-        TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, (f, age)) in rows.iter().zip(&ages).enumerate() {
-        // First kind on top.
-        let y = n - i as f64 - 0.5;
-        let (end, label) = match age {
-            Some(age) => {
-                let end = *age as f64 / unit;
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(0.0, y - 0.3), (end, y + 0.3)],
-                    PALETTE[i % PALETTE.len()].filled(),
-                )))?;
-                (end, format!("{}: {}", f.kind, format_age(*age)))
-            }
-            None => (0.0, format!("{}: never succeeded", f.kind)),
-        };
-        chart.draw_series(std::iter::once(Text::new(
-            label,
-            (end + x_max * 0.01, y),
-            label_style.clone(),
-        )))?;
+        "n/a".to_string()
     }
-    root.present()?;
-    Ok(())
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), for tables.
@@ -704,6 +677,7 @@ mod tests {
     fn options(since: i64, owner: Option<&str>) -> Options {
         Options {
             since,
+            until: NOW,
             now: NOW,
             owner: owner.map(|h| h.parse().unwrap()),
             database: "test.sqlite".to_string(),
@@ -843,6 +817,89 @@ mod tests {
         writer.commit_write();
         let page = render(&reader, &options(NOW - DAY_SECS, None)).unwrap();
         assert!(page.html.contains("totals: 1 min ago"), "{}", page.html);
+    }
+
+    /// A coverage one hour short of whole never reads 100%.
+    #[test]
+    fn coverage_percentages_never_round_a_hole_up_to_whole() {
+        assert_eq!(short_percent(2999, 3000), "99.9");
+        assert_eq!(short_percent(1, 3), "33.3");
+        assert_eq!(short_percent(3000, 3000), "100");
+        assert_eq!(rate(5, 200), "2.50%");
+        assert_eq!(rate(5, 0), "n/a");
+    }
+
+    /// A chart with more lines than distinct colours is refused rather than repeating one.
+    #[test]
+    fn a_line_chart_never_repeats_a_colour() {
+        let line = |i: usize| Line {
+            label: format!("line {i}"),
+            points: vec![(0.0, i as f64), (1.0, 2.0 * i as f64)],
+        };
+        let label = |v: f64| format!("{v}");
+        let chart = |n: usize| {
+            let lines: Vec<Line> = (0..n).map(line).collect();
+            charts::line_chart(&LineChart {
+                title: "t",
+                x: 0.0..1.0,
+                x_desc: "x",
+                y_desc: "y",
+                x_label: &label,
+                lines: &lines,
+                markers: false,
+            })
+        };
+        let svg = chart(PALETTE.len()).unwrap();
+        for color in PALETTE {
+            let hex = format!("#{:02X}{:02X}{:02X}", color.0, color.1, color.2);
+            assert_eq!(
+                svg.matches(&hex).count(),
+                2,
+                "{hex}: its line and its legend row"
+            );
+        }
+        assert!(svg.contains("line 9") && !svg.contains("more"));
+        let err = chart(PALETTE.len() + 1).unwrap_err().to_string();
+        assert!(
+            err.contains("11 lines, but only 10 distinct colours"),
+            "{err}"
+        );
+    }
+
+    /// The per-account table: a row per account with its sums, and the totals.
+    #[test]
+    fn the_account_table_has_a_row_per_account_and_the_totals() {
+        let (_dir, store) = database();
+        let created = NOW - 2 * DAY_SECS;
+        store.put_tweet(101, Some("acme"), created);
+        store.put_tweet(202, Some("bob"), created);
+        let hour = Hour::floor(created).secs() + HOUR_SECS;
+        store.put_bucket(101, Metric::Impressions, hour, 400, NOW);
+        store.put_bucket(101, Metric::Engagements, hour, 10, NOW);
+        store.put_bucket(202, Metric::Impressions, hour, 100, NOW);
+        let page = render(&store, &options(NOW - 7 * DAY_SECS, None)).unwrap();
+        let table = page
+            .html
+            .split_once("<table class=\"accounts\">")
+            .unwrap()
+            .1
+            .split_once("</table>")
+            .unwrap()
+            .0;
+        assert!(
+            table.contains(
+                "<tr><td>@acme</td><td class=\"num\">1</td><td class=\"num\">1</td>\
+                 <td class=\"num\">400</td><td class=\"num\">10</td><td class=\"num\">2.50%</td>"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "<tr><th>all accounts</th><th class=\"num\">2</th><th class=\"num\">2</th>\
+                 <th class=\"num\">500</th><th class=\"num\">10</th><th class=\"num\">2.00%</th>"
+            ),
+            "{table}"
+        );
     }
 
     #[test]
