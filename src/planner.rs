@@ -1068,15 +1068,20 @@ refresh_after = "2d"
         assert_eq!(backfill[0].tweets, vec![again[0].tweets[0]]);
     }
 
+    /// Refreshed daily, final two days after a cell's end.
+    fn settling() -> HistoricalPolicy {
+        HistoricalPolicy {
+            refresh_after_secs: DAY_SECS,
+            settle_after_secs: 2 * DAY_SECS,
+            ..history(Refresh::Due)
+        }
+    }
+
     /// A cell is complete only once fetched to its end at least `settle_after` after it ended;
     /// `refresh_after` only says how often an open cell is asked again.
     #[test]
     fn cells_complete_after_they_settle() {
-        let h = HistoricalPolicy {
-            refresh_after_secs: DAY_SECS,
-            settle_after_secs: 2 * DAY_SECS,
-            ..history(Refresh::Due)
-        };
+        let h = settling();
         let cell = Cell::of(NOW);
         assert!(!h.complete(cell, cell.end() + 10, cell.end()));
         assert!(!h.complete(cell, cell.end() + DAY_SECS, cell.end()));
@@ -1088,11 +1093,7 @@ refresh_after = "2d"
     /// final (`settle_after` after its end), however recently it was fetched; never in between.
     #[test]
     fn an_open_cell_is_refreshed_when_it_can_become_final() {
-        let h = HistoricalPolicy {
-            refresh_after_secs: DAY_SECS,
-            settle_after_secs: 2 * DAY_SECS,
-            ..history(Refresh::Due)
-        };
+        let h = settling();
         let cell = Cell::of(NOW);
         let settled = cell.end() + 2 * DAY_SECS;
         // Fetched 4 h before it could settle: not due 2 h later, due at the settle moment.

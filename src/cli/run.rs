@@ -130,6 +130,26 @@ pub fn stored_buckets(ctx: &Context) -> Option<i64> {
         .ok()
 }
 
+/// "N batches {what}", then the first ten of `batches`, each with its Tweets (and attempts),
+/// and the API's words or `no_error`.
+fn print_batches(what: &str, batches: &[&RequestReport], attempts: bool, no_error: &str) {
+    println!("  {} {what}", count(batches.len(), "batch", "batches"));
+    for r in batches.iter().take(10) {
+        let tried = if attempts {
+            format!(", {}", count(r.attempts as usize, "attempt", "attempts"))
+        } else {
+            String::new()
+        };
+        println!(
+            "    /{} {} ({}{tried}): {}",
+            r.endpoint,
+            r.credential,
+            count(r.tweets, "Tweet", "Tweets"),
+            r.error.as_deref().unwrap_or(no_error)
+        );
+    }
+}
+
 /// The short reasons of partial batches, from their error texts: "unavailable Tweets",
 /// "unsupported metrics", "Tweets or metrics left out".
 fn partial_reasons<'a>(batches: impl Iterator<Item = &'a RequestReport>) -> Vec<&'static str> {
@@ -384,20 +404,12 @@ pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
     }
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() && report.unreachable.is_none() {
-        println!(
-            "  {} failed after retries; in the `requests` table, planned again next run:",
-            count(failed.len(), "batch", "batches")
+        print_batches(
+            "failed after retries; in the `requests` table, planned again next run:",
+            &failed,
+            true,
+            "unknown error",
         );
-        for r in failed.iter().take(10) {
-            println!(
-                "    /{} {} ({}, {}): {}",
-                r.endpoint,
-                r.credential,
-                count(r.tweets, "Tweet", "Tweets"),
-                count(r.attempts as usize, "attempt", "attempts"),
-                r.error.as_deref().unwrap_or("unknown error")
-            );
-        }
     }
     let partial: Vec<_> = report
         .requests
@@ -405,19 +417,12 @@ pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
         .filter(|r| r.outcome == BatchOutcome::Partial)
         .collect();
     if !partial.is_empty() {
-        println!(
-            "  {} partial: answered and stored, but the API left out what it names (`requests` table, outcome partial):",
-            count(partial.len(), "batch", "batches")
+        print_batches(
+            "partial: answered and stored, but the API left out what it names (`requests` table, outcome partial):",
+            &partial,
+            false,
+            "no reason given",
         );
-        for r in partial.iter().take(10) {
-            println!(
-                "    /{} {} ({}): {}",
-                r.endpoint,
-                r.credential,
-                count(r.tweets, "Tweet", "Tweets"),
-                r.error.as_deref().unwrap_or("no reason given")
-            );
-        }
         if partial.len() > 10 {
             println!("    and {} more", partial.len() - 10);
         }

@@ -289,14 +289,6 @@ impl Html {
             self.body.push_str(NO_DATA);
             return;
         }
-        const METRICS: [Metric; 6] = [
-            Metric::Impressions,
-            Metric::Engagements,
-            Metric::Favorites,
-            Metric::Retweets,
-            Metric::Replies,
-            Metric::VideoViews,
-        ];
         self.body.push_str(
             "<table class=\"accounts\">\n<thead><tr><th>account</th><th class=\"num\">Tweets tracked</th>\
              <th class=\"num\">posted in period</th><th class=\"num\">impressions</th>\
@@ -317,8 +309,8 @@ impl Html {
             add(&mut total.tweets_posted, f.tweets_posted);
             add(&mut total.hours, f.hours);
             add(&mut total.hours_known, f.hours_known);
-            for metric in &METRICS {
-                add(total.sums.entry(*metric).or_default(), f.sum(*metric));
+            for (metric, sum) in &f.sums {
+                add(total.sums.entry(*metric).or_default(), *sum);
             }
         }
         self.body.push_str("</tbody>\n");

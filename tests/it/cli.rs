@@ -228,15 +228,7 @@ async fn rejected_credentials_exit_3_without_leaking_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_figures_agree_with_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("demo.sqlite");
-    let out = run_binary(vec![
-        "demo".into(),
-        "--db".into(),
-        db_path.to_string_lossy().into_owned(),
-    ])
-    .await;
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let (db_path, out) = crate::helpers::demo_in(dir.path()).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     let db = rusqlite::Connection::open(&db_path).unwrap();
     let series: i64 = db

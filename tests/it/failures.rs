@@ -214,35 +214,15 @@ async fn a_reowned_tweet_moves_to_its_new_owner_without_a_second_403() {
     let first = app.run(&ctx, &JobKind::ALL).await;
     assert_eq!(first.exit_code(), 0, "{first:?}");
     assert_eq!(first.moved, 3);
-    let forbidden = |app: &TestApp| -> u64 {
-        app.sim()
-            .stats()
-            .requests
-            .iter()
-            .filter(|r| r.status == 403)
-            .map(|r| r.count)
-            .sum()
-    };
-    let after_first = forbidden(&app);
+    let after_first = app.answered(403);
     assert!(after_first >= 1);
 
     // A 403 is never retried: each one is one refused ledger row of one attempt.
-    let (refused, attempts): (i64, i64) = app
-        .db()
-        .query_row(
-            "SELECT count(*), sum(attempts) FROM requests WHERE http_status = 403",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (refused as u64, attempts as u64),
-        (after_first, after_first)
-    );
+    assert_eq!(app.ledger(403), (after_first, after_first));
 
     let second = app.run(&ctx, &JobKind::ALL).await;
     assert_eq!(second.exit_code(), 0, "{second:?}");
-    assert_eq!(forbidden(&app), after_first, "no second 403");
+    assert_eq!(app.answered(403), after_first, "no second 403");
     let db = app.db();
     for id in moved {
         let (owner, listed, status): (String, String, String) = db

@@ -181,6 +181,30 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// How many answers with `status` the simulator sent.
+    pub fn answered(&self, status: u16) -> u64 {
+        self.sim()
+            .stats()
+            .requests
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// The `requests` ledger's rows with `http_status = status`, and their attempts.
+    pub fn ledger(&self, status: u16) -> (u64, u64) {
+        self.db()
+            .query_row(
+                "SELECT count(*), coalesce(sum(attempts), 0) FROM requests WHERE http_status = ?1",
+                [status],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .unwrap()
+    }
+}
+
 /// `config` with `lines` in its `[section]`: after the section's header when the config has
 /// one (the simulator's export may), else in a new section at the end.
 pub fn set_in_section(config: &str, section: &str, lines: &str) -> String {
@@ -214,6 +238,19 @@ pub fn binary() -> std::process::Command {
         }
     }
     cmd
+}
+
+/// `demo --db DIR/demo.sqlite`, which must exit 0: the database's path and what it printed.
+pub async fn demo_in(dir: &std::path::Path) -> (PathBuf, Output) {
+    let db_path = dir.join("demo.sqlite");
+    let out = run_binary(vec![
+        "demo".into(),
+        "--db".into(),
+        db_path.to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    (db_path, out)
 }
 
 /// Runs the binary with `args`, off the async runtime.

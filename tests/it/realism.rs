@@ -295,33 +295,13 @@ async fn the_current_403_form_marks_the_tweets_forbidden_without_repeats() {
     let first = app.run(&ctx, &JobKind::ALL).await;
     assert_eq!(first.exit_code(), 0, "{first:?}");
     assert_eq!(first.moved, 0, "the current form names no author");
-    let forbidden = |app: &TestApp| -> u64 {
-        app.sim()
-            .stats()
-            .requests
-            .iter()
-            .filter(|r| r.status == 403)
-            .map(|r| r.count)
-            .sum()
-    };
-    let after_first = forbidden(&app);
+    let after_first = app.answered(403);
     assert!(after_first >= 1);
-    let (refused, attempts): (i64, i64) = app
-        .db()
-        .query_row(
-            "SELECT count(*), sum(attempts) FROM requests WHERE http_status = 403",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (refused as u64, attempts as u64),
-        (after_first, after_first)
-    );
+    assert_eq!(app.ledger(403), (after_first, after_first));
 
     let second = app.run(&ctx, &JobKind::ALL).await;
     assert_eq!(second.exit_code(), 0, "{second:?}");
-    assert_eq!(forbidden(&app), after_first, "no second 403");
+    assert_eq!(app.answered(403), after_first, "no second 403");
     let db = app.db();
     for id in moved {
         let status: String = db
@@ -371,15 +351,7 @@ async fn history_before_the_lookback_is_not_requested() {
     };
     assert_eq!(report.exit_code(), 0, "{report:?}");
     assert!(report.skipped.before_lookback > 0);
-    let refused: i64 = app
-        .db()
-        .query_row(
-            "SELECT count(*) FROM requests WHERE http_status = 400",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(refused, 0);
+    assert_eq!(app.ledger(400).0, 0);
 
     app.edit_config(|c| set_in_section(&c, "historical", "lookback = 0"));
     assert_eq!(app.config().historical.lookback, None);
@@ -390,13 +362,5 @@ async fn history_before_the_lookback_is_not_requested() {
         0,
         "the simulator refuses what it no longer serves"
     );
-    let refused: i64 = app
-        .db()
-        .query_row(
-            "SELECT count(*) FROM requests WHERE http_status = 400",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(refused > 0);
+    assert!(app.ledger(400).0 > 0);
 }

@@ -4,7 +4,7 @@ use engagement_ingest::domain::{DAY_SECS, Hour, JobKind, Metric, TweetId};
 use engagement_ingest::planner::{CELL_SECS, Cell};
 use engagement_ingest::sim::{self, Sim, TweetState};
 
-use crate::helpers::{TestApp, run_binary, series, set_in_section, text, world};
+use crate::helpers::{TestApp, series, set_in_section, text, world};
 
 /// Coverage rows: (tweet, cell) → (fetched_at, fetched_until).
 fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
@@ -25,15 +25,8 @@ fn coverage(db: &rusqlite::Connection) -> HashMap<(i64, i64), (i64, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_hourly_series_add_up_to_the_totals() {
     let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("demo.sqlite");
-    let out = run_binary(vec![
-        "demo".into(),
-        "--db".into(),
-        db_path.to_string_lossy().into_owned(),
-    ])
-    .await;
+    let (db_path, out) = crate::helpers::demo_in(dir.path()).await;
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("top owned Tweets by impressions"), "{all}");
     let sim = Sim::new(sim::demo_world(7));
     let db = rusqlite::Connection::open(&db_path).unwrap();
