@@ -79,10 +79,12 @@ pub fn answer(
             owners,
         } => {
             let (since, until) = period(since.as_deref(), "30d", until.as_deref(), now)?;
+            // From 00:00 UTC of --since's day: whole days are read from the daily rollups.
+            let since = since.div_euclid(DAY_SECS) * DAY_SECS;
             for owner in owners {
                 check_owner(store, Some(owner))?;
             }
-            accounts(store, since, until, owners, format)
+            accounts(store, since, until, now, owners, format)
         }
         Query::Latest {
             tweets,
@@ -468,12 +470,14 @@ fn accounts(
     store: &Store,
     since: i64,
     until: i64,
+    now: i64,
     owners: &[String],
     format: Format,
 ) -> Result<Rows, QueryError> {
     let figures = store.account_figures(&AccountsQuery {
         since,
         until,
+        now,
         owners,
     })?;
     let table = format == Format::Table;
@@ -533,8 +537,8 @@ fn accounts(
         rows.push(row);
     }
     rows.footnotes.push(format!(
-        "Period {} to {} (exclusive): sums of the hourly buckets of each account's listed \
-         Tweets.",
+        "Period {} to {} (exclusive; from 00:00 UTC of --since's day): sums of the hourly \
+         buckets of each account's listed Tweets.",
         iso_utc(since),
         iso_utc(until)
     ));

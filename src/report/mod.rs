@@ -146,6 +146,7 @@ impl Data {
         let figures = store.account_figures(&AccountsQuery {
             since: o.since,
             until: o.until,
+            now: o.now,
             owners: &owners,
         })?;
         let freshness = JobKind::ALL

@@ -44,6 +44,7 @@ impl Store {
                 params![tweet, metric.id(), hour, value, at],
             )
             .unwrap();
+        super::rollup::refresh_days(&self.conn, tweet, metric, hour, hour + 1).unwrap();
     }
 
     /// A lifetime total observed at `at`.

@@ -22,6 +22,7 @@ pub use write::{BatchRecord, RunStart, RunSummary, SeriesWrite, SyncReport, Tota
 #[cfg(test)]
 pub(crate) mod fixture;
 mod read;
+mod rollup;
 mod state;
 mod write;
 
@@ -43,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_sums_cannot_overflow.sql",
         include_str!("../../schema/0005_sums_cannot_overflow.sql"),
+    ),
+    (
+        "0006_daily_rollups.sql",
+        include_str!("../../schema/0006_daily_rollups.sql"),
     ),
 ];
 
@@ -660,6 +665,9 @@ impl Store {
             "latest_totals",
             "hourly",
             "daily",
+            "tweet_days",
+            "account_days",
+            "account_daily",
         ];
         assert!(
             TABLES.contains(&table),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, named_params};
 
+use super::rollup::{day_ceil, day_of};
 use super::{Store, StoreError, unknown_value};
 use crate::domain::{AccountState, Endpoint, JobKind, Metric, RunStatus, TweetId, TweetStatus};
 
@@ -133,9 +134,10 @@ pub struct TopTweet {
 #[derive(Debug, Clone, Copy)]
 pub struct DailyQuery<'a> {
     pub metric: Metric,
-    /// Buckets from this hour on (Unix seconds).
+    /// From the UTC day holding this time on (Unix seconds).
     pub since: i64,
-    /// Buckets before this time; `None`: every later one.
+    /// Up to the end of the UTC day holding the last second before this time; `None`: every
+    /// later day. Days are whole: the rollups hold days, not hours.
     pub until: Option<i64>,
     /// Owned Tweets only; of this owner.
     pub owner: Owner<'a>,
@@ -289,13 +291,22 @@ fn period_value(basis: TopBasis, since: i64, i: &PeriodInputs) -> Option<(i64, V
 
 /// Per Tweet of `tweets AS w` (filtered by the caller's WHERE): id, owner, creation and the
 /// [`PeriodInputs`] of `:metric` over `[:since, :until)`. Only what `:series` and `:totals` ask
-/// for is read.
+/// for is read. The series sum reads the whole days of the period from `tweet_days` and the
+/// hours before the first of them and after the last from `series`; bind them with
+/// [`whole_days`].
 const PERIOD_COLUMNS: &str = "SELECT w.tweet_id, w.owner, w.created_at, \
        EXISTS (SELECT 1 FROM coverage AS c WHERE c.tweet_id = w.tweet_id) \
        OR EXISTS (SELECT 1 FROM recent_coverage AS r WHERE r.tweet_id = w.tweet_id), \
-     CASE WHEN :series THEN (SELECT CAST(total(s.value) AS INTEGER) FROM series AS s \
+     CASE WHEN :series THEN CAST((SELECT total(d.value) FROM tweet_days AS d \
+       WHERE d.tweet_id = w.tweet_id AND d.metric_id = :metric AND d.day >= :day_from \
+       AND (:day_to IS NULL OR d.day < :day_to)) \
+     + (SELECT total(s.value) FROM series AS s \
        WHERE s.tweet_id = w.tweet_id AND s.metric_id = :metric AND s.hour >= :since \
-       AND (:until IS NULL OR s.hour < :until)) END, \
+       AND s.hour < :day_from AND (:until IS NULL OR s.hour < :until)) \
+     + (SELECT total(s.value) FROM series AS s \
+       WHERE s.tweet_id = w.tweet_id AND s.metric_id = :metric AND :day_to IS NOT NULL \
+       AND s.hour >= max(:day_to, :day_from) AND s.hour >= :since AND s.hour < :until) \
+       AS INTEGER) END, \
      CASE WHEN :totals THEN (SELECT value FROM totals AS t \
        WHERE t.tweet_id = w.tweet_id AND t.metric_id = :metric \
        AND (:until IS NULL OR t.observed_at < :until) ORDER BY observed_at DESC LIMIT 1) END, \
@@ -303,6 +314,12 @@ const PERIOD_COLUMNS: &str = "SELECT w.tweet_id, w.owner, w.created_at, \
        WHERE t.tweet_id = w.tweet_id AND t.metric_id = :metric \
        AND t.observed_at <= :since ORDER BY observed_at DESC LIMIT 1) END \
      FROM tweets AS w";
+
+/// The whole UTC days `[:day_from, :day_to)` inside `[since, until)`, as [`PERIOD_COLUMNS`]
+/// binds them.
+fn whole_days(since: i64, until: Option<i64>) -> (i64, Option<i64>) {
+    (day_ceil(since), until.map(day_of))
+}
 
 /// A Tweet with its value over a period, when known.
 type Valued = (TweetInfo, Option<(i64, ValueSource)>);
@@ -328,18 +345,22 @@ fn period_values(
             let (owner, owner_folded) = owner.params();
             let mut stmt =
                 conn.prepare_cached(&format!("{PERIOD_COLUMNS} WHERE {OWNER_FILTER}"))?;
+            let (day_from, day_to) = whole_days(q.since, q.until);
             let rows = stmt.query(named_params! {
                 ":series": series, ":totals": totals, ":metric": metric.id(), ":since": q.since,
                 ":until": q.until, ":owner": owner, ":owner_folded": owner_folded,
+                ":day_from": day_from, ":day_to": day_to,
             })?;
             read_period_rows(rows, q)
         }
         Tweets::One(tweet) => {
             let mut stmt =
                 conn.prepare_cached(&format!("{PERIOD_COLUMNS} WHERE w.tweet_id = :tweet"))?;
+            let (day_from, day_to) = whole_days(q.since, q.until);
             let rows = stmt.query(named_params! {
                 ":series": series, ":totals": totals, ":metric": metric.id(), ":since": q.since,
                 ":until": q.until, ":tweet": tweet.get() as i64,
+                ":day_from": day_from, ":day_to": day_to,
             })?;
             read_period_rows(rows, q)
         }
@@ -489,22 +510,22 @@ impl Store {
         })
     }
 
-    /// Per account and UTC day, the sum of `q.metric`'s hourly buckets in `q`'s period, by
-    /// account and day. Days without a bucket are left out.
+    /// Per account and UTC day, the sum of `q.metric`'s hourly buckets on the whole days of
+    /// `q`'s period, by account and day. Days without a bucket are left out.
     pub fn daily(&self, q: &DailyQuery<'_>) -> Result<Vec<DailyPoint>, StoreError> {
         self.read(|conn| {
             let (owner, owner_folded) = q.owner.params();
+            // The rollup of each account's days (schema 0006): one row per day.
             let mut stmt = conn.prepare(&format!(
-                "SELECT w.owner, s.hour / 86400 AS day, CAST(total(s.value) AS INTEGER) \
-                 FROM series AS s JOIN tweets AS w USING (tweet_id) \
-                 WHERE s.metric_id = :metric AND s.hour >= :since \
-                 AND (:until IS NULL OR s.hour < :until) \
-                 AND w.owner IS NOT NULL AND {OWNER_FILTER} \
-                 GROUP BY w.owner, day ORDER BY w.owner, day"
+                "SELECT w.owner, w.day / 86400, w.value FROM account_days AS w \
+                 WHERE w.metric_id = :metric AND w.day >= :since \
+                 AND (:until IS NULL OR w.day < :until) AND {OWNER_FILTER} \
+                 ORDER BY w.owner, w.day"
             ))?;
             stmt.query_map(
                 named_params! {
-                    ":metric": q.metric.id(), ":since": q.since, ":until": q.until,
+                    ":metric": q.metric.id(), ":since": day_of(q.since),
+                    ":until": q.until.map(day_ceil),
                     ":owner": owner, ":owner_folded": owner_folded,
                 },
                 |r| {

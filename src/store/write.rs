@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
-use super::{Store, StoreError, db, is_busy};
+use super::{Store, StoreError, db, is_busy, rollup};
 use crate::domain::{
     AccountState, BatchOutcome, Endpoint, Handle, Hour, Metric, StatusChange, TweetId,
 };
@@ -430,10 +430,17 @@ impl Store {
             let mut clear = tx.prepare_cached(
                 "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
             )?;
+            // What each (Tweet, metric) had replaced and written, for the daily rollups.
+            let mut pairs: HashMap<(TweetId, Metric), rollup::PairWrite> = HashMap::new();
             for &(id, metric, from, to) in &data.answered {
                 let (from, to) = (from.max(data.start), to.min(data.end));
                 if from < to {
                     clear.execute(params![id.get() as i64, metric.id(), from, to])?;
+                    pairs
+                        .entry((id, metric))
+                        .or_default()
+                        .replaced
+                        .push((from, to));
                 }
             }
             let mut insert = tx.prepare_cached(
@@ -452,8 +459,14 @@ impl Store {
                         source,
                         data.fetched_at
                     ])?;
+                    pairs
+                        .entry((id, metric))
+                        .or_default()
+                        .buckets
+                        .push((hour.secs(), value));
                 }
             }
+            rollup::after_series_write(tx, pairs)?;
             if let Some(cell) = data.cell {
                 let mut cover = tx.prepare_cached(
                     "INSERT INTO coverage (tweet_id, cell, fetched_at, fetched_until) VALUES (?1, ?2, ?3, ?4) \

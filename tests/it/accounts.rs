@@ -135,12 +135,14 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
     let app = TestApp::spawn_at(world_with(5, 3, 2, "spread_days = 5"), now).await;
     let ctx = app.context();
     app.run(&ctx, &[JobKind::Totals, JobKind::Hourly]).await;
+    // The period starts at 00:00 UTC of --since's day (whole days read from the rollups).
     let since = now - 4 * DAY_SECS;
     let (since_s, until_s) = (iso_utc(since), iso_utc(now));
     let args = ["accounts", "--since", &since_s, "--until", &until_s];
-
+    let day_since = since.div_euclid(DAY_SECS) * DAY_SECS;
+    let day_until = now;
     let (rows, _) = query_json(&app, &args).await;
-    let before = expected(&app, since, now, now);
+    let before = expected(&app, day_since, day_until, now);
     assert_accounts(&rows, &before);
     assert!(
         before
@@ -175,14 +177,17 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
         "{table}"
     );
     assert!(
-        table.contains(&format!("Period {since_s} to {until_s}")),
+        table.contains(&format!(
+            "Period {} to {until_s} (exclusive; from 00:00 UTC of --since's day)",
+            iso_utc(day_since)
+        )),
         "{table}"
     );
 
     // After /historical every hour of the period is known.
     app.run(&ctx, &[JobKind::Historical]).await;
     let (rows, _) = query_json(&app, &args).await;
-    let after = expected(&app, since, now, now);
+    let after = expected(&app, day_since, day_until, now);
     assert!(
         after.values().all(|e| e.hours_known == e.hours),
         "{after:?}"
@@ -199,7 +204,7 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
         ],
     )
     .await;
-    let mut bounded = expected(&app, since, until, now);
+    let mut bounded = expected(&app, day_since, until, now);
     bounded.remove("acme");
     assert_accounts(&rows, &bounded);
 

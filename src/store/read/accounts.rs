@@ -8,15 +8,20 @@ use rusqlite::named_params;
 
 use super::{Coverage, Owner, PERIOD_COLUMNS, TopBasis, TopQuery, read_period_rows};
 use crate::domain::{HOUR_SECS, Hour, Metric};
+use crate::store::rollup::{day_ceil, day_of};
 use crate::store::{Store, StoreError, unknown_value};
 
 /// Which accounts and period [`Store::account_figures`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct AccountsQuery<'a> {
-    /// Start of the period, Unix seconds, hour-aligned by the caller.
+    /// Start of the period, Unix seconds, hour-aligned by the caller. The sums are read from
+    /// the daily rollups for the period's whole UTC days, and from the hourly buckets for the
+    /// hours outside them: a period from 00:00 UTC to now reads rollups alone.
     pub since: i64,
     /// End of the period (exclusive), hour-aligned.
     pub until: i64,
+    /// The time now: no bucket is stored after it.
+    pub now: i64,
     /// Only these handles, compared case-insensitively; empty: every account.
     pub owners: &'a [String],
 }
@@ -37,12 +42,38 @@ pub struct AccountFigures {
     /// reached, `/28hr` windows), where a missing bucket is a zero. The sums are complete when
     /// this equals `hours`; outside coverage an hour is unknown, never zero.
     pub hours_known: i64,
-    /// The sum of the stored hourly buckets in the period, per metric that has any.
+    /// The sum of the stored hourly buckets on the period's days, per metric that has any.
     pub sums: BTreeMap<Metric, i64>,
     /// Quote Tweets (a `/totals`-only metric): the sum over the tracked Tweets of the growth of
     /// their lifetime totals over the period ([`TopBasis::Totals`]); `None` when that growth is
     /// unknown for any of them.
     pub quote_tweets: Option<i64>,
+}
+
+impl AccountsQuery<'_> {
+    /// The whole UTC days of the period, `[from, to)`, whose sums the rollups hold; the hours
+    /// before and after them are summed from `series`. A period that runs past the current hour
+    /// takes its last day whole: no bucket is stored past now.
+    fn whole_days(&self) -> (i64, i64) {
+        let to = if self.until > Hour::floor(self.now).secs() {
+            day_ceil(self.until)
+        } else {
+            day_of(self.until)
+        };
+        (day_ceil(self.since), to)
+    }
+
+    /// The spans of hours outside [`AccountsQuery::whole_days`], summed from `series`.
+    fn edges(&self) -> Vec<(i64, i64)> {
+        let (from, to) = self.whole_days();
+        if from >= to {
+            return vec![(self.since, self.until)];
+        }
+        [(self.since, from), (to, self.until)]
+            .into_iter()
+            .filter(|(a, b)| a < b)
+            .collect()
+    }
 }
 
 impl AccountFigures {
@@ -154,26 +185,64 @@ impl Store {
                 };
             }
 
-            // The buckets of the period, summed per account and metric in SQL. Per (Tweet,
-            // metric) the primary key finds the period's hours: only they are read.
+            // The buckets of the period, per account and metric: the rollups of each account's
+            // whole days, less those of its removed Tweets (few, found by an index), and the
+            // hours outside whole days summed from `series`.
+            let (day_from, day_to) = q.whole_days();
+            let days = named_params! {
+                ":day_from": day_from, ":day_to": day_to, ":owners": owners,
+            };
+            let mut sums: HashMap<(String, i64), (i64, i64)> = HashMap::new();
+            let mut stmt = conn.prepare(
+                "SELECT w.owner, w.metric_id, CAST(total(w.value) AS INTEGER), total(w.tweets) \
+                 FROM account_days AS w WHERE w.day >= :day_from AND w.day < :day_to \
+                 AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners))) \
+                 GROUP BY w.owner, w.metric_id",
+            )?;
+            let mut rows = stmt.query(days)?;
+            while let Some(r) = rows.next()? {
+                sums.insert(
+                    (r.get(0)?, r.get(1)?),
+                    (r.get(2)?, r.get::<_, f64>(3)? as i64),
+                );
+            }
+            let mut stmt = conn.prepare(
+                "SELECT w.owner, d.metric_id, CAST(total(d.value) AS INTEGER), count(*) \
+                 FROM tweets AS w INDEXED BY tweets_removed JOIN tweet_days AS d USING (tweet_id) \
+                 WHERE w.removed_at IS NOT NULL AND w.owner IS NOT NULL \
+                 AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners))) \
+                 AND d.day >= :day_from AND d.day < :day_to GROUP BY w.owner, d.metric_id",
+            )?;
+            let mut rows = stmt.query(days)?;
+            while let Some(r) = rows.next()? {
+                if let Some((value, tweets)) = sums.get_mut(&(r.get(0)?, r.get(1)?)) {
+                    *value = value.saturating_sub(r.get(2)?);
+                    *tweets -= r.get::<_, i64>(3)?;
+                }
+            }
+            // Per (Tweet, metric) the primary key finds the edge hours: only they are read.
             let mut stmt = conn.prepare(&format!(
-                "SELECT w.owner, m.metric_id, CAST(total(s.value) AS INTEGER) \
+                "SELECT w.owner, m.metric_id, CAST(total(s.value) AS INTEGER), count(*) \
                  FROM tweets AS w CROSS JOIN metrics AS m CROSS JOIN series AS s \
                  WHERE s.tweet_id = w.tweet_id AND s.metric_id = m.metric_id \
-                 AND {ACCOUNT_TWEETS} AND w.created_at < :until \
-                 AND s.hour >= :since AND s.hour < :until \
+                 AND {ACCOUNT_TWEETS} AND s.hour >= :from AND s.hour < :to \
                  GROUP BY w.owner, m.metric_id"
             ))?;
-            let mut rows = stmt.query(named_params! {
-                ":since": q.since, ":until": q.until, ":owners": owners,
-            })?;
-            while let Some(r) = rows.next()? {
-                let owner: String = r.get(0)?;
-                let id: i64 = r.get(1)?;
+            for (from, to) in q.edges() {
+                let mut rows = stmt.query(named_params! {
+                    ":from": from, ":to": to, ":owners": owners,
+                })?;
+                while let Some(r) = rows.next()? {
+                    let sum = sums.entry((r.get(0)?, r.get(1)?)).or_default();
+                    sum.0 = sum.0.saturating_add(r.get(2)?);
+                    sum.1 += r.get::<_, i64>(3)?;
+                }
+            }
+            for ((owner, id), (value, tweets)) in sums {
                 let metric = Metric::from_id(id)
-                    .ok_or_else(|| unknown_value("series.metric_id", &id.to_string()))?;
-                if let Some(account) = accounts.get_mut(&owner) {
-                    account.sums.insert(metric, r.get(2)?);
+                    .ok_or_else(|| unknown_value("account_days.metric_id", &id.to_string()))?;
+                if let Some(account) = accounts.get_mut(&owner).filter(|_| tweets > 0) {
+                    account.sums.insert(metric, value);
                 }
             }
             Ok(accounts.into_values().collect())
@@ -248,6 +317,7 @@ mod tests {
                 .account_figures(&AccountsQuery {
                     since,
                     until: NOW,
+                    now: NOW,
                     owners,
                 })
                 .unwrap()
@@ -282,6 +352,7 @@ mod tests {
             .account_figures(&AccountsQuery {
                 since: NOW - 10 * DAY_SECS,
                 until: NOW - 9 * DAY_SECS,
+                now: NOW,
                 owners: &["acme".into()],
             })
             .unwrap();
@@ -294,5 +365,72 @@ mod tests {
             (0, 0, Some(0))
         );
         assert!(early[0].sums.is_empty());
+    }
+
+    /// Sums read from the rollups' whole days and from the hours around them equal the sums of
+    /// the hourly buckets of each account's listed Tweets, for periods on and off day
+    /// boundaries, ending before now or running to it.
+    #[test]
+    fn sums_from_rollups_and_edge_hours_equal_the_hourly_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.sqlite")).unwrap();
+        let start = NOW - 4 * DAY_SECS;
+        for (t, owner) in [
+            (1, Some("acme")),
+            (2, Some("acme")),
+            (3, Some("bob")),
+            (4, None),
+        ] {
+            store.put_tweet(t, owner, start);
+        }
+        store.put_tweet(5, Some("acme"), start);
+        // Every 5th hour of 4 days, a bucket; the current hour's too.
+        for h in (0..4 * 24 + 1).step_by(5) {
+            for t in 1..=5 {
+                let v = (t * 7 + h) % 11 - 2;
+                if v != 0 {
+                    store.put_bucket(t, Metric::Impressions, start + h * H, v, NOW);
+                }
+            }
+        }
+        store.put_removed(5, NOW);
+        let now = NOW + 20 * 60;
+        let direct = |since: i64, until: i64| -> BTreeMap<String, i64> {
+            let mut stmt = store
+                .conn
+                .prepare(
+                    "SELECT w.owner, sum(s.value) FROM series AS s JOIN tweets AS w USING (tweet_id) \
+                     WHERE w.owner IS NOT NULL AND w.removed_at IS NULL AND s.metric_id = 1 \
+                     AND s.hour >= ?1 AND s.hour < ?2 GROUP BY w.owner",
+                )
+                .unwrap();
+            stmt.query_map([since, until], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        for (since, until) in [
+            (start, NOW),
+            (start + 5 * H, NOW - 7 * H),
+            (start + 5 * H, start + 9 * H),
+            (start + DAY_SECS, NOW + H),
+            (start + 13 * H, NOW + H),
+            (start, NOW - DAY_SECS + 3 * H),
+        ] {
+            let figures = store
+                .account_figures(&AccountsQuery {
+                    since,
+                    until,
+                    now,
+                    owners: &[],
+                })
+                .unwrap();
+            let got: BTreeMap<String, i64> = figures
+                .iter()
+                .filter(|a| a.sums.contains_key(&Metric::Impressions))
+                .map(|a| (a.owner.clone(), a.sum(Metric::Impressions)))
+                .collect();
+            assert_eq!(got, direct(since, until), "period {since}..{until}");
+        }
     }
 }
