@@ -548,6 +548,11 @@ impl Emptied for Store {
 impl Emptied for Connection {
     fn empty(&mut self, table: &str) {
         self.execute(&format!("DELETE FROM {table}"), []).unwrap();
+        if table == "series" {
+            // The daily rollups of the emptied buckets go with them.
+            self.execute_batch("DELETE FROM tweet_days; DELETE FROM account_days;")
+                .unwrap();
+        }
     }
 }
 

@@ -22,7 +22,8 @@ CREATE TABLE account_days (
     day       INTEGER NOT NULL CHECK (day % 86400 = 0),
     value     INTEGER NOT NULL,
     tweets    INTEGER NOT NULL CHECK (tweets >= 0),      -- a row at 0 is deleted at once
-    PRIMARY KEY (owner, metric_id, day)
+    -- Clustered by metric and day: "one metric, these days, every account" is one range.
+    PRIMARY KEY (metric_id, day, owner)
 ) STRICT, WITHOUT ROWID;
 
 -- Built from what is stored. total() and the cast, as in the views since version 5, so that a
@@ -60,7 +61,7 @@ BEGIN
     INSERT INTO account_days (owner, metric_id, day, value, tweets)
     SELECT new.owner, metric_id, day, value, 1 FROM tweet_days
     WHERE tweet_id = new.tweet_id AND new.owner IS NOT NULL
-    ON CONFLICT (owner, metric_id, day) DO UPDATE SET
+    ON CONFLICT (metric_id, day, owner) DO UPDATE SET
         value = CASE WHEN value BETWEEN -4e18 AND 4e18 AND excluded.value BETWEEN -4e18 AND 4e18
                 THEN value + excluded.value ELSE CAST(1.0 * value + excluded.value AS INTEGER) END,
         tweets = tweets + 1;

@@ -195,7 +195,7 @@ fn set_day(
         .prepare_cached(
             "INSERT INTO account_days (owner, metric_id, day, value, tweets) \
              VALUES (?1, ?2, ?3, ?4, max(?5, 1)) \
-             ON CONFLICT (owner, metric_id, day) DO UPDATE SET \
+             ON CONFLICT (metric_id, day, owner) DO UPDATE SET \
              value = CASE WHEN value BETWEEN -4e18 AND 4e18 AND excluded.value BETWEEN -4e18 AND 4e18 \
                  THEN value + excluded.value ELSE CAST(1.0 * value + excluded.value AS INTEGER) END, \
              tweets = max(tweets + ?5, 0) \

@@ -195,7 +195,8 @@ impl Store {
             let mut sums: HashMap<(String, i64), (i64, i64)> = HashMap::new();
             let mut stmt = conn.prepare(
                 "SELECT w.owner, w.metric_id, CAST(total(w.value) AS INTEGER), total(w.tweets) \
-                 FROM account_days AS w WHERE w.day >= :day_from AND w.day < :day_to \
+                 FROM account_days AS w WHERE w.metric_id IN (SELECT metric_id FROM metrics) \
+                 AND w.day >= :day_from AND w.day < :day_to \
                  AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners))) \
                  GROUP BY w.owner, w.metric_id",
             )?;
