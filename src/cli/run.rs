@@ -120,14 +120,11 @@ pub fn pipeline_failure(e: PipelineError) -> Failure {
     }
 }
 
-/// The hourly buckets in the database (`SELECT count(*) FROM series`), `None` when they cannot
-/// be counted (the figure is left out, nothing else).
+/// The hourly buckets the run's store has added so far (less those it removed), `None` when the
+/// store cannot be reached (the figure is left out, nothing else). Counted as batches are written,
+/// not by counting `series`, which reads the whole table.
 pub fn stored_buckets(ctx: &Context) -> Option<i64> {
-    let store = ctx.store.lock().ok()?;
-    store
-        .count("series")
-        .inspect_err(|e| tracing::warn!(error = %e, "Cannot count the stored hourly buckets"))
-        .ok()
+    Some(ctx.store.lock().ok()?.buckets_added())
 }
 
 /// "N batches {what}", then the first ten of `batches`, each with its Tweets (and attempts),
@@ -217,7 +214,7 @@ fn outcomes_line(batches: &[&RequestReport]) -> String {
 
 /// Prints what a cycle did: what was due, requests per endpoint and credential kind with their
 /// outcomes, buckets and rows, failures, and the conditions a person must see (accounts, app
-/// keys, an unreachable API). `buckets`: the hourly buckets in the database before and after
+/// keys, an unreachable API). `buckets`: the store's [`stored_buckets`] before and after
 /// the cycle.
 pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
     let now = chrono::Utc::now().timestamp();
@@ -310,15 +307,18 @@ pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
         let received: usize = series.iter().map(|r| r.received).sum();
         let written: usize = series.iter().map(|r| r.rows).sum();
         let zero = 100.0 * received.saturating_sub(written) as f64 / received.max(1) as f64;
-        let held = match buckets {
-            Some((before, after)) => format!(
-                "; the database holds {} ({:+} this run)",
+        let held = match buckets.map(|(before, after)| after - before) {
+            Some(added) if added >= 0 => format!(
+                "; {} added to the database",
+                count(added as usize, "non-zero bucket", "non-zero buckets")
+            ),
+            Some(removed) => format!(
+                "; {} fewer in the database (refetched hours that became zero)",
                 count(
-                    usize::try_from(after).unwrap_or(0),
+                    removed.unsigned_abs() as usize,
                     "non-zero bucket",
                     "non-zero buckets"
-                ),
-                after - before
+                )
             ),
             None => String::new(),
         };

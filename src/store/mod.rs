@@ -298,6 +298,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Hourly buckets this handle's committed series writes added, less those they removed:
+    /// what a run stored, without counting `series` (a scan of the whole table).
+    buckets_added: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -325,6 +328,7 @@ impl Store {
         let conn = Connection::open(path).map_err(open_error)?;
         let store = Store {
             conn,
+            buckets_added: 0,
             path: path.to_path_buf(),
         };
         // WAL mode is set here: the first moment SQLite needs the -wal and -shm files.
@@ -359,6 +363,7 @@ impl Store {
         conn.busy_timeout(READER_BUSY_TIMEOUT).map_err(db)?;
         let store = Store {
             conn,
+            buckets_added: 0,
             path: path.to_path_buf(),
         };
         let found = match store.schema_version() {
@@ -411,6 +416,7 @@ impl Store {
             .map_err(open_error)?;
         Ok(Store {
             conn,
+            buckets_added: 0,
             path: path.to_path_buf(),
         })
     }

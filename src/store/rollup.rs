@@ -414,7 +414,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Whatever batches replace, add or drop, and however Tweets change owner or leave and
-        /// rejoin the inventory, the rollups equal the sums of the hourly buckets.
+        /// rejoin the inventory, the rollups equal the sums of the hourly buckets, and the
+        /// store's count of buckets added equals what `series` holds.
         #[test]
         fn rollups_always_equal_the_sums_of_the_hours(steps in prop::collection::vec(step(), 1..14)) {
             let dir = tempfile::tempdir().unwrap();
@@ -427,6 +428,8 @@ mod tests {
             for (seq, step) in steps.iter().enumerate() {
                 apply(&mut store, run, seq as i64 + 1, step);
                 summed_again(&store);
+                // The running count of buckets added matches the table.
+                prop_assert_eq!(store.buckets_added(), store.count("series").unwrap());
             }
         }
     }

@@ -414,7 +414,6 @@ impl Store {
         })
     }
 
-    /// The (Tweet, cell start) pairs whose `/historical` cell is complete: a fetch reached its
     /// Writes one answered `/28hr` or `/historical` batch, its coverage, its ledger row and its
     /// handle usage in one transaction. The answer is dense over `[start, end)`: stored buckets
     /// of the answered (Tweet, metric) pairs in that window are replaced by the non-zero ones, so
@@ -424,8 +423,10 @@ impl Store {
         record: &BatchRecord,
         data: &SeriesWrite,
     ) -> Result<usize, StoreError> {
-        self.write(|tx| {
+        let (written, added) = self.write(|tx| {
         let mut written = 0;
+        // Buckets added less buckets removed.
+        let mut added = 0i64;
         {
             let mut clear = tx.prepare_cached(
                 "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
@@ -435,7 +436,7 @@ impl Store {
             for &(id, metric, from, to) in &data.answered {
                 let (from, to) = (from.max(data.start), to.min(data.end));
                 if from < to {
-                    clear.execute(params![id.get() as i64, metric.id(), from, to])?;
+                    added -= clear.execute(params![id.get() as i64, metric.id(), from, to])? as i64;
                     pairs
                         .entry((id, metric))
                         .or_default()
@@ -448,9 +449,22 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
                  DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
             )?;
+            let mut exists = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour = ?3)",
+            )?;
             let source = series_source(data.source);
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
+                    // Inside a span just cleared the bucket is new; elsewhere it may replace one.
+                    let cleared = pairs.get(&(id, metric)).is_some_and(|p| {
+                        p.replaced
+                            .iter()
+                            .any(|&(from, to)| (from..to).contains(&hour.secs()))
+                    });
+                    let key = (id.get() as i64, metric.id(), hour.secs());
+                    if cleared || !exists.query_row(key, |r| r.get::<_, bool>(0))? {
+                        added += 1;
+                    }
                     written += insert.execute(params![
                         id.get() as i64,
                         metric.id(),
@@ -504,8 +518,16 @@ impl Store {
             note_handle_usage(tx, handle, data.fetched_at)?;
         }
         insert_request(tx, record, written)?;
+        Ok((written, added))
+        })?;
+        self.buckets_added += added;
         Ok(written)
-        })
+    }
+
+    /// Hourly buckets this handle's series writes added since it was opened, less those they
+    /// removed (a bucket replaced counts neither way).
+    pub fn buckets_added(&self) -> i64 {
+        self.buckets_added
     }
 }
 

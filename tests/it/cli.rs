@@ -247,7 +247,7 @@ async fn demo_figures_agree_with_the_database() {
         digits.chars().rev().collect::<String>().parse().unwrap()
     };
     assert_eq!(
-        number_before(&stdout, "non-zero buckets (+"),
+        number_before(&stdout, "non-zero buckets added to the database"),
         series,
         "{stdout}"
     );
