@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::named_params;
 
-use super::{Coverage, Owner, PERIOD_COLUMNS, TopBasis, TopQuery, read_period_rows};
-use crate::domain::{HOUR_SECS, Hour, Metric};
+use crate::domain::{Hour, Metric};
 use crate::store::rollup::{day_ceil, day_of};
 use crate::store::{Store, StoreError, unknown_value};
 
@@ -45,7 +44,7 @@ pub struct AccountFigures {
     /// The sum of the stored hourly buckets on the period's days, per metric that has any.
     pub sums: BTreeMap<Metric, i64>,
     /// Quote Tweets (a `/totals`-only metric): the sum over the tracked Tweets of the growth of
-    /// their lifetime totals over the period ([`TopBasis::Totals`]); `None` when that growth is
+    /// their lifetime totals over the period ([`TopBasis::Totals`](super::TopBasis::Totals)); `None` when that growth is
     /// unknown for any of them.
     pub quote_tweets: Option<i64>,
 }
@@ -99,6 +98,16 @@ impl AccountFigures {
 const ACCOUNT_TWEETS: &str = "w.owner IS NOT NULL AND w.removed_at IS NULL \
      AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners)))";
 
+/// The start of the hour of `w.created_at`.
+const CREATED_HOUR: &str = "(w.created_at - w.created_at % 3600)";
+
+/// SQL for the number of hours starting in `[a, b)` (0 when empty), `a` and `b` SQL expressions
+/// of Unix seconds (not negative: after 1970).
+fn hours_sql(a: &str, b: &str) -> String {
+    let ceil = |t: &str| format!("((({t}) + 3599) / 3600)");
+    format!("max({} - {}, 0)", ceil(b), ceil(a))
+}
+
 impl Store {
     /// Per account with listed Tweets (of `q.owners`, when given), its figures over `q`'s
     /// period, by handle. Three statements whatever the number of Tweets: the Tweets (with their
@@ -117,72 +126,94 @@ impl Store {
             serde_json::Value::from(folded).to_string()
         });
         self.read(|conn| {
-            // The Tweets, with the growth of their quote Tweets by the totals rule.
-            let top = TopQuery {
-                metric: Metric::QuoteTweets,
-                since: q.since,
-                until: Some(q.until),
-                owner: Owner::Any,
-                limit: usize::MAX,
-                basis: TopBasis::Totals,
-                only_positive: false,
+            let period = named_params! {
+                ":since": q.since, ":until": q.until, ":owners": owners,
             };
-            let mut stmt = conn.prepare(&format!("{PERIOD_COLUMNS} WHERE {ACCOUNT_TWEETS}"))?;
-            let rows = stmt.query(named_params! {
-                ":series": false, ":totals": true, ":metric": Metric::QuoteTweets.id(),
-                ":since": q.since, ":until": q.until, ":owners": owners,
-            })?;
-            let tweets = read_period_rows(rows, &top)?;
-
-            // Their coverage spans, merged per Tweet by the coverage rule.
-            let mut coverage: HashMap<i64, Coverage> = HashMap::new();
+            // Per account, in SQL: its Tweets, those created in the period and their hours.
+            let mut accounts: BTreeMap<String, AccountFigures> = BTreeMap::new();
             let mut stmt = conn.prepare(&format!(
-                "SELECT c.tweet_id, 0, w.created_at, c.cell, c.fetched_until \
-                 FROM coverage AS c JOIN tweets AS w USING (tweet_id) \
-                 WHERE {ACCOUNT_TWEETS} AND c.fetched_until > :since AND c.cell < :until \
-                 UNION ALL SELECT r.tweet_id, 1, w.created_at, r.fetched_from, r.fetched_until \
-                 FROM recent_coverage AS r JOIN tweets AS w USING (tweet_id) \
-                 WHERE {ACCOUNT_TWEETS} AND r.fetched_until > :since \
-                 AND r.fetched_from < :until"
+                "SELECT w.owner, total(w.created_at < :until), \
+                 total(w.created_at < :until AND w.created_at >= :since), \
+                 total(CASE WHEN w.created_at < :until THEN {} END) \
+                 FROM tweets AS w WHERE {ACCOUNT_TWEETS} GROUP BY w.owner",
+                hours_sql(&format!("max({CREATED_HOUR}, :since)"), ":until")
             ))?;
-            let mut rows = stmt.query(named_params! {
-                ":since": q.since, ":until": q.until, ":owners": owners,
-            })?;
+            let mut rows = stmt.query(period)?;
             while let Some(r) = rows.next()? {
-                let (id, recent, created_at, from, until): (i64, bool, i64, i64, i64) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                let spans = coverage.entry(id).or_default();
-                if recent {
-                    spans.add_recent(from, until);
-                } else {
-                    spans.add_cell(created_at, from, until);
+                let owner: String = r.get(0)?;
+                let int = |i: usize| r.get::<_, f64>(i).map(|v| v as i64);
+                accounts.insert(
+                    owner.clone(),
+                    AccountFigures {
+                        owner,
+                        tweets_tracked: int(1)?,
+                        tweets_posted: int(2)?,
+                        hours: int(3)?,
+                        quote_tweets: Some(0),
+                        ..AccountFigures::default()
+                    },
+                );
+            }
+
+            // The Tweet-hours inside coverage: each Tweet's `/historical` cells (disjoint, each
+            // inside its 28 days) and its `/28hr` span, less the hours in both, counted from the
+            // Tweet's creation hour. Hours are those starting inside a span, as
+            // [`Coverage::hours_in`](super::Coverage::hours_in) counts them.
+            let from = |span: &str| format!("max({span}, {CREATED_HOUR}, :since)");
+            let cell_end = "min(c.fetched_until, c.cell + 2419200, :until)";
+            let recent_end = "min(r.fetched_until, :until)";
+            let both_end = "min(c.fetched_until, c.cell + 2419200, r.fetched_until, :until)";
+            let mut stmt = conn.prepare(&format!(
+                "SELECT owner, total(hours) FROM ( \
+                 SELECT w.owner, {} AS hours FROM coverage AS c JOIN tweets AS w USING (tweet_id) \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
+                 AND c.fetched_until > :since AND c.cell < :until \
+                 UNION ALL SELECT w.owner, {} FROM recent_coverage AS r \
+                 JOIN tweets AS w USING (tweet_id) WHERE {ACCOUNT_TWEETS} \
+                 AND w.created_at < :until AND r.fetched_until > :since AND r.fetched_from < :until \
+                 UNION ALL SELECT w.owner, -{} FROM coverage AS c \
+                 JOIN recent_coverage AS r USING (tweet_id) JOIN tweets AS w USING (tweet_id) \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
+                 AND c.fetched_until > :since AND c.cell < :until \
+                 AND r.fetched_until > :since AND r.fetched_from < :until) GROUP BY owner",
+                hours_sql(&from("c.cell"), cell_end),
+                hours_sql(&from("r.fetched_from"), recent_end),
+                hours_sql(&from("max(c.cell, r.fetched_from)"), both_end),
+            ))?;
+            let mut rows = stmt.query(period)?;
+            while let Some(r) = rows.next()? {
+                if let Some(account) = accounts.get_mut(&r.get::<_, String>(0)?) {
+                    account.hours_known = r.get::<_, f64>(1)? as i64;
                 }
             }
 
-            let mut accounts: BTreeMap<String, AccountFigures> = BTreeMap::new();
-            for (info, quotes) in tweets {
-                let owner = info.owner.expect("ACCOUNT_TWEETS selects owned Tweets");
-                let account = accounts
-                    .entry(owner.clone())
-                    .or_insert_with(|| AccountFigures {
-                        owner,
-                        quote_tweets: Some(0),
-                        ..AccountFigures::default()
-                    });
-                if info.created_at >= q.until {
-                    continue;
+            // Quote Tweets by the totals rule ([`TopBasis::Totals`](super::TopBasis::Totals)): per Tweet its latest total
+            // before the period's end less the last at or before its start (all of it for a
+            // Tweet created in the period); unknown for the account when any Tweet's is.
+            let mut stmt = conn.prepare(&format!(
+                "SELECT owner, total(growth), count(*) - count(growth) FROM ( \
+                 SELECT owner, CASE WHEN latest IS NULL THEN NULL \
+                     WHEN created_at >= :since THEN latest ELSE latest - base END AS growth \
+                 FROM (SELECT w.owner, w.created_at, \
+                     (SELECT value FROM totals AS t WHERE t.tweet_id = w.tweet_id \
+                      AND t.metric_id = :metric AND t.observed_at < :until \
+                      ORDER BY t.observed_at DESC LIMIT 1) AS latest, \
+                     (SELECT value FROM totals AS t WHERE t.tweet_id = w.tweet_id \
+                      AND t.metric_id = :metric AND t.observed_at <= :since \
+                      ORDER BY t.observed_at DESC LIMIT 1) AS base \
+                 FROM tweets AS w WHERE {ACCOUNT_TWEETS} AND w.created_at < :until)) \
+                 GROUP BY owner"
+            ))?;
+            let mut rows = stmt.query(named_params! {
+                ":since": q.since, ":until": q.until, ":owners": owners,
+                ":metric": Metric::QuoteTweets.id(),
+            })?;
+            while let Some(r) = rows.next()? {
+                if let Some(account) = accounts.get_mut(&r.get::<_, String>(0)?) {
+                    let unknown: i64 = r.get(2)?;
+                    account.quote_tweets =
+                        (unknown == 0).then_some(r.get::<_, f64>(1)? as i64);
                 }
-                account.tweets_tracked += 1;
-                account.tweets_posted += i64::from(info.created_at >= q.since);
-                let from = Hour::floor(info.created_at).secs().max(q.since);
-                account.hours += ((q.until - from) / HOUR_SECS).max(0);
-                if let Some(spans) = coverage.get(&(info.tweet.get() as i64)) {
-                    account.hours_known += spans.hours_in(from, q.until);
-                }
-                account.quote_tweets = match (account.quote_tweets, quotes) {
-                    (Some(sum), Some((growth, _))) => Some(sum + growth),
-                    _ => None,
-                };
             }
 
             // The buckets of the period, per account and metric: the rollups of each account's
@@ -253,8 +284,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Coverage;
     use super::*;
     use crate::domain::DAY_SECS;
+    use crate::domain::HOUR_SECS;
 
     /// 2026-10-31T00:00:00Z.
     const NOW: i64 = 1_793_404_800;
