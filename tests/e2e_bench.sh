@@ -213,10 +213,8 @@ compare() {
         --schema ../schema.sql --db plain.sqlite --now "$now" || code=$?
     ((code == 0)) || { echo "the Python client exited with $code:" >&2; tail -5 "$dir/python/python.err" >&2; }
     p_cpu=$T_CPU p_wall=$T_WALL p_rss=$T_RSS
-    if [[ -n "${E2E_PERF:-}" ]]; then profile "$dir"; fi
     local sim_cpu
     sim_cpu=$(cpu_of "$sim_pid")
-    stop_sim "$sim_pid"
 
     local w_recv p_recv w_req p_req w_rows p_rows
     w_recv=$(grep -o '[0-9,]* hourly buckets\? received' "$dir/worker/worker.out" | tr -d , | cut -d' ' -f1)
@@ -263,6 +261,8 @@ compare() {
     read -r a b c d <<<"$only"
     echo "rows only the worker stored: $a series, $c totals; only the Python client: $b series, $d totals"
     ((a + b + c + d == 0)) || same=0
+    if [[ -n "${E2E_PERF:-}" ]]; then profile "$dir"; fi
+    stop_sim "$sim_pid"
     if [[ -n "${E2E_KEEP:-}" ]]; then echo "kept $dir"; else rm -rf "$dir"; fi
     ((same)) || { echo "e2e_bench: the two databases differ (an hour may have ended between the runs: run again)" >&2; return 1; }
     echo "both databases hold the same series and totals"
@@ -281,8 +281,8 @@ profile() {
     wait "$wpid" || true
     wait "$ppid" || true
     echo "perf report --no-children, worker (a third run, into a throwaway database), top 25:"
-    perf report -i "$dir/perf/perf.data" --no-children --stdio -g none --percent-limit 0.1 \
-        2>/dev/null | grep -E '^ +[0-9]' | head -25
+    perf report -i "$dir/perf/perf.data" --no-children --stdio -g none --sort dso,symbol \
+        2>/dev/null | awk '/^ +[0-9]/ && n < 25 { print; n++ }'
 }
 
 # best_real: the best "Run Time: real" of sqlite3's .timer lines on stdin, in ms.
