@@ -67,7 +67,9 @@ BEGIN
         tweets = tweets + 1;
 END;
 
--- Removed Tweets, found without reading every Tweet (per-account figures leave them out).
+-- Per-account figures read the listed owned Tweets (their owner and creation) from this index
+-- alone, and find the removed ones (whose days they leave out) without reading every Tweet.
+CREATE INDEX tweets_listed ON tweets (owner, created_at) WHERE removed_at IS NULL AND owner IS NOT NULL;
 CREATE INDEX tweets_removed ON tweets (owner) WHERE removed_at IS NOT NULL;
 
 -- Daily sums per Tweet, now read from the rollup: the same columns as before.

@@ -163,19 +163,22 @@ impl Store {
             let cell_end = "min(c.fetched_until, c.cell + 2419200, :until)";
             let recent_end = "min(r.fetched_until, :until)";
             let both_end = "min(c.fetched_until, c.cell + 2419200, r.fetched_until, :until)";
+            // Per Tweet (from the index of listed owned Tweets), its cells that overlap the
+            // period by their key, and its /28hr span: seeks, however many cells are stored.
+            let cells = "c.tweet_id = w.tweet_id AND c.cell < :until \
+                 AND c.cell > :since - 2419200 AND c.fetched_until > :since";
+            let recent =
+                "r.tweet_id = w.tweet_id AND r.fetched_until > :since AND r.fetched_from < :until";
             let mut stmt = conn.prepare(&format!(
                 "SELECT owner, total(hours) FROM ( \
-                 SELECT w.owner, {} AS hours FROM coverage AS c JOIN tweets AS w USING (tweet_id) \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
-                 AND c.fetched_until > :since AND c.cell < :until \
-                 UNION ALL SELECT w.owner, {} FROM recent_coverage AS r \
-                 JOIN tweets AS w USING (tweet_id) WHERE {ACCOUNT_TWEETS} \
-                 AND w.created_at < :until AND r.fetched_until > :since AND r.fetched_from < :until \
-                 UNION ALL SELECT w.owner, -{} FROM coverage AS c \
-                 JOIN recent_coverage AS r USING (tweet_id) JOIN tweets AS w USING (tweet_id) \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until \
-                 AND c.fetched_until > :since AND c.cell < :until \
-                 AND r.fetched_until > :since AND r.fetched_from < :until) GROUP BY owner",
+                 SELECT w.owner, {} AS hours FROM tweets AS w CROSS JOIN coverage AS c \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {cells} \
+                 UNION ALL SELECT w.owner, {} FROM tweets AS w CROSS JOIN recent_coverage AS r \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {recent} \
+                 UNION ALL SELECT w.owner, -{} FROM tweets AS w CROSS JOIN recent_coverage AS r \
+                 CROSS JOIN coverage AS c \
+                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {cells} AND {recent}) \
+                 GROUP BY owner",
                 hours_sql(&from("c.cell"), cell_end),
                 hours_sql(&from("r.fetched_from"), recent_end),
                 hours_sql(&from("max(c.cell, r.fetched_from)"), both_end),
@@ -211,8 +214,7 @@ impl Store {
             while let Some(r) = rows.next()? {
                 if let Some(account) = accounts.get_mut(&r.get::<_, String>(0)?) {
                     let unknown: i64 = r.get(2)?;
-                    account.quote_tweets =
-                        (unknown == 0).then_some(r.get::<_, f64>(1)? as i64);
+                    account.quote_tweets = (unknown == 0).then_some(r.get::<_, f64>(1)? as i64);
                 }
             }
 
