@@ -14,7 +14,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::{DayCache, GroupBy, MAX_COUNT, MAX_LEAVES, META_KEYS, Row, Seen, Sink, Top};
-use crate::domain::{HOUR_SECS, Metric, TweetId};
+use crate::domain::{Metric, TweetId};
 
 /// Deepest nesting of a value outside the groupings this reader lets serde_json read: below
 /// serde_json's own limit, so that a value nested close to it is left to the generic reader
@@ -242,17 +242,14 @@ impl<'a> Reader<'a> {
             seen |= bit;
             self.byte(b':')?;
             let value = self.count()?;
-            if sink.leaves == MAX_LEAVES {
-                return None;
-            }
-            sink.leaves += 1;
-            // Day keys are read as midnights, so the bucket is exact (as `Row::bucket` finds).
-            let bucket = row.day.map(|d| d + i64::from(h) * HOUR_SECS);
-            let row = Row {
-                hour: Some(h),
-                ..*row
-            };
-            sink.push_at(&row, bucket, value);
+            leaf(
+                sink,
+                &Row {
+                    hour: Some(h),
+                    ..*row
+                },
+                value,
+            )?;
             if self.close(b'}') {
                 return Some(());
             }
@@ -292,11 +289,13 @@ fn day_secs(key: &str, cache: &mut DayCache) -> Option<i64> {
             d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
         })
     };
-    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        if let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) {
-            let date = chrono::NaiveDate::from_ymd_opt(y as i32, m, d)?;
-            return Some(date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp());
-        }
+    if b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10))
+    {
+        let date = chrono::NaiveDate::from_ymd_opt(y as i32, m, d)?;
+        return Some(date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp());
     }
     cache.secs(key)
 }

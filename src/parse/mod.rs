@@ -430,13 +430,8 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Takes one checked count.
     fn push(&mut self, row: &Row, value: i64) {
-        self.push_at(row, row.bucket().map(Hour::secs), value);
-    }
-
-    /// As [`Sink::push`], with the row's bucket (`row.bucket()`) known.
-    #[inline]
-    fn push_at(&mut self, row: &Row, bucket: Option<i64>, value: i64) {
         if let (Some(tweet), Some(metric)) = (row.tweet, row.metric) {
+            let bucket = row.bucket().map(Hour::secs);
             match &mut self.pair {
                 Some((key, span)) if *key == (tweet, metric) => span.add(bucket),
                 current => {
