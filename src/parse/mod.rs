@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::domain::{HOUR_SECS, Hour, Metric, TweetId};
 
+mod fast;
+
 /// One `group_by` level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
@@ -176,18 +178,23 @@ fn parse_with(
     skip_zero_buckets: bool,
     min_count: i64,
 ) -> Result<Parsed, ParseError> {
-    let mut state = Top {
-        skip_zero_buckets,
-        min_count,
-        groupings,
-        rows: groupings.iter().map(|_| None).collect(),
-        named: groupings.iter().map(|_| HashMap::new()).collect(),
-        meta: Map::new(),
-        unknown: Vec::new(),
-        current: None,
-        shape: None,
-        object: false,
-    };
+    // The usual answer is read by the reader for its shape; anything it does not take, the
+    // generic one reads (and every error is the generic reader's).
+    let mut state = Top::new(groupings, skip_zero_buckets, min_count);
+    if fast::read(body, &mut state).is_some() {
+        return finish(state, groupings);
+    }
+    parse_generic(body, groupings, skip_zero_buckets, min_count)
+}
+
+/// [`parse_with`] by serde_json alone, for any body.
+fn parse_generic(
+    body: &[u8],
+    groupings: &[(&str, &[GroupBy])],
+    skip_zero_buckets: bool,
+    min_count: i64,
+) -> Result<Parsed, ParseError> {
+    let mut state = Top::new(groupings, skip_zero_buckets, min_count);
     let mut de = serde_json::Deserializer::from_slice(body);
     let streamed = TopSeed(&mut state)
         .deserialize(&mut de)
@@ -212,6 +219,11 @@ fn parse_with(
             detail: clean_text(&state.shape.unwrap_or_else(|| e.to_string()), TEXT_MAX),
         });
     }
+    finish(state, groupings)
+}
+
+/// What a whole read collected, as a [`Parsed`].
+fn finish(state: Top<'_>, groupings: &[(&str, &[GroupBy])]) -> Result<Parsed, ParseError> {
     let top = state.meta;
     let mut out = Parsed {
         unavailable: id_list(&top, "unavailable_tweet_ids"),
@@ -282,6 +294,27 @@ struct Top<'g> {
     shape: Option<String>,
     /// Whether the body is a JSON object.
     object: bool,
+}
+
+impl<'g> Top<'g> {
+    fn new(
+        groupings: &'g [(&'g str, &'g [GroupBy])],
+        skip_zero_buckets: bool,
+        min_count: i64,
+    ) -> Self {
+        Top {
+            skip_zero_buckets,
+            min_count,
+            groupings,
+            rows: groupings.iter().map(|_| None).collect(),
+            named: groupings.iter().map(|_| HashMap::new()).collect(),
+            meta: Map::new(),
+            unknown: Vec::new(),
+            current: None,
+            shape: None,
+            object: false,
+        }
+    }
 }
 
 struct TopSeed<'a, 'g>(&'a mut Top<'g>);

@@ -1,0 +1,216 @@
+//! The parse limit (issue 16): how close the worker's reading of an answer comes to what
+//! inflating it costs anyway. For three recorded answers, gzipped once, it prints side by side,
+//! in MB/s of inflated bytes:
+//!
+//! - (a) gzip decompression alone, the way the client inflates (`flate2`, chunks of 16 KiB as
+//!   they arrive from the network, into a growing buffer);
+//! - (b) decompression plus a plain byte scan: counting the `"` of the body with `memchr`;
+//! - (c) the worker's full path: decompression plus the parse into rows the pipeline makes
+//!   (`parse_nonzero_buckets` for the series, `parse_lifetime` for `/totals`, with the client's
+//!   groupings);
+//!
+//! and the ratio of (c)'s time to (b)'s against the goal "within 2x". `cargo bench --bench
+//! limit`. The answers are built here, deterministically, with the simulator's closed-form data
+//! and in the simulator's layout (as `benches/stages.rs` does): a dense `/historical` answer of
+//! 25 Tweets x 17 metrics x 28 days x 24 hours, a `/28hr` answer of 25 Tweets x 17 metrics x 29
+//! hours, a `/totals` answer of 250 Tweets x 7 metrics. Each figure is the median of repeated
+//! runs; they are noisy when other work shares the machine, so compare them within one run.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use engagement_ingest::client::grouping;
+use engagement_ingest::domain::{Endpoint, HOUR_SECS, Hour, JobKind, Metric, TweetId};
+use engagement_ingest::{parse, sim};
+
+/// "Now" for every generated answer: 2026-11-01T00:00Z.
+const NOW: i64 = 1_793_491_200;
+const SEED: u64 = 7;
+/// Network chunks as the client receives them.
+const CHUNK: usize = 16 * 1024;
+
+/// `n` Tweets created `age_hours` (spread over the next hours) before NOW.
+fn young_tweets(n: usize, age_hours: i64, salt: u32) -> Vec<TweetId> {
+    (0..n)
+        .map(|i| {
+            let ms = (NOW - age_hours * HOUR_SECS) * 1000 + i as i64 * 997_000;
+            TweetId::from_snowflake(ms, salt + i as u32)
+        })
+        .collect()
+}
+
+/// A dense series answer as the simulator writes it: Tweet → type → day → hour → "count".
+fn series_body(tweets: &[TweetId], metrics: &[Metric], start: Hour, hours: i64) -> String {
+    let mut out = String::new();
+    let end = start.plus_hours(hours);
+    write!(
+        out,
+        "{{\"start\":\"{start}\",\"end\":\"{end}\",\"by_hour\":{{"
+    )
+    .unwrap();
+    for (ti, t) in tweets.iter().enumerate() {
+        if ti > 0 {
+            out.push(',');
+        }
+        write!(out, "\"{t}\":{{").unwrap();
+        for (mi, m) in metrics.iter().enumerate() {
+            if mi > 0 {
+                out.push(',');
+            }
+            write!(out, "\"{m}\":{{").unwrap();
+            let mut day = String::new();
+            for h in 0..hours {
+                let hour = start.plus_hours(h);
+                let (d, hh) = hour.keys();
+                if d != day {
+                    if !day.is_empty() {
+                        out.push_str("},");
+                    }
+                    write!(out, "\"{d}\":{{").unwrap();
+                    day = d;
+                } else {
+                    out.push(',');
+                }
+                let v = sim::bucket(SEED, *t, *m, hour).max(0);
+                write!(out, "\"{hh}\":\"{v}\"").unwrap();
+            }
+            out.push_str("}}");
+        }
+        out.push('}');
+    }
+    out.push_str("}}");
+    out
+}
+
+/// A `/totals` answer: Tweet → type → "count".
+fn totals_body(tweets: &[TweetId], metrics: &[Metric]) -> String {
+    let mut out = String::from("{\"by_tweet\":{");
+    for (ti, t) in tweets.iter().enumerate() {
+        if ti > 0 {
+            out.push(',');
+        }
+        write!(out, "\"{t}\":{{").unwrap();
+        for (mi, m) in metrics.iter().enumerate() {
+            if mi > 0 {
+                out.push(',');
+            }
+            let v = sim::cumulative(SEED, *t, *m, NOW);
+            write!(out, "\"{m}\":\"{v}\"").unwrap();
+        }
+        out.push('}');
+    }
+    out.push_str("}}");
+    out
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(body).unwrap();
+    e.finish().unwrap()
+}
+
+/// Inflates `gz` as the client does: chunk by chunk into a gzip decoder writing into memory.
+fn inflate(gz: &[u8]) -> Vec<u8> {
+    let mut d = flate2::write::MultiGzDecoder::new(Vec::new());
+    for chunk in gz.chunks(CHUNK) {
+        d.write_all(chunk).unwrap();
+    }
+    d.finish().unwrap()
+}
+
+/// The median time of `f` over repeated runs (at least 5, for about `budget`).
+fn median(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < 5 || (started.elapsed() < budget && times.len() < 10_000) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn mbs(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e6
+}
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("LIMIT_BENCH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000),
+    );
+    let series = Endpoint::Historical.metrics();
+    let tweets = young_tweets(25, 24 * 60, 1);
+    let day0 = Hour::floor(NOW - 28 * 24 * HOUR_SECS);
+    let historical = series_body(&tweets, &series, day0, 28 * 24);
+    let hr28_tweets = young_tweets(25, 48, 1);
+    let hr28 = series_body(
+        &hr28_tweets,
+        &Endpoint::Hour28.metrics(),
+        Hour::floor(NOW).plus_hours(-29),
+        29,
+    );
+    let totals = totals_body(
+        &young_tweets(250, 24 * 30, 100),
+        &Endpoint::Totals.metrics(),
+    );
+    let cases = [
+        ("historical 25x17x28dx24h", JobKind::Historical, historical),
+        ("28hr 25x17x29h", JobKind::Hourly, hr28),
+        ("totals 250x7", JobKind::Totals, totals),
+    ];
+
+    println!(
+        "(b) scans by counting '\"' with memchr; (c) is inflate + parse into rows as the worker \
+         does. MB/s of inflated bytes, median of runs; ratio = time (c) / time (b), goal <= 2.0."
+    );
+    println!(
+        "{:<26} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "answer", "bytes", "gzip x", "(a) MB/s", "(b) MB/s", "(c) MB/s", "parse MB/s", "c/b"
+    );
+    for (name, kind, body) in &cases {
+        let gz = gzip(body.as_bytes());
+        let (group, levels) = grouping(*kind);
+        let read = |bytes: &[u8]| match kind {
+            JobKind::Totals => parse::parse_lifetime(bytes, &[(group, levels)]),
+            _ => parse::parse_nonzero_buckets(bytes, &[(group, levels)]),
+        };
+        // The answers parse, and they inflate back to themselves.
+        assert_eq!(inflate(&gz), body.as_bytes());
+        let rows = read(body.as_bytes()).unwrap().groupings[group].len();
+        assert!(rows > 0);
+
+        let a = median(budget, || {
+            black_box(inflate(black_box(&gz)));
+        });
+        let b = median(budget, || {
+            let bytes = inflate(black_box(&gz));
+            black_box(memchr::memchr_iter(b'"', &bytes).count());
+        });
+        let c = median(budget, || {
+            let bytes = inflate(black_box(&gz));
+            black_box(read(&bytes).unwrap());
+        });
+        let p = median(budget, || {
+            black_box(read(black_box(body.as_bytes())).unwrap());
+        });
+        let n = body.len();
+        println!(
+            "{:<26} {:>9} {:>7.1} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>7.2}",
+            name,
+            n,
+            n as f64 / gz.len() as f64,
+            mbs(n, a),
+            mbs(n, b),
+            mbs(n, c),
+            mbs(n, p),
+            c.as_secs_f64() / b.as_secs_f64(),
+        );
+    }
+}
