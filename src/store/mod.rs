@@ -23,6 +23,7 @@ pub use write::{BatchRecord, RunStart, RunSummary, SeriesWrite, SyncReport, Tota
 pub(crate) mod fixture;
 mod read;
 mod state;
+mod totals;
 mod write;
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.
