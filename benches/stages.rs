@@ -11,7 +11,6 @@
 //! parse` runs one group. Inputs are generated here, deterministically; numbers come from the
 //! simulator's closed-form data, so answers are as sparse as the simulator's.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
@@ -28,6 +27,7 @@ use engagement_ingest::domain::{
 use engagement_ingest::parse::{self, GroupBy};
 use engagement_ingest::planner::{
     self, Cell, CellState, HistoricalPolicy, PlanTweet, Refresh, SeriesPolicy, TotalsPolicy,
+    TweetStates,
 };
 use engagement_ingest::store::{BatchRecord, RunStart, SeriesWrite, Store, TotalsWrite};
 use engagement_ingest::{inventory, sim};
@@ -115,16 +115,18 @@ fn bench_inventory(c: &mut Criterion) {
 struct PlanInput {
     tweets: Vec<(TweetId, Option<usize>)>,
     owners: Vec<Handle>,
-    states: HashMap<TweetId, TweetState>,
+    states: TweetStates,
     cells: CellState,
 }
 
 /// 1M Tweets over 500 owners with mixed coverage: a third checked by `/totals` before, 1% resting
 /// or forbidden, 2% with a refused metric, and every other historical cell already complete.
 fn plan_input() -> PlanInput {
-    let tweets: Vec<_> = (0..TWEETS).map(tweet).collect();
-    let mut states = HashMap::new();
-    let mut complete = HashSet::new();
+    let mut tweets: Vec<_> = (0..TWEETS).map(tweet).collect();
+    // In Tweet ID order, as `inventory::load` hands the inventory to the planner.
+    tweets.sort_unstable_by_key(|(id, _)| *id);
+    let mut states = Vec::new();
+    let mut complete = Vec::new();
     for (i, (id, owner)) in tweets.iter().enumerate() {
         let h = mix(i as u64 ^ 0xabcd);
         let status = match h % 100 {
@@ -139,7 +141,7 @@ fn plan_input() -> PlanInput {
             0
         };
         if status != TweetStatus::Active || checked || unsupported != 0 {
-            states.insert(
+            states.push((
                 *id,
                 TweetState {
                     status,
@@ -148,7 +150,7 @@ fn plan_input() -> PlanInput {
                     unsupported,
                     hourly_fetched_at: None,
                 },
-            );
+            ));
         }
         if owner.is_some() {
             let mut cell = Cell::of(id.created_at());
@@ -156,7 +158,7 @@ fn plan_input() -> PlanInput {
             let mut k = 0;
             while cell.start() < end {
                 if cell.end() <= NOW && (k + i) % 2 == 0 {
-                    complete.insert((*id, cell));
+                    complete.push((*id, cell));
                 }
                 cell = Cell::of(cell.end());
                 k += 1;
@@ -166,10 +168,10 @@ fn plan_input() -> PlanInput {
     PlanInput {
         tweets,
         owners: handles(),
-        states,
+        states: states.into_iter().collect(),
         cells: CellState {
-            complete,
-            open: HashMap::new(),
+            complete: complete.into_iter().collect(),
+            open: Default::default(),
         },
     }
 }
@@ -222,6 +224,57 @@ fn bench_planner(c: &mut Criterion) {
         input.states.len(),
         input.cells.complete.len()
     );
+    // Where a plan's time goes, one run of each kind (the benchmark below times them together).
+    let timed = |name: &str, plan: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        let jobs = plan();
+        println!("planner: {name} {jobs} requests in {:.0?}", t.elapsed());
+    };
+    let tweets = || {
+        input.tweets.iter().map(|(id, o)| PlanTweet {
+            id: *id,
+            owner: o.map(|o| &input.owners[o]),
+        })
+    };
+    let policy = |days: i64| SeriesPolicy {
+        max_age_secs: days * DAY_SECS,
+        metrics: Endpoint::Hour28.metrics(),
+        max_requests: None,
+        recheck_after_secs: planner::RECHECK_AFTER_SECS,
+        unconfirmed_since: None,
+    };
+    timed("totals", &|| {
+        let totals = TotalsPolicy {
+            max_requests: None,
+            recheck_after_secs: planner::RECHECK_AFTER_SECS,
+            unconfirmed_since: None,
+        };
+        planner::plan_totals(tweets(), &input.states, totals, NOW)
+            .0
+            .len()
+    });
+    timed("hourly", &|| {
+        planner::plan_hourly(tweets(), &input.states, &policy(3), NOW)
+            .0
+            .len()
+    });
+    timed("historical", &|| {
+        let history = HistoricalPolicy {
+            refresh_after_secs: DAY_SECS,
+            settle_after_secs: 2 * DAY_SECS,
+            lookback_secs: None,
+            refresh: Refresh::Due,
+        };
+        let (jobs, _) = planner::plan_historical(
+            tweets(),
+            &input.states,
+            &input.cells,
+            &policy(90),
+            &history,
+            NOW,
+        );
+        jobs.len()
+    });
     let mut g = c.benchmark_group("planner");
     g.throughput(Throughput::Elements(TWEETS as u64));
     g.bench_function("cycle_all_kinds_1M_tweets_500_owners", |b| {

@@ -2,7 +2,11 @@
 //! list of requests a cycle makes. It decides endpoint, credential, batch and metric set; it does
 //! no I/O and knows nothing of HTTP or SQL. [`PlanSettings`] is what it takes from the config.
 
-use std::cmp::Reverse;
+mod sorted;
+
+#[cfg(test)]
+mod reference_tests;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -13,6 +17,11 @@ use crate::domain::{
     Credential, DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS,
     JobKind, Metric, TweetId, TweetState, TweetStatus,
 };
+
+pub use sorted::{Cursor, SortedMap, SortedSet};
+
+/// What the planner knows of each Tweet the database has a state for, by Tweet ID.
+pub type TweetStates = SortedMap<TweetId, TweetState>;
 
 /// How long a Tweet reported unavailable, protected or forbidden is left alone by default.
 pub const RECHECK_AFTER_SECS: i64 = 24 * 3600;
@@ -64,6 +73,11 @@ impl Cell {
     pub fn starting_at(start: i64) -> Option<Cell> {
         (start >= HISTORICAL_EPOCH && (start - HISTORICAL_EPOCH) % CELL_SECS == 0)
             .then_some(Cell(start))
+    }
+
+    /// The cell's place on the grid: 0 for the first.
+    fn index(self) -> usize {
+        usize::try_from((self.0 - HISTORICAL_EPOCH) / CELL_SECS).unwrap_or(0)
     }
 
     /// First second of the cell.
@@ -146,22 +160,16 @@ impl Skipped {
 /// what is left over is served by the next runs.
 pub fn plan_totals<'a>(
     tweets: impl IntoIterator<Item = PlanTweet<'a>>,
-    states: &HashMap<TweetId, TweetState>,
+    states: &TweetStates,
     policy: TotalsPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
-    // Never-checked Tweets sort first.
-    let checked = |id: &TweetId| {
-        states
-            .get(id)
-            .and_then(|s| s.totals_checked_at)
-            .unwrap_or(i64::MIN)
-    };
     let mut bearer: Vec<TweetId> = Vec::new();
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
+    let mut state_of = states.cursor();
     for t in tweets {
-        let state = states.get(&t.id);
+        let state = state_of.get(&t.id);
         let access = access(state, now, policy.recheck_after_secs);
         if access == Access::Resting {
             skipped.resting += 1;
@@ -203,8 +211,20 @@ pub fn plan_totals<'a>(
         true,
     );
     if policy.max_requests.is_some() {
-        // Batches hold their group's stalest Tweets first, so the stalest batches go first.
-        jobs.sort_by_cached_key(|j| j.tweets.iter().map(&checked).min());
+        // Batches hold their group's stalest Tweets first, so the stalest batches go first;
+        // never-checked Tweets sort first.
+        jobs.sort_by_cached_key(|j| {
+            let mut state_of = states.cursor();
+            j.tweets
+                .iter()
+                .map(|id| {
+                    state_of
+                        .get(id)
+                        .and_then(|s| s.totals_checked_at)
+                        .unwrap_or(i64::MIN)
+                })
+                .min()
+        });
     }
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
     (jobs, skipped)
@@ -383,8 +403,8 @@ impl HistoricalPolicy {
 /// fetched but open ones with when they were fetched and up to when.
 #[derive(Debug, Clone, Default)]
 pub struct CellState {
-    pub complete: HashSet<(TweetId, Cell)>,
-    pub open: HashMap<(TweetId, Cell), (i64, i64)>,
+    pub complete: SortedSet<(TweetId, Cell)>,
+    pub open: SortedMap<(TweetId, Cell), (i64, i64)>,
 }
 
 /// What a `/historical` plan does with one (Tweet, cell) pair.
@@ -398,8 +418,24 @@ enum PairWork {
 }
 
 impl CellState {
-    fn work(&self, id: TweetId, cell: Cell, policy: &HistoricalPolicy, now: i64) -> PairWork {
-        if !self.complete.is_empty() && self.complete.contains(&(id, cell)) {
+    /// Look-ups for (Tweet, cell) pairs in ascending order (see [`Cursor`]).
+    fn walk(&self) -> CellWalk<'_> {
+        CellWalk {
+            complete: self.complete.cursor(),
+            open: self.open.cursor(),
+        }
+    }
+}
+
+/// [`CellState`] looked up alongside the sorted inventory.
+struct CellWalk<'a> {
+    complete: Cursor<'a, (TweetId, Cell), ()>,
+    open: Cursor<'a, (TweetId, Cell), (i64, i64)>,
+}
+
+impl CellWalk<'_> {
+    fn work(&mut self, id: TweetId, cell: Cell, policy: &HistoricalPolicy, now: i64) -> PairWork {
+        if self.complete.contains(&(id, cell)) {
             return PairWork::Nothing;
         }
         let Some(&(fetched_at, fetched_until)) = self.open.get(&(id, cell)) else {
@@ -420,18 +456,19 @@ impl CellState {
 /// request, so `ceil(n/25)` requests per owner.
 pub fn plan_hourly<'a>(
     tweets: impl IntoIterator<Item = PlanTweet<'a>>,
-    states: &HashMap<TweetId, TweetState>,
+    states: &TweetStates,
     policy: &SeriesPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
     let mut owned: BTreeMap<&Handle, Vec<TweetId>> = BTreeMap::new();
     let mut skipped = Skipped::default();
+    let mut state_of = states.cursor();
     for t in tweets {
         let Some(owner) = t.owner else { continue };
         if t.id.age_at(now) >= policy.max_age_secs {
             continue;
         }
-        let state = states.get(&t.id);
+        let state = state_of.get(&t.id);
         if let Some(since) = policy.unconfirmed_since
             && state
                 .and_then(|s| s.hourly_fetched_at)
@@ -465,21 +502,28 @@ pub fn plan_hourly<'a>(
 /// the most recent cells go first.
 pub fn plan_historical<'a>(
     tweets: impl IntoIterator<Item = PlanTweet<'a>>,
-    states: &HashMap<TweetId, TweetState>,
+    states: &TweetStates,
     cells: &CellState,
     policy: &SeriesPolicy,
     history: &HistoricalPolicy,
     now: i64,
 ) -> (Vec<Job>, Skipped) {
-    // Groups are keyed by an owner number, not the handle: a million Tweets make millions of
-    // (Tweet, cell) pairs, and comparing integers is what keeps planning them under a second.
+    // A million Tweets make millions of (Tweet, cell) pairs: owners are numbered, each owner's
+    // pairs are gathered per cell of the grid as the inventory is walked (no sort of the pairs),
+    // and the state and cells are walked alongside it (no hash probes).
     let mut owners: Vec<&Handle> = Vec::new();
     let mut owner_number: HashMap<&Handle, u32> = HashMap::new();
-    let mut pairs: Vec<(Reverse<Cell>, u32, TweetId)> = Vec::new();
+    let mut last_owner: Option<(&Handle, u32)> = None;
+    // Per owner number, per cell (by its index on the grid): the Tweets needing that cell.
+    let mut wanted: Vec<Vec<Vec<TweetId>>> = Vec::new();
+    // The pairs due for a refresh (open cells only, so few): a job is a refresh if all its are.
+    let mut refreshing: Vec<(TweetId, Cell)> = Vec::new();
     let mut skipped = Skipped::default();
     let last_hour = Hour::floor(now).secs();
     let served_from = history.served_from(now);
     let floor = served_from.map_or(HISTORICAL_EPOCH, |h| h.secs().max(HISTORICAL_EPOCH));
+    let mut state_of = states.cursor();
+    let mut walk = cells.walk();
     for t in tweets {
         let Some(owner) = t.owner else { continue };
         let born = t.id.created_at().max(HISTORICAL_EPOCH);
@@ -495,64 +539,70 @@ pub fn plan_historical<'a>(
         if life_end <= born {
             continue;
         }
-        if access(states.get(&t.id), now, policy.recheck_after_secs) != Access::Owner {
+        if access(state_of.get(&t.id), now, policy.recheck_after_secs) != Access::Owner {
             skipped.resting += 1;
             continue;
         }
-        let number = *owner_number.entry(owner).or_insert_with(|| {
-            owners.push(owner);
-            owners.len() as u32 - 1
-        });
+        let number = match last_owner {
+            Some((last, n)) if last == owner => n,
+            _ => {
+                let n = *owner_number.entry(owner).or_insert_with(|| {
+                    owners.push(owner);
+                    wanted.push(Vec::new());
+                    owners.len() as u32 - 1
+                });
+                last_owner = Some((owner, n));
+                n
+            }
+        };
+        let by_cell = &mut wanted[number as usize];
         let mut cell = Cell::of(born);
         while cell.start() < life_end {
-            if cells.work(t.id, cell, history, now) != PairWork::Nothing {
-                pairs.push((Reverse(cell), number, t.id));
+            let work = walk.work(t.id, cell, history, now);
+            if work == PairWork::Refresh {
+                refreshing.push((t.id, cell));
+            }
+            if work != PairWork::Nothing {
+                let index = cell.index();
+                if by_cell.len() <= index {
+                    by_cell.resize_with(index + 1, Vec::new);
+                }
+                by_cell[index].push(t.id);
             }
             cell = Cell(cell.end());
         }
     }
     // Most recent cell first, then owners in handle order (numbers were given in first-seen order).
-    let mut rank = vec![0u32; owners.len()];
-    let mut by_handle: Vec<u32> = (0..owners.len() as u32).collect();
-    by_handle.sort_unstable_by_key(|n| owners[*n as usize]);
-    for (r, n) in by_handle.iter().enumerate() {
-        rank[*n as usize] = r as u32;
-    }
-    for pair in &mut pairs {
-        pair.1 = rank[pair.1 as usize];
-    }
-    pairs.sort_unstable();
-    let owners: Vec<&Handle> = by_handle.iter().map(|n| owners[*n as usize]).collect();
-    let mut groups: Vec<(Cell, u32, Vec<TweetId>)> = Vec::new();
-    for (Reverse(cell), n, id) in pairs {
-        match groups.last_mut() {
-            Some((c, o, ids)) if *c == cell && *o == n => ids.push(id),
-            _ => groups.push((cell, n, vec![id])),
-        }
-    }
+    let mut by_handle: Vec<usize> = (0..owners.len()).collect();
+    by_handle.sort_unstable_by_key(|n| owners[*n]);
+    let cell_count = wanted.iter().map(Vec::len).max().unwrap_or(0);
+    let refreshing: SortedSet<(TweetId, Cell)> = refreshing.into_iter().collect();
     let mut jobs = Vec::new();
-    for (cell, n, ids) in groups {
-        let credential = Credential::UserContext {
-            account: owners[n as usize].clone(),
-        };
-        let first = jobs.len();
-        push_batches(
-            &mut jobs,
-            JobKind::Historical,
-            credential,
-            ids,
-            &policy.metrics,
-            states,
-            false,
-        );
-        for job in &mut jobs[first..] {
-            job.cell = Some(cell);
-            job.served_from = served_from.filter(|f| f.secs() > cell.start());
-            // Only open cells are refreshed, and they are few: the check is cheap.
-            job.refresh = job
-                .tweets
-                .iter()
-                .all(|t| cells.work(*t, cell, history, now) == PairWork::Refresh);
+    for index in (0..cell_count).rev() {
+        let cell = Cell(HISTORICAL_EPOCH + index as i64 * CELL_SECS);
+        for &n in &by_handle {
+            let Some(ids) = wanted[n].get_mut(index).filter(|ids| !ids.is_empty()) else {
+                continue;
+            };
+            let credential = Credential::UserContext {
+                account: owners[n].clone(),
+            };
+            let first = jobs.len();
+            push_batches(
+                &mut jobs,
+                JobKind::Historical,
+                credential,
+                std::mem::take(ids),
+                &policy.metrics,
+                states,
+                false,
+            );
+            for job in &mut jobs[first..] {
+                job.cell = Some(cell);
+                job.served_from = served_from.filter(|f| f.secs() > cell.start());
+                job.refresh = !refreshing.is_empty()
+                    && job.tweets.iter().all(|t| refreshing.contains(&(*t, cell)));
+            }
         }
     }
     apply_budget(&mut jobs, policy.max_requests, &mut skipped);
@@ -565,7 +615,7 @@ fn push_per_owner(
     kind: JobKind,
     owned: BTreeMap<&Handle, Vec<TweetId>>,
     metrics: &[Metric],
-    states: &HashMap<TweetId, TweetState>,
+    states: &TweetStates,
     stalest_first: bool,
 ) {
     for (owner, ids) in owned {
@@ -594,7 +644,7 @@ fn push_batches(
     credential: Credential,
     mut ids: Vec<TweetId>,
     metrics: &[Metric],
-    states: &HashMap<TweetId, TweetState>,
+    states: &TweetStates,
     stalest_first: bool,
 ) {
     ids.sort_unstable();
@@ -606,11 +656,27 @@ fn push_batches(
             metric_mask(metrics) & metric_mask(&[Metric::VideoViews])
         }
     };
-    let mut by_mask: BTreeMap<u32, Vec<TweetId>> = BTreeMap::new();
+    // The refused masks are few: a short list searched from its last hit, sorted once at the end.
+    // Each Tweet is kept with when `/totals` last checked it (never-checked ones sort first).
+    let mut by_mask: Vec<(u32, Vec<(i64, TweetId)>)> = Vec::new();
+    let mut last = 0;
+    let mut state_of = states.cursor();
     for id in ids {
-        let refused = states.get(&id).map_or(0, |s| s.unsupported) & asked;
-        by_mask.entry(refused).or_default().push(id);
+        let state = state_of.get(&id);
+        let refused = state.map_or(0, |s| s.unsupported) & asked;
+        let checked = state.and_then(|s| s.totals_checked_at).unwrap_or(i64::MIN);
+        if by_mask.get(last).is_none_or(|(m, _)| *m != refused) {
+            last = match by_mask.iter().position(|(m, _)| *m == refused) {
+                Some(i) => i,
+                None => {
+                    by_mask.push((refused, Vec::new()));
+                    by_mask.len() - 1
+                }
+            };
+        }
+        by_mask[last].1.push((checked, id));
     }
+    by_mask.sort_unstable_by_key(|(m, _)| *m);
     for (refused, mut ids) in by_mask {
         let metrics: Vec<Metric> = metrics
             .iter()
@@ -621,13 +687,7 @@ fn push_batches(
             continue;
         }
         if stalest_first {
-            let checked = |id: &TweetId| {
-                states
-                    .get(id)
-                    .and_then(|s| s.totals_checked_at)
-                    .unwrap_or(i64::MIN)
-            };
-            ids.sort_by_cached_key(|id| (checked(id), *id));
+            ids.sort_unstable();
         }
         let endpoint = kind.endpoint();
         let batches = ids.len().div_ceil(endpoint.max_ids());
@@ -637,7 +697,7 @@ fn push_batches(
         for i in 0..batches {
             let (head, tail) = rest.split_at(base + usize::from(i < extra));
             rest = tail;
-            let mut tweets = head.to_vec();
+            let mut tweets: Vec<TweetId> = head.iter().map(|(_, id)| *id).collect();
             tweets.sort_unstable();
             jobs.push(Job {
                 kind,
@@ -726,7 +786,7 @@ refresh_after = "2d"
             id: *id,
             owner: *owner,
         });
-        plan_totals(tweets, &HashMap::new(), default_policy(), NOW).0
+        plan_totals(tweets, &TweetStates::new(), default_policy(), NOW).0
     }
 
     /// Requests per cycle equal the lower bound, `ceil(n/250)` per bearer group and per owner,
@@ -822,7 +882,7 @@ refresh_after = "2d"
     fn refused_tweets_rest_then_are_asked_again() {
         let acme: Handle = "acme".parse().unwrap();
         let ids = tweets(4, 2, 1);
-        let mut states = HashMap::new();
+        let mut states = TweetStates::new();
         states.insert(ids[0], state(TweetStatus::Unavailable, 3600));
         states.insert(ids[1], state(TweetStatus::Unavailable, 2 * DAY_SECS));
         states.insert(ids[2], state(TweetStatus::Forbidden, 3600));
@@ -857,7 +917,7 @@ refresh_after = "2d"
             recheck_after_secs: RECHECK_AFTER_SECS,
             unconfirmed_since: None,
         };
-        let mut states: HashMap<TweetId, TweetState> = HashMap::new();
+        let mut states = TweetStates::new();
         let mut seen = std::collections::HashSet::new();
         for run in 0..2 {
             let input = public.iter().map(|id| PlanTweet {
@@ -926,7 +986,7 @@ refresh_after = "2d"
                 owner: *owner,
             }));
         }
-        let (jobs, _) = plan_hourly(input, &HashMap::new(), &series_policy(3), NOW);
+        let (jobs, _) = plan_hourly(input, &TweetStates::new(), &series_policy(3), NOW);
         assert_eq!(jobs.len(), 1 + 1 + 2 + 3);
         for (i, n) in counts.iter().enumerate() {
             let mine: Vec<&Job> = jobs
@@ -971,7 +1031,7 @@ refresh_after = "2d"
         let policy = series_policy(90);
         let (jobs, _) = plan_historical(
             input(),
-            &HashMap::new(),
+            &TweetStates::new(),
             &CellState::default(),
             &policy,
             &history(Refresh::Due),
@@ -1005,19 +1065,19 @@ refresh_after = "2d"
 
         // Complete every cell but the current one: only the current cell is planned again.
         let now_cell = Cell::of(NOW);
-        let complete: HashSet<(TweetId, Cell)> = jobs
+        let complete: SortedSet<(TweetId, Cell)> = jobs
             .iter()
             .filter(|j| j.cell != Some(now_cell))
             .flat_map(|j| j.tweets.iter().map(|t| (*t, j.cell.unwrap())))
             .collect();
         let mut cells = CellState {
             complete,
-            open: HashMap::new(),
+            open: SortedMap::new(),
         };
         let plan = |cells: &CellState, refresh, now| {
             plan_historical(
                 input(),
-                &HashMap::new(),
+                &TweetStates::new(),
                 cells,
                 &policy,
                 &history(refresh),
@@ -1137,7 +1197,7 @@ refresh_after = "2d"
         });
         let (jobs, skipped) = plan_historical(
             input,
-            &HashMap::new(),
+            &TweetStates::new(),
             &CellState::default(),
             &policy,
             &h,
@@ -1171,7 +1231,7 @@ refresh_after = "2d"
                 id,
                 owner: Some(&acme),
             }),
-            &HashMap::new(),
+            &TweetStates::new(),
             &CellState::default(),
             &policy,
             &history(Refresh::Due),
@@ -1198,7 +1258,7 @@ refresh_after = "2d"
                     id,
                     owner: Some(&acme),
                 }],
-                &HashMap::new(),
+                &TweetStates::new(),
                 &CellState::default(),
                 &policy,
                 &history(Refresh::Due),
@@ -1227,7 +1287,7 @@ refresh_after = "2d"
     #[test]
     fn refused_metrics_split_their_tweets_off() {
         let public = tweets(300, 400, 1);
-        let mut states = HashMap::new();
+        let mut states = TweetStates::new();
         for id in &public[..10] {
             let s = TweetState {
                 status: TweetStatus::Active,

@@ -12,7 +12,7 @@ use crate::domain::{AccountState, Handle, JobKind, TweetId, TweetState};
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::planner::{
     self, Cell, CellState, HistoricalPolicy, Job, PlanSettings, PlanTweet, Refresh, SeriesPolicy,
-    SeriesSettings, Skipped, TotalsPolicy,
+    SeriesSettings, Skipped, TotalsPolicy, TweetStates,
 };
 use crate::store::{AccountRecord, KindHistory, Store, StoreError};
 
@@ -24,8 +24,10 @@ pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
 /// What the planner needs from the database.
 #[derive(Debug, Default)]
 pub struct PlanState {
-    /// Status and last `/totals` and `/28hr` answers of known Tweets.
+    /// Status and last `/totals` and `/28hr` answers of known Tweets, as the batches look them up.
     pub tweets: HashMap<TweetId, TweetState>,
+    /// The same, by Tweet ID: what the planner walks alongside the inventory.
+    pub by_id: TweetStates,
     /// `/historical` cells complete, and fetched but open, per Tweet.
     pub cells: CellState,
     /// Tweets the API attributes to another configured account than the inventory does.
@@ -55,12 +57,14 @@ impl PlanState {
                 ))
             })
             .collect();
+        let by_id: TweetStates = store.tweet_states()?.into_iter().collect();
         let mut history = BTreeMap::new();
         for kind in JobKind::ALL {
             history.insert(kind, store.kind_history(kind.name())?);
         }
         Ok(PlanState {
-            tweets: store.tweet_states()?,
+            tweets: by_id.iter().map(|(id, s)| (*id, *s)).collect(),
+            by_id,
             cells: CellState { complete, open },
             moved: store.moved_owners()?,
             accounts: store.accounts()?,
@@ -239,11 +243,11 @@ fn plan_with(
                     recheck_after_secs: recheck,
                     unconfirmed_since: since(scope),
                 };
-                planner::plan_totals(tweets(scope), &state.tweets, policy, now)
+                planner::plan_totals(tweets(scope), &state.by_id, policy, now)
             }
             JobKind::Hourly => planner::plan_hourly(
                 tweets(scope),
-                &state.tweets,
+                &state.by_id,
                 &series(kind, &settings.hourly, scope),
                 now,
             ),
@@ -263,7 +267,7 @@ fn plan_with(
                 policy.unconfirmed_since = None;
                 planner::plan_historical(
                     tweets(scope),
-                    &state.tweets,
+                    &state.by_id,
                     &state.cells,
                     &policy,
                     &history,

@@ -24,6 +24,7 @@ pub(crate) mod fixture;
 mod read;
 mod rollup;
 mod state;
+mod totals;
 mod write;
 
 /// Migrations in order; file `NNNN_*.sql` brings the database to `user_version` NNNN.

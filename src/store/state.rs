@@ -48,8 +48,9 @@ pub type OpenCell = FetchedCell;
 
 impl Store {
     /// What the planner needs of every known Tweet: its status, when `/totals` and `/28hr` last
-    /// answered for it, and the metrics the API refused for it.
-    pub fn tweet_states(&self) -> Result<HashMap<TweetId, TweetState>, StoreError> {
+    /// answered for it, and the metrics the API refused for it; by Tweet ID (the planner walks
+    /// them alongside the inventory, which is in that order).
+    pub fn tweet_states(&self) -> Result<Vec<(TweetId, TweetState)>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT w.tweet_id, w.status, w.status_checked_at, w.totals_checked_at, \
@@ -57,7 +58,7 @@ impl Store {
                  FROM tweets AS w LEFT JOIN recent_coverage AS r USING (tweet_id) \
                  WHERE w.removed_at IS NULL AND (w.status <> 'active' \
                  OR w.totals_checked_at IS NOT NULL OR w.unsupported_metrics <> 0 \
-                 OR r.fetched_at IS NOT NULL)",
+                 OR r.fetched_at IS NOT NULL) ORDER BY w.tweet_id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -69,13 +70,13 @@ impl Store {
                     r.get::<_, Option<i64>>(5)?,
                 ))
             })?;
-            let mut out = HashMap::new();
+            let mut out = Vec::new();
             for row in rows {
                 let (id, status, status_checked_at, totals_checked_at, unsupported, hourly) = row?;
                 if let Some(id) = TweetId::new(id as u64) {
                     let status = TweetStatus::parse(&status)
                         .ok_or_else(|| unknown_value("tweets.status", &status))?;
-                    out.insert(
+                    out.push((
                         id,
                         TweetState {
                             status,
@@ -84,7 +85,7 @@ impl Store {
                             unsupported: u32::try_from(unsupported).unwrap_or(0),
                             hourly_fetched_at: hourly,
                         },
-                    );
+                    ));
                 }
             }
             Ok(out)
@@ -210,7 +211,8 @@ impl Store {
     }
 
     /// The (Tweet, cell start) pairs whose `/historical` cell is complete: a fetch reached its
-    /// end at least `settle_secs` after the cell ended (so late-settling numbers are in).
+    /// end at least `settle_secs` after the cell ended (so late-settling numbers are in); by
+    /// Tweet and cell.
     pub fn complete_cells(
         &self,
         cell_secs: i64,
@@ -219,7 +221,8 @@ impl Store {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT tweet_id, cell FROM coverage \
-             WHERE fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2",
+             WHERE fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2 \
+             ORDER BY tweet_id, cell",
             )?;
             let rows = stmt.query_map([cell_secs, settle_secs], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
@@ -236,7 +239,8 @@ impl Store {
     }
 
     /// The `/historical` (Tweet, cell) pairs fetched but not complete (see [`Store::complete_cells`]):
-    /// cells that ran into the present when fetched, or ended too recently to have settled.
+    /// cells that ran into the present when fetched, or ended too recently to have settled; by
+    /// Tweet and cell.
     pub fn open_cells(
         &self,
         cell_secs: i64,
@@ -246,7 +250,8 @@ impl Store {
             cells(
                 conn,
                 "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
-                 WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2)",
+                 WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2) \
+                 ORDER BY tweet_id, cell",
                 [cell_secs, settle_secs],
             )
         })

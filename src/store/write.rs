@@ -348,72 +348,6 @@ impl Store {
         })
     }
 
-    /// Writes one answered `/totals` batch, its ledger row and its handle usage in one
-    /// transaction. Values equal to the latest stored snapshot are skipped (change-only).
-    /// Returns the number of snapshot rows written.
-    pub fn write_totals_batch(
-        &mut self,
-        record: &BatchRecord,
-        data: &TotalsWrite,
-    ) -> Result<usize, StoreError> {
-        self.write(|tx| {
-        let mut written = 0;
-        {
-            // The latest value of every metric of one Tweet in one statement (a seek per
-            // metric inside SQLite), rather than one statement per value.
-            let mut latest = tx.prepare_cached(
-                "SELECT m.metric_id, (SELECT t.value FROM totals AS t \
-                 WHERE t.tweet_id = ?1 AND t.metric_id = m.metric_id \
-                 ORDER BY t.observed_at DESC LIMIT 1) \
-                 FROM metrics AS m WHERE m.metric_id BETWEEN ?2 AND ?3",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (tweet_id, metric_id, observed_at) DO UPDATE SET value = excluded.value",
-            )?;
-            let ids = data.values.iter().map(|(_, m, _)| m.id());
-            let (low, high) = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
-            let mut current: Option<TweetId> = None;
-            let mut prev_of = [None::<i64>; Metric::ALL.len() + 1];
-            for &(id, metric, value) in &data.values {
-                let key = id.get() as i64;
-                if current != Some(id) {
-                    current = Some(id);
-                    prev_of = [None; Metric::ALL.len() + 1];
-                    let mut rows = latest.query(params![key, low, high])?;
-                    while let Some(row) = rows.next()? {
-                        let m: i64 = row.get(0)?;
-                        if let Some(slot) = usize::try_from(m).ok().and_then(|m| prev_of.get_mut(m))
-                        {
-                            *slot = row.get(1)?;
-                        }
-                    }
-                }
-                let prev = usize::try_from(metric.id())
-                    .ok()
-                    .and_then(|m| prev_of.get(m).copied().flatten());
-                if prev != Some(value) {
-                    written +=
-                        insert.execute(params![key, metric.id(), data.observed_at, value])?;
-                    prev_of[usize::try_from(metric.id()).unwrap_or(0)] = Some(value);
-                }
-            }
-            let mut checked =
-                tx.prepare_cached("UPDATE tweets SET totals_checked_at = ?2 WHERE tweet_id = ?1")?;
-            for id in &data.checked {
-                checked.execute(params![id.get() as i64, data.observed_at])?;
-            }
-        }
-        apply_status_changes(tx, &data.status_changes, data.observed_at)?;
-        note_unsupported(tx, &data.unsupported)?;
-        if let Some(handle) = &data.handle {
-            note_handle_usage(tx, handle, data.observed_at)?;
-        }
-        insert_request(tx, record, written)?;
-        Ok(written)
-        })
-    }
-
     /// Writes one answered `/28hr` or `/historical` batch, its coverage, its ledger row and its
     /// handle usage in one transaction. The answer is dense over `[start, end)`: stored buckets
     /// of the answered (Tweet, metric) pairs in that window are replaced by the non-zero ones, so
@@ -531,7 +465,7 @@ impl Store {
     }
 }
 
-fn apply_status_changes(
+pub(super) fn apply_status_changes(
     tx: &rusqlite::Transaction<'_>,
     changes: &[StatusChange],
     now: i64,
@@ -548,7 +482,7 @@ fn apply_status_changes(
     Ok(())
 }
 
-fn note_unsupported(
+pub(super) fn note_unsupported(
     tx: &rusqlite::Transaction<'_>,
     refused: &[(TweetId, Metric)],
 ) -> rusqlite::Result<()> {
@@ -561,7 +495,7 @@ fn note_unsupported(
     Ok(())
 }
 
-fn note_handle_usage(
+pub(super) fn note_handle_usage(
     tx: &rusqlite::Transaction<'_>,
     handle: &Handle,
     now: i64,
@@ -576,7 +510,7 @@ fn note_handle_usage(
     Ok(())
 }
 
-fn insert_request(
+pub(super) fn insert_request(
     tx: &rusqlite::Transaction<'_>,
     r: &BatchRecord,
     rows: usize,
