@@ -43,6 +43,7 @@ pub(super) fn after_series_write(
     pairs: HashMap<(TweetId, Metric), PairWrite>,
 ) -> rusqlite::Result<()> {
     let mut owners: HashMap<TweetId, Option<String>> = HashMap::new();
+    let mut accounts = AccountChanges::new();
     let mut owner_of = conn.prepare_cached("SELECT owner FROM tweets WHERE tweet_id = ?1")?;
     let mut old_days = conn.prepare_cached(
         "SELECT day, value FROM tweet_days WHERE tweet_id = ?1 AND metric_id = ?2 \
@@ -107,10 +108,19 @@ pub(super) fn after_series_write(
             }
         };
         for (day, before, after) in changes {
-            set_day(conn, key, metric, day, before, after, owner.as_deref())?;
+            set_day(
+                conn,
+                key,
+                metric,
+                day,
+                before,
+                after,
+                owner.as_deref(),
+                &mut accounts,
+            )?;
         }
     }
-    Ok(())
+    write_accounts(conn, accounts)
 }
 
 /// The sum of a (Tweet, metric)'s stored buckets on one day; `None` without any.
@@ -144,6 +154,7 @@ pub(crate) fn refresh_days(
         [tweet],
         |r| r.get(0),
     )?;
+    let mut accounts = AccountChanges::new();
     let mut day = day_of(from);
     while day < to {
         let before: Option<i64> = conn
@@ -155,15 +166,30 @@ pub(crate) fn refresh_days(
             .transpose()?;
         let after = day_sum(conn, tweet, metric, day)?;
         if before != after {
-            set_day(conn, tweet, metric, day, before, after, owner.as_deref())?;
+            set_day(
+                conn,
+                tweet,
+                metric,
+                day,
+                before,
+                after,
+                owner.as_deref(),
+                &mut accounts,
+            )?;
         }
         day += DAY_SECS;
     }
-    Ok(())
+    write_accounts(conn, accounts)
 }
 
+/// What account rows a batch changes: per (owner, metric id, day), the change of the sum and of
+/// the number of Tweets with a row. Summed over the batch's Tweets (mostly one owner's) before
+/// they are written: one statement per account day, not per Tweet day.
+type AccountChanges = HashMap<(String, i64, i64), (i64, i64)>;
+
 /// One day of a (Tweet, metric) goes from `before` to `after` (`None`: no row): its
-/// `tweet_days` row, and its owner's `account_days` row by the difference.
+/// `tweet_days` row now, its owner's `account_days` row by the difference in `accounts`.
+#[allow(clippy::too_many_arguments)]
 fn set_day(
     conn: &Connection,
     tweet: i64,
@@ -172,6 +198,7 @@ fn set_day(
     before: Option<i64>,
     after: Option<i64>,
     owner: Option<&str>,
+    accounts: &mut AccountChanges,
 ) -> rusqlite::Result<()> {
     match after {
         Some(value) => conn
@@ -186,27 +213,40 @@ fn set_day(
             )?
             .execute(params![tweet, metric.id(), day])?,
     };
-    let Some(owner) = owner else {
-        return Ok(());
-    };
-    let value = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
-    let tweets = i64::from(after.is_some()) - i64::from(before.is_some());
-    let left: i64 = conn
-        .prepare_cached(
-            "INSERT INTO account_days (owner, metric_id, day, value, tweets) \
-             VALUES (?1, ?2, ?3, ?4, max(?5, 1)) \
-             ON CONFLICT (metric_id, day, owner) DO UPDATE SET \
-             value = CASE WHEN value BETWEEN -4e18 AND 4e18 AND excluded.value BETWEEN -4e18 AND 4e18 \
-                 THEN value + excluded.value ELSE CAST(1.0 * value + excluded.value AS INTEGER) END, \
-             tweets = max(tweets + ?5, 0) \
-             RETURNING tweets",
-        )?
-        .query_row(params![owner, metric.id(), day, value, tweets], |r| r.get(0))?;
-    if left == 0 {
-        conn.prepare_cached(
-            "DELETE FROM account_days WHERE owner = ?1 AND metric_id = ?2 AND day = ?3",
-        )?
-        .execute(params![owner, metric.id(), day])?;
+    if let Some(owner) = owner {
+        let change = accounts
+            .entry((owner.to_string(), metric.id(), day))
+            .or_default();
+        change.0 = change
+            .0
+            .saturating_add(after.unwrap_or(0).saturating_sub(before.unwrap_or(0)));
+        change.1 += i64::from(after.is_some()) - i64::from(before.is_some());
+    }
+    Ok(())
+}
+
+/// Adds the batch's changes to `account_days`; a row no Tweet has any more goes.
+fn write_accounts(conn: &Connection, accounts: AccountChanges) -> rusqlite::Result<()> {
+    let mut add = conn.prepare_cached(
+        "INSERT INTO account_days (owner, metric_id, day, value, tweets) \
+         VALUES (?1, ?2, ?3, ?4, max(?5, 1)) \
+         ON CONFLICT (metric_id, day, owner) DO UPDATE SET \
+         value = CASE WHEN value BETWEEN -4e18 AND 4e18 AND excluded.value BETWEEN -4e18 AND 4e18 \
+             THEN value + excluded.value ELSE CAST(1.0 * value + excluded.value AS INTEGER) END, \
+         tweets = max(tweets + ?5, 0) \
+         RETURNING tweets",
+    )?;
+    let mut gone = conn.prepare_cached(
+        "DELETE FROM account_days WHERE owner = ?1 AND metric_id = ?2 AND day = ?3",
+    )?;
+    for ((owner, metric, day), (value, tweets)) in accounts {
+        if value == 0 && tweets == 0 {
+            continue;
+        }
+        let left: i64 = add.query_row(params![owner, metric, day, value, tweets], |r| r.get(0))?;
+        if left == 0 {
+            gone.execute(params![owner, metric, day])?;
+        }
     }
     Ok(())
 }
