@@ -146,7 +146,7 @@ pub enum Query {
     /// Per account over a period: Tweets, impressions, engagements, engagement rate, favorites,
     /// retweets, replies, quote Tweets, video views, and the hours of data behind them.
     Accounts {
-        /// Period start (default 30d).
+        /// Period start (default 30d), from 00:00 UTC of its day.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// Period end (exclusive; default now).
