@@ -16,94 +16,19 @@
 //! hours, a `/totals` answer of 250 Tweets x 7 metrics. Each figure is the median of repeated
 //! runs; they are noisy when other work shares the machine, so compare them within one run.
 
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use engagement_ingest::client::grouping;
-use engagement_ingest::domain::{Endpoint, HOUR_SECS, Hour, JobKind, Metric, TweetId};
-use engagement_ingest::{parse, sim};
+use engagement_ingest::domain::{Endpoint, HOUR_SECS, Hour, JobKind};
+use engagement_ingest::parse;
 
-/// "Now" for every generated answer: 2026-11-01T00:00Z.
-const NOW: i64 = 1_793_491_200;
-const SEED: u64 = 7;
+mod common;
+use common::{NOW, series_body, totals_body, young_tweets};
+
 /// Network chunks as the client receives them.
 const CHUNK: usize = 16 * 1024;
-
-/// `n` Tweets created `age_hours` (spread over the next hours) before NOW.
-fn young_tweets(n: usize, age_hours: i64, salt: u32) -> Vec<TweetId> {
-    (0..n)
-        .map(|i| {
-            let ms = (NOW - age_hours * HOUR_SECS) * 1000 + i as i64 * 997_000;
-            TweetId::from_snowflake(ms, salt + i as u32)
-        })
-        .collect()
-}
-
-/// A dense series answer as the simulator writes it: Tweet → type → day → hour → "count".
-fn series_body(tweets: &[TweetId], metrics: &[Metric], start: Hour, hours: i64) -> String {
-    let mut out = String::new();
-    let end = start.plus_hours(hours);
-    write!(
-        out,
-        "{{\"start\":\"{start}\",\"end\":\"{end}\",\"by_hour\":{{"
-    )
-    .unwrap();
-    for (ti, t) in tweets.iter().enumerate() {
-        if ti > 0 {
-            out.push(',');
-        }
-        write!(out, "\"{t}\":{{").unwrap();
-        for (mi, m) in metrics.iter().enumerate() {
-            if mi > 0 {
-                out.push(',');
-            }
-            write!(out, "\"{m}\":{{").unwrap();
-            let mut day = String::new();
-            for h in 0..hours {
-                let hour = start.plus_hours(h);
-                let (d, hh) = hour.keys();
-                if d != day {
-                    if !day.is_empty() {
-                        out.push_str("},");
-                    }
-                    write!(out, "\"{d}\":{{").unwrap();
-                    day = d;
-                } else {
-                    out.push(',');
-                }
-                let v = sim::bucket(SEED, *t, *m, hour).max(0);
-                write!(out, "\"{hh}\":\"{v}\"").unwrap();
-            }
-            out.push_str("}}");
-        }
-        out.push('}');
-    }
-    out.push_str("}}");
-    out
-}
-
-/// A `/totals` answer: Tweet → type → "count".
-fn totals_body(tweets: &[TweetId], metrics: &[Metric]) -> String {
-    let mut out = String::from("{\"by_tweet\":{");
-    for (ti, t) in tweets.iter().enumerate() {
-        if ti > 0 {
-            out.push(',');
-        }
-        write!(out, "\"{t}\":{{").unwrap();
-        for (mi, m) in metrics.iter().enumerate() {
-            if mi > 0 {
-                out.push(',');
-            }
-            let v = sim::cumulative(SEED, *t, *m, NOW);
-            write!(out, "\"{m}\":\"{v}\"").unwrap();
-        }
-        out.push('}');
-    }
-    out.push_str("}}");
-    out
-}
 
 fn gzip(body: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

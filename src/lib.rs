@@ -33,4 +33,6 @@ pub mod report;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod timespec;

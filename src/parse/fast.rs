@@ -338,6 +338,7 @@ mod tests {
 
     use super::super::{ParseError, Parsed, finish, parse_generic, parse_with};
     use super::*;
+    use crate::test_rng::Rng;
 
     const SERIES: &[GroupBy] = &[
         GroupBy::TweetId,
@@ -363,30 +364,6 @@ mod tests {
         }
         assert_eq!(parse_with(body, groupings, skip_zero, min), generic);
         (generic, fast.is_some())
-    }
-
-    /// SplitMix64, for generated answers.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-        fn shuffle<T>(&mut self, v: &mut [T]) {
-            for i in (1..v.len()).rev() {
-                v.swap(i, self.below(i as u64 + 1) as usize);
-            }
-        }
     }
 
     /// A JSON tree with its keys as written (escapes included).

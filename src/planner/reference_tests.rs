@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{Endpoint, HOUR_SECS};
+use crate::test_rng::Rng;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -288,31 +289,6 @@ fn split_evenly(ids: &[TweetId], n: usize) -> Vec<&[TweetId]> {
         rest = tail;
     }
     out
-}
-
-/// A small deterministic generator (SplitMix64) for one random world per seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn secs(&mut self, max: i64) -> i64 {
-        self.below(max.max(1) as u64) as i64
-    }
 }
 
 proptest! {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use rusqlite::{Transaction, params};
 
-use super::write::{apply_status_changes, insert_request, note_handle_usage, note_unsupported};
+use super::write::record_answer;
 use super::{BatchRecord, Store, StoreError, TotalsWrite};
 use crate::domain::{Metric, TweetId};
 
@@ -48,12 +48,15 @@ impl Store {
                     data.observed_at
                 ])?;
             }
-            apply_status_changes(tx, &data.status_changes, data.observed_at)?;
-            note_unsupported(tx, &data.unsupported)?;
-            if let Some(handle) = &data.handle {
-                note_handle_usage(tx, handle, data.observed_at)?;
-            }
-            insert_request(tx, record, written)?;
+            record_answer(
+                tx,
+                record,
+                written,
+                data.observed_at,
+                &data.status_changes,
+                &data.unsupported,
+                data.handle.as_ref(),
+            )?;
             Ok(written)
         })
     }

@@ -446,12 +446,15 @@ impl Store {
                 }
             }
         }
-        apply_status_changes(tx, &data.status_changes, data.fetched_at)?;
-        note_unsupported(tx, &data.unsupported)?;
-        if let Some(handle) = &data.handle {
-            note_handle_usage(tx, handle, data.fetched_at)?;
-        }
-        insert_request(tx, record, written)?;
+        record_answer(
+            tx,
+            record,
+            written,
+            data.fetched_at,
+            &data.status_changes,
+            &data.unsupported,
+            data.handle.as_ref(),
+        )?;
         Ok((written, added))
         })?;
         self.buckets_added += added;
@@ -465,7 +468,26 @@ impl Store {
     }
 }
 
-pub(super) fn apply_status_changes(
+/// What every answered batch records beside its data, at `at`: the statuses it revealed, the
+/// metrics it refused, the handle whose token it used, and its ledger row with `rows` written.
+pub(super) fn record_answer(
+    tx: &rusqlite::Transaction<'_>,
+    record: &BatchRecord,
+    rows: usize,
+    at: i64,
+    status_changes: &[StatusChange],
+    unsupported: &[(TweetId, Metric)],
+    handle: Option<&Handle>,
+) -> rusqlite::Result<()> {
+    apply_status_changes(tx, status_changes, at)?;
+    note_unsupported(tx, unsupported)?;
+    if let Some(handle) = handle {
+        note_handle_usage(tx, handle, at)?;
+    }
+    insert_request(tx, record, rows)
+}
+
+fn apply_status_changes(
     tx: &rusqlite::Transaction<'_>,
     changes: &[StatusChange],
     now: i64,
@@ -482,7 +504,7 @@ pub(super) fn apply_status_changes(
     Ok(())
 }
 
-pub(super) fn note_unsupported(
+fn note_unsupported(
     tx: &rusqlite::Transaction<'_>,
     refused: &[(TweetId, Metric)],
 ) -> rusqlite::Result<()> {
@@ -495,7 +517,7 @@ pub(super) fn note_unsupported(
     Ok(())
 }
 
-pub(super) fn note_handle_usage(
+fn note_handle_usage(
     tx: &rusqlite::Transaction<'_>,
     handle: &Handle,
     now: i64,
@@ -510,7 +532,7 @@ pub(super) fn note_handle_usage(
     Ok(())
 }
 
-pub(super) fn insert_request(
+fn insert_request(
     tx: &rusqlite::Transaction<'_>,
     r: &BatchRecord,
     rows: usize,
