@@ -209,6 +209,30 @@ async fn a_realistic_world_converges_to_the_simulators_numbers() {
         totals += 1;
     }
     assert!(totals > 0);
+
+    // After 336 cycles of windows replaced as hours settled, the daily rollups still equal the
+    // sums of the hourly buckets, per Tweet and per account.
+    let differing = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let per_tweet = "SELECT tweet_id, metric_id, hour - hour % 86400, sum(value) FROM series \
+                     GROUP BY 1, 2, 3";
+    let per_account = "SELECT w.owner, s.metric_id, s.hour - s.hour % 86400, sum(s.value), \
+                       count(DISTINCT s.tweet_id) FROM series AS s JOIN tweets AS w USING (tweet_id) \
+                       WHERE w.owner IS NOT NULL GROUP BY 1, 2, 3";
+    let days = "SELECT tweet_id, metric_id, day, value FROM tweet_days";
+    let accounts = "SELECT owner, metric_id, day, value, tweets FROM account_days";
+    assert!(differing(&format!("SELECT count(*) FROM ({days})")) > 0);
+    for (a, b) in [
+        (per_tweet, days),
+        (days, per_tweet),
+        (per_account, accounts),
+        (accounts, per_account),
+    ] {
+        assert_eq!(
+            differing(&format!("SELECT count(*) FROM ({a} EXCEPT {b})")),
+            0,
+            "{a} / {b}"
+        );
+    }
 }
 
 /// The tables whose content a cycle decides (timing columns of the ledger aside).
