@@ -168,6 +168,9 @@ fn check_database(
     integrity: IntegrityCheck,
     findings: &mut Findings,
 ) -> Vec<AccountRecord> {
+    if let target @ crate::store::Target::Postgres(_) = config.database.target() {
+        return check_server(&target, findings);
+    }
     let db = lock::absolute(&config.database.path);
     let folder = lock::database_folder(&db);
     let mut creatable = true;
@@ -283,6 +286,57 @@ fn check_database(
         Err(e) => {
             findings.problem("database writable");
             println!("database writable {}: FAILED\n{e}", db.display());
+        }
+    }
+    records
+}
+
+/// A PostgreSQL database: it can be reached with the config's credentials, its schema is this
+/// binary's (or older: `run` upgrades it), and the server takes writes.
+fn check_server(target: &crate::store::Target, findings: &mut Findings) -> Vec<AccountRecord> {
+    let store = match Store::connect_existing(target) {
+        Ok(store) => store,
+        Err(e) => {
+            findings.problem("database");
+            println!("database {target}: FAILED\n{e}");
+            return Vec::new();
+        }
+    };
+    let supported = store.supported_version();
+    let records = match store.schema_version() {
+        Ok(0) => {
+            println!("database {target}: reachable, no schema yet; `run` or `migrate` creates it");
+            Vec::new()
+        }
+        Ok(found) if found < supported => {
+            println!(
+                "database {target}: schema version {found}; `run` or `migrate` upgrades it to {supported}"
+            );
+            Vec::new()
+        }
+        Ok(found) if found > supported => {
+            findings.problem("database");
+            println!(
+                "database {target}: FAILED: schema version {found} is newer than this binary's \
+                 {supported}; upgrade engagement-ingest"
+            );
+            return Vec::new();
+        }
+        Ok(_) => {
+            println!("database {target}: ok (PostgreSQL, schema version {supported})");
+            store.accounts().unwrap_or_default()
+        }
+        Err(e) => {
+            findings.problem("database");
+            println!("database {target}: FAILED\n{e}");
+            return Vec::new();
+        }
+    };
+    match store.prove_writable() {
+        Ok(()) => println!("database writable {target}: ok (the server takes writes)"),
+        Err(e) => {
+            findings.problem("database writable");
+            println!("database writable {target}: FAILED\n{e}");
         }
     }
     records

@@ -41,7 +41,10 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
     // not leak into the demo's.
     let mut config =
         Config::load(Some(&config_path), std::iter::empty()).map_err(Failure::fatal)?;
-    config.database.path = args.db.clone();
+    let target = crate::store::Target::parse(&args.db, None)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--db: {e}")))?;
+    config.database.path = std::path::PathBuf::from(target.to_string());
+    config.database.target = Some(target);
 
     let accounts = config.accounts.len();
     let tweets = handle.sim.tweets().len();
@@ -106,15 +109,19 @@ fn print_database(store: &crate::store::Store, args: &DemoArgs) -> Result<(), Fa
     };
     println!(
         "\ndatabase: {} ({}, {}, {})",
-        args.db.display(),
+        store.target(),
         count(rows("totals")?, "snapshot row", "snapshot rows"),
         count(rows("series")?, "hourly bucket", "hourly buckets"),
         count(rows("tweets")?, "Tweet", "Tweets")
     );
-    println!(
-        "try: sqlite3 {} \"SELECT * FROM latest_totals WHERE metric = 'impressions' ORDER BY value DESC LIMIT 5\"",
-        args.db.display()
-    );
+    let example =
+        "SELECT * FROM latest_totals WHERE metric = 'impressions' ORDER BY value DESC LIMIT 5";
+    match store.target() {
+        crate::store::Target::Sqlite(path) => {
+            println!("try: sqlite3 {} \"{example}\"", path.display())
+        }
+        target => println!("try: psql {target} -c \"{example}\""),
+    }
     Ok(())
 }
 

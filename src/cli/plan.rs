@@ -123,8 +123,9 @@ pub fn plan_selection(
         }
     }
     .map_err(Failure::usage)?;
-    let state = if config.database.path.exists() {
-        let store = Store::open_read_only(&config.database.path).map_err(Failure::fatal)?;
+    let target = config.database.target();
+    let state = if target.exists() {
+        let store = Store::open_read_only(&target).map_err(Failure::fatal)?;
         PlanState::read(&store, config.historical.settle_after).map_err(Failure::fatal)?
     } else {
         PlanState::default()

@@ -19,7 +19,7 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
     if !path.exists() {
         return Err(Failure::usage(anyhow!(
             "{}: no such database (give --db PATH or a config whose [database] path exists)",
-            crate::lock::absolute(&path).display()
+            path.display()
         )));
     }
     let store = Store::open_read_only(&path).map_err(Failure::fatal)?;

@@ -21,7 +21,7 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<u8, Failure> {
             db.display()
         )));
     }
-    if same_file(&db, &args.out) {
+    if db.sqlite_path().is_some_and(|p| same_file(p, &args.out)) {
         return Err(Failure::usage(anyhow!(
             "--out {} is the database itself; name an .html file",
             args.out.display()

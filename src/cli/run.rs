@@ -32,7 +32,7 @@ pub async fn run(cli: &super::Cli, args: &RunArgs) -> Result<u8, Failure> {
             super::plan::Detail::Kinds,
         );
     }
-    let db = config.database.path.clone();
+    let db = config.database.target();
     let mut ctx = match Context::new(config, pipeline::system_clock()) {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -84,14 +84,14 @@ pub fn selection(jobs: &[JobKind]) -> Selection {
 
 /// Records a cycle that failed before it could take the writer lock (config, lock), in the
 /// database when it exists: one INSERT, which SQLite serialises with the other writer.
-fn record_outside_lock(db: &std::path::Path, selection: &Selection, error: &str) {
+fn record_outside_lock(db: &crate::store::Target, selection: &Selection, error: &str) {
     if !db.exists() {
         return;
     }
     let kinds: Vec<&str> = selection.kinds().iter().map(|k| k.name()).collect();
     let now = chrono::Utc::now().timestamp();
     let written = Store::connect(db).and_then(|mut store| {
-        if store.schema_version()? < crate::store::SCHEMA_VERSION {
+        if store.schema_version()? < store.supported_version() {
             return Ok(()); // an older schema has no room for it; `run` upgrades it once it can
         }
         store
@@ -431,18 +431,22 @@ pub fn print_report(report: &RunReport, buckets: Option<(i64, i64)>) {
 
 /// `migrate`: create or upgrade the database.
 pub fn migrate(config: Config) -> Result<u8, Failure> {
-    let path = &config.database.path;
-    let _lock = crate::lock::WriterLock::acquire(path).map_err(|e| match e {
-        crate::lock::LockError::Held { .. } => Failure::locked(e),
-        crate::lock::LockError::Io { .. } => Failure::fatal(e),
-    })?;
-    let existed = path.exists();
-    let mut store = Store::connect(path).map_err(Failure::fatal)?;
+    let target = config.database.target();
+    // PostgreSQL: concurrent migrations wait for each other in the server (see Store::migrate).
+    let _lock = match target.sqlite_path() {
+        Some(path) => Some(crate::lock::WriterLock::acquire(path).map_err(|e| match e {
+            crate::lock::LockError::Held { .. } => Failure::locked(e),
+            crate::lock::LockError::Io { .. } => Failure::fatal(e),
+        })?),
+        None => None,
+    };
+    let existed = target.exists();
+    let mut store = Store::connect(&target).map_err(Failure::fatal)?;
     let (before, after) = store
         .migrate()
         .context("migrate failed")
         .map_err(Failure::fatal)?;
-    let shown = crate::lock::absolute(path);
+    let shown = target.display();
     if !existed {
         println!("created {} at schema version {after}", shown.display());
     } else if before == after {

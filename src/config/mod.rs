@@ -244,28 +244,50 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
 pub fn database_path(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<PathBuf, ConfigError> {
+) -> Result<crate::store::Target, ConfigError> {
+    use crate::store::Target;
     let env: Vec<(String, String)> = env.into_iter().collect();
     // The variable wins over the file: then the file is not even read.
     let var = format!("{ENV_PREFIX}DATABASE__PATH");
     if let Some((_, p)) = env.iter().find(|(k, v)| *k == var && !v.is_empty()) {
-        return Ok(PathBuf::from(p));
+        return Target::parse(Path::new(p), None).map_err(ConfigError::one);
     }
     let Some(file) = config_path(path, &env) else {
-        return Ok(DatabaseConfig::default().path);
+        return Ok(Target::Sqlite(DatabaseConfig::default().path));
     };
     let raw = Raw::read(&file.display().to_string(), &read_config_file(&file)?, env)?;
-    let key = [Seg::Key("database".into()), Seg::Key("path".into())];
     let problems: Vec<String> = raw
         .faults
         .iter()
-        .filter(|f| !f.path.is_empty() && key.starts_with(&f.path))
+        .filter(|f| {
+            f.path.len() >= 2
+                && f.path[0] == Seg::Key("database".into())
+                && ["path", "url", "password", "password_file"]
+                    .iter()
+                    .any(|k| f.path[1] == Seg::Key((*k).into()))
+        })
         .map(|f| raw.at.fault(f))
         .collect();
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    Ok(raw.values.database.path)
+    let database = raw.values.database;
+    let Some(url) = database.url else {
+        return Ok(Target::Sqlite(database.path));
+    };
+    // The password as `run` finds it: inline, else its file, else the environment's.
+    let password = match (database.password, database.password_file) {
+        (Some(p), _) => Some(Secret::new(p)),
+        (None, Some(file)) => Some(Secret::new(
+            secret::read_file(&file)
+                .map_err(|e| ConfigError::one(format!("[database] password_file: {e}")))?
+                .value,
+        )),
+        (None, None) => None,
+    };
+    crate::store::PgTarget::parse(&url, password.as_ref())
+        .map(Target::Postgres)
+        .map_err(ConfigError::one)
 }
 
 impl Config {

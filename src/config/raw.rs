@@ -165,10 +165,32 @@ pub enum OnInvalid {
 #[derive(Debug, Clone, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The SQLite file, relative to the working directory unless absolute.
+    /// The SQLite file, relative to the working directory unless absolute. With `url`: the
+    /// server's URL as shown in messages (never the password).
     #[serde(deserialize_with = "field::path")]
     #[default(PathBuf::from("engagement.sqlite"))]
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the file: `postgres://USER@HOST:PORT/DATABASE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The PostgreSQL password (better in `password_file` or the environment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding the PostgreSQL password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// Where the database is, once validated (`path`, or `url` with its password).
+    #[serde(skip)]
+    pub target: Option<crate::store::Target>,
+}
+
+impl DatabaseConfig {
+    /// Where the database is: the PostgreSQL server of `url`, else the file at `path`.
+    pub fn target(&self) -> crate::store::Target {
+        self.target
+            .clone()
+            .unwrap_or_else(|| crate::store::Target::Sqlite(self.path.clone()))
+    }
 }
 
 /// `[schedule]`: when the daemon runs each job kind (UTC, seconds first).

@@ -94,6 +94,7 @@ impl Check<'_> {
         self.loopback = is_loopback_url(&api.base_url);
         let app = self.app(app);
         let accounts = self.accounts(accounts);
+        let database = self.database(database);
         self.schedule(&schedule);
         Config {
             source: None,
@@ -124,6 +125,43 @@ impl Check<'_> {
                 .join("/oauth2/token")
                 .unwrap_or_else(|_| Url::parse(DEFAULT_TOKEN_URL).expect("default URLs parse"));
         }
+    }
+
+    /// `[database]`: `url` (PostgreSQL, with its password) or `path` (SQLite), not both.
+    fn database(&mut self, mut db: crate::config::DatabaseConfig) -> crate::config::DatabaseConfig {
+        let section = [Seg::Key("database".into())];
+        let password = self.credential(
+            &section,
+            "password",
+            (db.password.take(), db.password_file.take()),
+            Sensitivity::Secret,
+            false,
+        );
+        let Some(url) = db.url.clone() else {
+            if password.is_some() {
+                self.problem(
+                    &path("database.password"),
+                    "is set but [database] url is not: a password is for a PostgreSQL server",
+                );
+            }
+            return db;
+        };
+        if self.at.is_written(&path("database.path")) {
+            self.problem(
+                &path("database.url"),
+                "both [database] url and path are set; keep url for PostgreSQL or path for SQLite",
+            );
+            return db;
+        }
+        let password = password.map(crate::config::Secret::new);
+        match crate::store::PgTarget::parse(&url, password.as_ref()) {
+            Ok(target) => {
+                db.path = std::path::PathBuf::from(target.to_string());
+                db.target = Some(crate::store::Target::Postgres(target));
+            }
+            Err(e) => self.problem(&path("database.url"), &e),
+        }
+        db
     }
 
     /// Each schedule fires again.

@@ -30,7 +30,7 @@ pub struct Context {
     pub config_problem: Option<String>,
     /// The last inventory that validated, and when it was read.
     last_inventory: Arc<Mutex<Option<GoodInventory>>>,
-    lock: Arc<WriterLock>,
+    lock: Arc<Option<WriterLock>>,
     /// When [`Context::new`] proved the database ([`Store::preflight`]); taken by the next cycle,
     /// which need not prove it again if it begins within [`PROOF_SERVES`].
     proven: Arc<Mutex<Option<Instant>>>,
@@ -62,7 +62,8 @@ impl PipelineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PipelineError::Inventory(_) => 2,
-            PipelineError::Locked(LockError::Held { .. }) => EXIT_LOCKED,
+            PipelineError::Locked(LockError::Held { .. })
+            | PipelineError::Store(crate::store::StoreError::Locked { .. }) => EXIT_LOCKED,
             PipelineError::Store(_)
             | PipelineError::Client(_)
             | PipelineError::Task(_)
@@ -71,14 +72,26 @@ impl PipelineError {
     }
 }
 
+/// The shard this process writes as (`I/N`; `0/1` unsharded).
+fn shard_label(_config: &Config) -> String {
+    "0/1".to_string()
+}
+
 impl Context {
     /// Takes the database's writer lock (before anything is written), opens (creating) the
     /// database, proves it sound and writable ([`Store::preflight`]) before migrating it, marks
     /// runs a killed process left `running` as interrupted, and builds the client. The metrics
     /// start from what the database knows of earlier cycles.
     pub fn new(config: Config, clock: Clock) -> Result<Context, PipelineError> {
-        let lock = WriterLock::acquire(&config.database.path)?;
-        let mut store = Store::connect(&config.database.path)?;
+        let target = config.database.target();
+        // SQLite: the lock file, taken before the database is opened. PostgreSQL: the shard's
+        // advisory lock, held by the writer's connection.
+        let lock = match target.sqlite_path() {
+            Some(path) => Some(WriterLock::acquire(path)?),
+            None => None,
+        };
+        let mut store = Store::connect(&target)?;
+        store.lock_shard(&shard_label(&config))?;
         store.preflight()?;
         let proven = Instant::now();
         store.migrate()?;
@@ -106,9 +119,9 @@ impl Context {
         })
     }
 
-    /// The writer lock's file.
-    pub fn lock_path(&self) -> &std::path::Path {
-        self.lock.path()
+    /// The writer lock's file (SQLite's; PostgreSQL's lock is in the server).
+    pub fn lock_path(&self) -> Option<&std::path::Path> {
+        self.lock.as_ref().as_ref().map(WriterLock::path)
     }
 
     /// This context with a newly loaded config: the client is rebuilt only when its settings

@@ -138,7 +138,7 @@ impl Scheduler {
     }
 
     /// The writer lock's file.
-    pub fn lock_path(&self) -> &Path {
+    pub fn lock_path(&self) -> Option<&Path> {
         self.ctx.lock_path()
     }
 
@@ -191,7 +191,7 @@ impl Scheduler {
         }
         tracing::info!(
             database = %ctx.config.database.path.display(),
-            lock = %ctx.lock_path().display(),
+            lock = %ctx.lock_path().map_or_else(|| "the shard's advisory lock".to_string(), |p| p.display().to_string()),
             "Daemon started"
         );
         drop(ctx);
@@ -537,7 +537,12 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
         let again = Scheduler::open(ConfigSource::file(&path), options())
             .unwrap_or_else(|e| panic!("the lock is free: {e}"));
-        assert!(again.lock_path().ends_with("engagement.sqlite.lock"));
+        assert!(
+            again
+                .lock_path()
+                .unwrap()
+                .ends_with("engagement.sqlite.lock")
+        );
     }
 
     /// What the command line maps to exit codes: a config that does not validate, and a

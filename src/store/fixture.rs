@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use super::sql::{self, Tx, args};
+use rusqlite::Connection;
 
 use super::Store;
 use crate::domain::{Metric, TweetId};
@@ -20,7 +21,7 @@ impl Store {
             .execute(
                 "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
                  VALUES (?1, ?2, ?2, ?3, ?3)",
-                params![tweet, owner, created_at],
+                args![tweet, owner, created_at],
             )
             .unwrap();
     }
@@ -30,7 +31,7 @@ impl Store {
         self.conn
             .execute(
                 "UPDATE tweets SET removed_at = ?2 WHERE tweet_id = ?1",
-                params![tweet, at],
+                args![tweet, at],
             )
             .unwrap();
     }
@@ -41,7 +42,7 @@ impl Store {
             .execute(
                 "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
                  VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                params![tweet, metric.id(), hour, value, at],
+                args![tweet, metric.id(), hour, value, at],
             )
             .unwrap();
         super::rollup::refresh_days(&self.conn, tweet, metric, hour, hour + 1).unwrap();
@@ -52,7 +53,7 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4)",
-                params![tweet, metric.id(), at, value],
+                args![tweet, metric.id(), at, value],
             )
             .unwrap();
     }
@@ -63,7 +64,7 @@ impl Store {
             .execute(
                 "INSERT INTO coverage (tweet_id, cell, fetched_at, fetched_until) \
                  VALUES (?1, ?2, ?3, ?4)",
-                params![tweet, cell, at, until],
+                args![tweet, cell, at, until],
             )
             .unwrap();
     }
@@ -74,7 +75,7 @@ impl Store {
             .execute(
                 "INSERT INTO recent_coverage (tweet_id, fetched_from, fetched_until, fetched_at) \
                  VALUES (?1, ?2, ?3, ?4)",
-                params![tweet, from, until, at],
+                args![tweet, from, until, at],
             )
             .unwrap();
     }
@@ -84,7 +85,7 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO runs (kinds, started_at, finished_at, status) VALUES (?1, ?2, ?3, ?4)",
-                params![kinds, started_at, finished_at, status],
+                args![kinds, started_at, finished_at, status],
             )
             .unwrap();
     }

@@ -8,8 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+pub use pg::{PgTarget, Target, is_url};
+pub use sql::Backend;
+use sql::{SqlError, Tx, args};
 
 pub use read::{
     AccountFigures, AccountsQuery, Bucket, Coverage, DailyPoint, DailyQuery, FailedBatch,
@@ -19,10 +25,13 @@ pub use read::{
 pub use state::{AccountRecord, FetchedCell, KindHistory, OpenCell};
 pub use write::{BatchRecord, RunStart, RunSummary, SeriesWrite, SyncReport, TotalsWrite};
 
+pub mod copy;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod pg;
 mod read;
 mod rollup;
+pub(crate) mod sql;
 mod state;
 mod totals;
 mod write;
@@ -52,7 +61,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The schema version this binary writes.
+/// The schema version this binary writes (SQLite's; see [`Store::supported_version`]).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long the writer waits for a lock another connection holds before a write fails as busy.
@@ -136,17 +145,23 @@ impl Integrity {
 /// An error of the database driver, opaque so that no driver type is part of the store's
 /// surface: it reads as the driver words it, and answers what callers branch on.
 #[derive(Debug)]
-pub struct DbError(rusqlite::Error);
+pub struct DbError(SqlError);
 
 impl DbError {
     /// Whether another connection held a lock longer than the busy timeout.
     pub fn is_busy(&self) -> bool {
-        is_busy(&self.0)
+        matches!(&self.0, SqlError::Lite(e) if is_busy(e))
     }
 
     /// Whether the file is damaged or not a database.
     pub fn is_damage(&self) -> bool {
-        is_damage(&self.0)
+        matches!(&self.0, SqlError::Lite(e) if is_damage(e))
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> DbError {
+        DbError(e.into())
     }
 }
 
@@ -163,8 +178,8 @@ impl std::error::Error for DbError {
 }
 
 /// The driver's error as the store's.
-fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Db(DbError(e))
+fn db(e: impl Into<SqlError>) -> StoreError {
+    StoreError::Db(DbError(e.into()))
 }
 
 /// What can go wrong with the database. Paths are shown absolute; the SQLite error of an
@@ -246,6 +261,27 @@ pub enum StoreError {
         waited.as_secs()
     )]
     Busy { path: PathBuf, waited: Duration },
+    /// A PostgreSQL server that cannot be reached or refuses the connection.
+    #[error(
+        "cannot connect to PostgreSQL database {database} on {server}: {error}. Check [database] \
+         url (host, port, user, database) and the password (password_file, PGPASSWORD)"
+    )]
+    Connect {
+        server: String,
+        database: String,
+        error: DbError,
+    },
+    /// Another process holds this shard's writer lock (PostgreSQL's advisory lock).
+    #[error(
+        "{target} is being written by another engagement-ingest process of shard {shard} (it \
+         holds the shard's advisory lock, pid {holder}): only one `run` or `daemon` may write a \
+         shard at a time. Wait for it to finish, stop it, or give this one another shard"
+    )]
+    Locked {
+        target: String,
+        shard: String,
+        holder: String,
+    },
     #[error("migration {name} failed: {source}")]
     Migration { name: &'static str, source: DbError },
     #[error("database error: {0}")]
@@ -282,12 +318,10 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 }
 
 /// A column holding a spelling this version does not know: an error, never a default.
-fn unknown_value(column: &str, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("{column} holds {value:?}, which this version does not know").into(),
-    )
+fn unknown_value(column: &str, value: &str) -> SqlError {
+    SqlError::Value(format!(
+        "{column} holds {value:?}, which this version does not know"
+    ))
 }
 
 /// Whether `e` says another connection held a lock longer than the busy timeout.
@@ -298,9 +332,17 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The driver's connection.
+enum Conn {
+    Lite(Connection),
+    Pg(RefCell<sql::Pg>),
+}
+
 /// The one writer connection (or a read-only one).
 pub struct Store {
-    conn: Connection,
+    conn: Conn,
+    target: Target,
+    /// The SQLite file (PostgreSQL: the target as text, for messages).
     path: PathBuf,
     /// Hourly buckets this handle's committed series writes added, less those they removed:
     /// what a run stored, without counting `series` (a scan of the whole table).
@@ -309,29 +351,55 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut store = Store::connect(path)?;
+    /// Opens (creating if needed) and migrates the database at `target`.
+    pub fn open(target: impl Into<Target>) -> Result<Store, StoreError> {
+        let mut store = Store::connect(target)?;
         store.migrate()?;
         Ok(store)
     }
 
     /// Opens (creating if needed) the database for writing, without migrating it.
-    pub fn connect(path: &Path) -> Result<Store, StoreError> {
+    pub fn connect(target: impl Into<Target>) -> Result<Store, StoreError> {
+        match target.into() {
+            Target::Sqlite(path) => Store::connect_sqlite(&path),
+            Target::Postgres(pg) => Store::connect_pg(pg),
+        }
+    }
+
+    /// A PostgreSQL connection; nothing is created (the database must exist).
+    fn connect_pg(pg: PgTarget) -> Result<Store, StoreError> {
+        let client = pg.connect().map_err(|e| StoreError::Connect {
+            server: pg.server(),
+            database: pg.dbname().to_string(),
+            error: DbError(e.into()),
+        })?;
+        let path = PathBuf::from(pg.to_string());
+        Ok(Store {
+            conn: Conn::Pg(RefCell::new(sql::Pg::new(client))),
+            target: Target::Postgres(pg),
+            path,
+            buckets_added: 0,
+        })
+    }
+
+    fn connect_sqlite(path: &Path) -> Result<Store, StoreError> {
         // Only a failed open looks at the folder (it creates a probe file there).
         let open_error = |error| StoreError::Open {
             path: path.to_path_buf(),
-            error: DbError(error),
+            error: DbError::from(error),
             issue: crate::lock::folder_issue(path).map(Box::new),
         };
         let conn = Connection::open(path).map_err(open_error)?;
         let store = Store {
-            conn,
+            conn: Conn::Lite(conn),
+            target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
             path: path.to_path_buf(),
         };
@@ -341,7 +409,24 @@ impl Store {
     }
 
     /// Opens an existing database read-only, refusing one whose schema is not this binary's.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_read_only(target: impl Into<Target>) -> Result<Store, StoreError> {
+        let path = match target.into() {
+            Target::Sqlite(path) => path,
+            Target::Postgres(pg) => {
+                let store = Store::connect_pg(pg)?;
+                let found = store.schema_version()?;
+                store.check_version(found)?;
+                if found < store.supported_version() {
+                    return Err(StoreError::TooOld {
+                        path: store.path.clone(),
+                        found,
+                        supported: store.supported_version(),
+                    });
+                }
+                return Ok(store);
+            }
+        };
+        let path = path.as_path();
         // SQLite opens lazily: a folder that stops a WAL reader shows at the first read.
         let explain = |error: rusqlite::Error| {
             let issue = crate::lock::folder_issue(path);
@@ -353,11 +438,11 @@ impl Store {
                     ..
                 }) if !Path::new(&shm).exists() => StoreError::NoShm {
                     path: path.to_path_buf(),
-                    error: DbError(error),
+                    error: DbError::from(error),
                 },
                 issue => StoreError::Open {
                     path: path.to_path_buf(),
-                    error: DbError(error),
+                    error: DbError::from(error),
                     issue: issue.map(Box::new),
                 },
             }
@@ -376,12 +461,13 @@ impl Store {
             )
             .map_err(db)?;
         let store = Store {
-            conn,
+            conn: Conn::Lite(conn),
+            target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
             path: path.to_path_buf(),
         };
         let found = match store.schema_version() {
-            Err(StoreError::Db(DbError(error))) => {
+            Err(StoreError::Db(DbError(SqlError::Lite(error)))) => {
                 return Err(match explain(error) {
                     // Not the folder's fault (not a database, corrupt): the error as it was.
                     StoreError::Open {
@@ -404,23 +490,28 @@ impl Store {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+        let Conn::Lite(conn) = &self.conn else {
+            return Ok(());
+        };
+        conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
         // journal_mode answers with a row, so it is read rather than executed.
-        let _mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        self.conn
-            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
         Ok(())
     }
 
     /// Opens an existing database for writing and changes nothing: it is not created nor
     /// migrated, its journal mode is kept, and closing does not checkpoint. `check` proves with
     /// it that `run` could write.
-    pub fn connect_existing(path: &Path) -> Result<Store, StoreError> {
+    pub fn connect_existing(target: impl Into<Target>) -> Result<Store, StoreError> {
+        let path = match target.into() {
+            Target::Sqlite(path) => path,
+            Target::Postgres(pg) => return Store::connect_pg(pg),
+        };
+        let path = path.as_path();
         let open_error = |error| StoreError::Open {
             path: path.to_path_buf(),
-            error: DbError(error),
+            error: DbError::from(error),
             issue: crate::lock::folder_issue(path).map(Box::new),
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -429,7 +520,8 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(open_error)?;
         Ok(Store {
-            conn,
+            conn: Conn::Lite(conn),
+            target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
             path: path.to_path_buf(),
         })
@@ -440,6 +532,9 @@ impl Store {
     /// [`Store::prove_writable`]). Waits up to [`WRITER_BUSY_TIMEOUT`] for another
     /// connection's write lock.
     pub fn preflight(&self) -> Result<(), StoreError> {
+        if let Conn::Pg(_) = self.conn {
+            return self.prove_writable();
+        }
         let started = std::time::Instant::now();
         self.ensure_sound(IntegrityCheck::Quick)?;
         let checked = started.elapsed();
@@ -480,8 +575,16 @@ impl Store {
     pub fn check_integrity(&self, check: IntegrityCheck) -> Result<Integrity, StoreError> {
         let sql = format!("PRAGMA {}({INTEGRITY_MAX_PROBLEMS})", check.pragma());
         let mut problems: Vec<String> = Vec::new();
+        // PostgreSQL checks its pages itself (and has no such pragma): nothing to report.
+        let Conn::Lite(conn) = &self.conn else {
+            return Ok(Integrity {
+                check,
+                first: Vec::new(),
+                count: 0,
+            });
+        };
         let read = (|| {
-            let mut stmt = self.conn.prepare(&sql)?;
+            let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let text: String = row.get(0)?;
@@ -553,13 +656,26 @@ impl Store {
             path: self.path.clone(),
             why,
         };
+        let conn = match &self.conn {
+            Conn::Lite(conn) => conn,
+            Conn::Pg(_) => {
+                let standby: bool = self
+                    .read(|tx| tx.query_row("SELECT pg_is_in_recovery()", args![], |r| r.get(0)))?;
+                if standby {
+                    return Err(read_only(
+                        "the server is a standby in recovery, which takes no writes".to_string(),
+                    ));
+                }
+                return Ok(());
+            }
+        };
         // access(2), not an open: closing a descriptor of a file SQLite has open would drop
         // SQLite's POSIX locks on it.
         if let Err(e) = rustix::fs::access(&self.path, rustix::fs::Access::WRITE_OK) {
             let e = std::io::Error::from(e);
             return Err(read_only(format!("the file cannot be written ({e})")));
         }
-        if self.conn.is_readonly(rusqlite::MAIN_DB).map_err(db)? {
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(db)? {
             return Err(read_only(
                 "SQLite opened it read-only (the file, or its -wal or -shm file, is not writable \
                  for this process)"
@@ -567,7 +683,7 @@ impl Store {
             ));
         }
         let started = std::time::Instant::now();
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             return Err(if is_busy(&e) {
                 StoreError::Busy {
                     path: self.path.clone(),
@@ -579,29 +695,104 @@ impl Store {
                 db(e)
             });
         }
-        self.conn.execute_batch("ROLLBACK").map_err(db)?;
+        conn.execute_batch("ROLLBACK").map_err(db)?;
         Ok(())
     }
 
-    /// The database's `PRAGMA user_version`.
+    /// The database's schema version: SQLite's `PRAGMA user_version`, PostgreSQL's highest
+    /// row of `schema_version` (0 before the first migration).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        self.read(|tx| match tx.backend() {
+            Backend::Sqlite => tx.query_row("PRAGMA user_version", args![], |r| r.get(0)),
+            Backend::Postgres => {
+                let tracked: bool = tx.query_row(
+                    "SELECT to_regclass('schema_version') IS NOT NULL",
+                    args![],
+                    |r| r.get(0),
+                )?;
+                if !tracked {
+                    return Ok(0);
+                }
+                tx.query_row(
+                    "SELECT coalesce(max(version), 0) FROM schema_version",
+                    args![],
+                    |r| r.get(0),
+                )
+            }
+        })
+    }
+
+    /// The schema version this binary writes on this backend.
+    pub fn supported_version(&self) -> i64 {
+        match self.conn {
+            Conn::Lite(_) => SCHEMA_VERSION,
+            Conn::Pg(_) => pg::MIGRATIONS.len() as i64,
+        }
+    }
+
+    /// The backend this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            Conn::Lite(_) => Backend::Sqlite,
+            Conn::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// Where the database is.
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     fn check_version(&self, found: i64) -> Result<(), StoreError> {
-        if found > SCHEMA_VERSION {
+        if found > self.supported_version() {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
                 found,
-                supported: SCHEMA_VERSION,
+                supported: self.supported_version(),
             });
         }
         Ok(())
     }
 
+    /// Takes this shard's writer lock, held by this connection until it closes (PostgreSQL's
+    /// session advisory lock: the server lets go when the process dies, however it dies).
+    /// SQLite's writer lock is the lock file ([`crate::lock`]): this does nothing there.
+    pub fn lock_shard(&self, shard: &str) -> Result<(), StoreError> {
+        if let Conn::Lite(_) = self.conn {
+            return Ok(());
+        }
+        let key = pg::lock_key(shard);
+        let taken: bool = self.read(|tx| {
+            tx.query_row("SELECT pg_try_advisory_lock(?1)", sql::args![key], |r| {
+                r.get(0)
+            })
+        })?;
+        if taken {
+            return Ok(());
+        }
+        let holder: Option<i64> = self.read(|tx| {
+            use sql::Optional;
+            tx.query_row(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND ((classid::bigint << 32) | objid::bigint) = (?1::bigint & x'ffffffffffffffff'::bigint) LIMIT 1",
+                sql::args![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Err(StoreError::Locked {
+            target: self.target.to_string(),
+            shard: shard.to_string(),
+            holder: holder.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        })
+    }
+
     /// Applies every migration above the current version, each in its own transaction.
     /// Returns the versions before and after.
     pub fn migrate(&mut self) -> Result<(i64, i64), StoreError> {
+        if let Conn::Pg(_) = self.conn {
+            return self.migrate_pg();
+        }
         let before = self.schema_version()?;
         self.check_version(before)?;
         for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
@@ -612,7 +803,7 @@ impl Store {
             let tx = self.write_transaction().map_err(db)?;
             tx.execute_batch(sql).map_err(|e| StoreError::Migration {
                 name,
-                source: DbError(e),
+                source: DbError::from(e),
             })?;
             tx.pragma_update(None, "user_version", version)
                 .map_err(db)?;
@@ -627,8 +818,51 @@ impl Store {
     /// connection holds the lock, its upgrade to a write fails at once with SQLITE_BUSY whatever
     /// the timeout, and the batch in it would be lost.
     fn write_transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        match &mut self.conn {
+            Conn::Lite(conn) => conn.transaction_with_behavior(TransactionBehavior::Immediate),
+            Conn::Pg(_) => unreachable!("SQLite transactions only"),
+        }
+    }
+
+    /// PostgreSQL's migrations, each in a transaction that first takes a lock every migrating
+    /// process takes (two shards starting together apply each file once).
+    fn migrate_pg(&mut self) -> Result<(i64, i64), StoreError> {
+        let supported = self.supported_version();
+        let before = self.schema_version()?;
+        self.check_version(before)?;
+        for (i, (name, sql)) in pg::MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if version <= before {
+                continue;
+            }
+            let applied = self.write(|tx| {
+                tx.execute_batch(
+                    "SELECT pg_advisory_xact_lock(7236857287373190245); \
+                     CREATE TABLE IF NOT EXISTS schema_version \
+                     (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                )?;
+                let now: i64 = tx.query_row(
+                    "SELECT coalesce(max(version), 0) FROM schema_version",
+                    args![],
+                    |r| r.get(0),
+                )?;
+                if now >= version {
+                    return Ok(false);
+                }
+                tx.execute_batch(sql)
+                    .map_err(|e| SqlError::Value(format!("migration {name}: {e}")))?;
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_at) \
+                     VALUES (?1, CAST(extract(epoch FROM now()) AS BIGINT))",
+                    sql::args![version],
+                )?;
+                Ok(true)
+            })?;
+            if applied {
+                tracing::info!(migration = name, version, "applied migration");
+            }
+        }
+        Ok((before, supported))
     }
 
     /// The path the store was opened from.
@@ -639,7 +873,11 @@ impl Store {
     /// How long this connection waits for a lock another connection holds before an operation
     /// fails as busy ([`WRITER_BUSY_TIMEOUT`] for a writer, 5 s for a reader).
     pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), StoreError> {
-        self.conn.busy_timeout(timeout).map_err(db)
+        match &self.conn {
+            Conn::Lite(conn) => conn.busy_timeout(timeout).map_err(db),
+            // PostgreSQL waits for row locks as long as they are held (one writer per shard).
+            Conn::Pg(_) => Ok(()),
+        }
     }
 
     /// Runs `reads` on one snapshot of the database: what they see is one committed state, even
@@ -648,26 +886,54 @@ impl Store {
         &self,
         reads: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self.conn.unchecked_transaction().map_err(db)?;
-        let out = reads(self);
-        // Only read: ending it changes nothing.
-        drop(tx);
-        out
+        match &self.conn {
+            Conn::Lite(conn) => {
+                let tx = conn.unchecked_transaction().map_err(db)?;
+                let out = reads(self);
+                // Only read: ending it changes nothing.
+                drop(tx);
+                out
+            }
+            Conn::Pg(pg) => {
+                let tx = Tx::Pg(pg);
+                tx.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .map_err(db)?;
+                let out = reads(self);
+                tx.execute_batch("COMMIT").map_err(db)?;
+                out
+            }
+        }
     }
 
     /// Runs `f` on the connection, its driver errors turned into the store's.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        f(&self.conn).map_err(db)
+    fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> sql::Result<T>) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Lite(conn) => f(&Tx::Lite(conn)).map_err(db),
+            Conn::Pg(pg) => f(&Tx::Pg(pg)).map_err(db),
+        }
     }
 
     /// Runs `f` in one write transaction (see [`Store::write_transaction`]), committed when it
     /// succeeds and rolled back when it fails.
-    fn write<T>(
-        &mut self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
+    fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> sql::Result<T>) -> Result<T, StoreError> {
+        if let Conn::Pg(pg) = &self.conn {
+            let tx = Tx::Pg(pg);
+            tx.execute_batch("BEGIN").map_err(db)?;
+            return match f(&tx) {
+                Ok(out) => {
+                    tx.execute_batch("COMMIT").map_err(db)?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    // The error is what matters; a failed rollback leaves the connection to
+                    // the server, which rolls back when it closes.
+                    let _ = tx.execute_batch("ROLLBACK");
+                    Err(db(e))
+                }
+            };
+        }
         let tx = self.write_transaction().map_err(db)?;
-        let out = f(&tx).map_err(db)?;
+        let out = f(&Tx::Lite(&tx)).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(out)
     }
@@ -693,7 +959,11 @@ impl Store {
             TABLES.contains(&table),
             "count() is only for schema tables, not {table:?}"
         );
-        self.read(|conn| conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))
+        self.read(|tx| {
+            tx.query_row(&format!("SELECT count(*) FROM {table}"), args![], |r| {
+                r.get(0)
+            })
+        })
     }
 }
 
@@ -710,12 +980,12 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let mode: String = store
             .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .query_row("PRAGMA journal_mode", args![], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
         let fk: i64 = store
             .conn
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .query_row("PRAGMA foreign_keys", args![], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
         // metric ids in the schema match the domain's.
@@ -757,7 +1027,7 @@ mod tests {
             .conn
             .prepare("SELECT hour, value, source FROM series ORDER BY hour")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(args![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, named_params};
+use super::sql::{self, Tx, args, named};
 
 use super::rollup::{day_ceil, day_of};
 use super::{Store, StoreError, unknown_value};
@@ -41,8 +41,8 @@ impl Owner<'_> {
 }
 
 /// The condition on `w.owner` that [`Owner::params`] binds as `:owner` and `:owner_folded`.
-const OWNER_FILTER: &str = "(:owner IS NULL OR w.owner = :owner) \
-     AND (:owner_folded IS NULL OR lower(w.owner) = :owner_folded)";
+const OWNER_FILTER: &str = "(CAST(:owner AS TEXT) IS NULL OR w.owner = :owner) \
+     AND (CAST(:owner_folded AS TEXT) IS NULL OR lower(w.owner) = :owner_folded)";
 
 /// A Tweet as the `tweets` table knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,18 +219,18 @@ pub struct Freshness {
 }
 
 /// A stored Tweet ID as the domain's; an ID the domain refuses is an error, never skipped.
-fn tweet_id(raw: i64) -> rusqlite::Result<TweetId> {
+fn tweet_id(raw: i64) -> sql::Result<TweetId> {
     u64::try_from(raw)
         .ok()
         .and_then(TweetId::new)
         .ok_or_else(|| unknown_value("tweet_id", &raw.to_string()))
 }
 
-fn run_status(text: &str) -> rusqlite::Result<RunStatus> {
+fn run_status(text: &str) -> sql::Result<RunStatus> {
     RunStatus::parse(text).ok_or_else(|| unknown_value("runs.status", text))
 }
 
-fn endpoint(text: &str) -> rusqlite::Result<Endpoint> {
+fn endpoint(text: &str) -> sql::Result<Endpoint> {
     Endpoint::from_name(text).ok_or_else(|| unknown_value("requests.endpoint", text))
 }
 
@@ -238,7 +238,7 @@ fn endpoint(text: &str) -> rusqlite::Result<Endpoint> {
 const RUN_COLUMNS: &str = "run_id, kinds, catch_up, started_at, finished_at, status, planned, \
      requests, failed_batches, not_attempted, rows_written, error";
 
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+fn run_row(r: &sql::Row<'_>) -> sql::Result<RunRow> {
     let catch_up: String = r.get(2)?;
     Ok(RunRow {
         run_id: r.get(0)?,
@@ -246,7 +246,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         catch_up: (!catch_up.is_empty()).then_some(catch_up),
         started_at: r.get(3)?,
         finished_at: r.get(4)?,
-        status: run_status(&r.get::<_, String>(5)?)?,
+        status: run_status(&r.get::<String>(5)?)?,
         planned: r.get(6)?,
         requests: r.get(7)?,
         failed_batches: r.get(8)?,
@@ -299,17 +299,17 @@ const PERIOD_COLUMNS: &str = "SELECT w.tweet_id, w.owner, w.created_at, \
        OR EXISTS (SELECT 1 FROM recent_coverage AS r WHERE r.tweet_id = w.tweet_id), \
      CASE WHEN :series THEN CAST((SELECT total(d.value) FROM tweet_days AS d \
        WHERE d.tweet_id = w.tweet_id AND d.metric_id = :metric AND d.day >= :day_from \
-       AND (:day_to IS NULL OR d.day < :day_to)) \
+       AND (CAST(:day_to AS BIGINT) IS NULL OR d.day < :day_to)) \
      + (SELECT total(s.value) FROM series AS s \
        WHERE s.tweet_id = w.tweet_id AND s.metric_id = :metric AND s.hour >= :since \
-       AND s.hour < :day_from AND (:until IS NULL OR s.hour < :until)) \
+       AND s.hour < :day_from AND (CAST(:until AS BIGINT) IS NULL OR s.hour < :until)) \
      + (SELECT total(s.value) FROM series AS s \
-       WHERE s.tweet_id = w.tweet_id AND s.metric_id = :metric AND :day_to IS NOT NULL \
+       WHERE s.tweet_id = w.tweet_id AND s.metric_id = :metric AND CAST(:day_to AS BIGINT) IS NOT NULL \
        AND s.hour >= max(:day_to, :day_from) AND s.hour >= :since AND s.hour < :until) \
        AS INTEGER) END, \
      CASE WHEN :totals THEN (SELECT value FROM totals AS t \
        WHERE t.tweet_id = w.tweet_id AND t.metric_id = :metric \
-       AND (:until IS NULL OR t.observed_at < :until) ORDER BY observed_at DESC LIMIT 1) END, \
+       AND (CAST(:until AS BIGINT) IS NULL OR t.observed_at < :until) ORDER BY observed_at DESC LIMIT 1) END, \
      CASE WHEN :totals THEN (SELECT value FROM totals AS t \
        WHERE t.tweet_id = w.tweet_id AND t.metric_id = :metric \
        AND t.observed_at <= :since ORDER BY observed_at DESC LIMIT 1) END \
@@ -333,11 +333,11 @@ enum Tweets<'a> {
 
 /// Each Tweet `which` selects, with its value of `metric` over `q`'s period by `q.basis`.
 fn period_values(
-    conn: &Connection,
+    conn: &Tx<'_>,
     q: &TopQuery<'_>,
     metric: Metric,
     which: Tweets<'_>,
-) -> rusqlite::Result<Vec<Valued>> {
+) -> sql::Result<Vec<Valued>> {
     let series = q.basis != TopBasis::Totals;
     let totals = q.basis != TopBasis::Series;
     match which {
@@ -346,32 +346,29 @@ fn period_values(
             let mut stmt =
                 conn.prepare_cached(&format!("{PERIOD_COLUMNS} WHERE {OWNER_FILTER}"))?;
             let (day_from, day_to) = whole_days(q.since, q.until);
-            let rows = stmt.query(named_params! {
-                ":series": series, ":totals": totals, ":metric": metric.id(), ":since": q.since,
-                ":until": q.until, ":owner": owner, ":owner_folded": owner_folded,
-                ":day_from": day_from, ":day_to": day_to,
-            })?;
+            let rows = stmt.query(named![
+                ":series" => series, ":totals" => totals, ":metric" => metric.id(), ":since" => q.since,
+                ":until" => q.until, ":owner" => owner, ":owner_folded" => owner_folded,
+                ":day_from" => day_from, ":day_to" => day_to,
+            ])?;
             read_period_rows(rows, q)
         }
         Tweets::One(tweet) => {
             let mut stmt =
                 conn.prepare_cached(&format!("{PERIOD_COLUMNS} WHERE w.tweet_id = :tweet"))?;
             let (day_from, day_to) = whole_days(q.since, q.until);
-            let rows = stmt.query(named_params! {
-                ":series": series, ":totals": totals, ":metric": metric.id(), ":since": q.since,
-                ":until": q.until, ":tweet": tweet.get() as i64,
-                ":day_from": day_from, ":day_to": day_to,
-            })?;
+            let rows = stmt.query(named![
+                ":series" => series, ":totals" => totals, ":metric" => metric.id(), ":since" => q.since,
+                ":until" => q.until, ":tweet" => tweet.get() as i64,
+                ":day_from" => day_from, ":day_to" => day_to,
+            ])?;
             read_period_rows(rows, q)
         }
     }
 }
 
 /// The rows of [`PERIOD_COLUMNS`], valued.
-fn read_period_rows(
-    mut rows: rusqlite::Rows<'_>,
-    q: &TopQuery<'_>,
-) -> rusqlite::Result<Vec<Valued>> {
+fn read_period_rows(mut rows: sql::Rows<'_>, q: &TopQuery<'_>) -> sql::Result<Vec<Valued>> {
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let info = TweetInfo {
@@ -397,7 +394,7 @@ impl Store {
         self.read(|conn| {
             let mut stmt =
                 conn.prepare("SELECT owner, created_at FROM tweets WHERE tweet_id = ?1")?;
-            let mut rows = stmt.query([tweet.get() as i64])?;
+            let mut rows = stmt.query(args![tweet.get() as i64])?;
             rows.next()?
                 .map(|r| {
                     Ok(TweetInfo {
@@ -420,7 +417,7 @@ impl Store {
                  AND {OWNER_FILTER} ORDER BY w.owner"
             ))?;
             stmt.query_map(
-                named_params! { ":owner": owner, ":owner_folded": owner_folded },
+                named![ ":owner" => owner, ":owner_folded" => owner_folded ],
                 |r| r.get(0),
             )?
             .collect()
@@ -436,7 +433,7 @@ impl Store {
                     "SELECT count(*), count(w.owner) FROM tweets AS w \
                      WHERE w.removed_at IS NULL AND {OWNER_FILTER}"
                 ),
-                named_params! { ":owner": owner, ":owner_folded": owner_folded },
+                named![ ":owner" => owner, ":owner_folded" => owner_folded ],
                 |r| {
                     Ok(TweetCounts {
                         listed: r.get(0)?,
@@ -456,7 +453,7 @@ impl Store {
                  FROM latest_totals AS w WHERE {OWNER_FILTER} ORDER BY w.tweet_id, w.metric"
             ))?;
             let mut rows =
-                stmt.query(named_params! { ":owner": owner, ":owner_folded": owner_folded })?;
+                stmt.query(named![ ":owner" => owner, ":owner_folded" => owner_folded ])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let metric: String = r.get(2)?;
@@ -487,7 +484,7 @@ impl Store {
                     .collect();
             ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.tweet.cmp(&b.0.tweet)));
             ranked.truncate(q.limit);
-            let one = |info: &TweetInfo, metric: Metric| -> rusqlite::Result<Option<i64>> {
+            let one = |info: &TweetInfo, metric: Metric| -> sql::Result<Option<i64>> {
                 Ok(period_values(conn, q, metric, Tweets::One(info.tweet))?
                     .into_iter()
                     .next()
@@ -519,15 +516,15 @@ impl Store {
             let mut stmt = conn.prepare(&format!(
                 "SELECT w.owner, w.day / 86400, w.value FROM account_days AS w \
                  WHERE w.metric_id = :metric AND w.day >= :since \
-                 AND (:until IS NULL OR w.day < :until) AND {OWNER_FILTER} \
+                 AND (CAST(:until AS BIGINT) IS NULL OR w.day < :until) AND {OWNER_FILTER} \
                  ORDER BY w.owner, w.day"
             ))?;
             stmt.query_map(
-                named_params! {
-                    ":metric": q.metric.id(), ":since": day_of(q.since),
-                    ":until": q.until.map(day_ceil),
-                    ":owner": owner, ":owner_folded": owner_folded,
-                },
+                named![
+                    ":metric" => q.metric.id(), ":since" => day_of(q.since),
+                    ":until" => q.until.map(day_ceil),
+                    ":owner" => owner, ":owner_folded" => owner_folded,
+                ],
                 |r| {
                     Ok(DailyPoint {
                         owner: r.get(0)?,
@@ -546,10 +543,10 @@ impl Store {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT ?1"
             ))?;
-            let mut rows = stmt.query([last as i64])?;
+            let mut rows = stmt.query(args![last as i64])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(run_row(r)?);
+                out.push(run_row(&r)?);
             }
             Ok(out)
         })
@@ -563,8 +560,8 @@ impl Store {
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'failed' \
                  AND run_id = (SELECT max(run_id) FROM runs WHERE status != 'running')"
             ))?;
-            let mut rows = stmt.query([])?;
-            rows.next()?.map(run_row).transpose()
+            let mut rows = stmt.query(args![])?;
+            rows.next()?.map(|r| run_row(&r)).transpose()
         })
     }
 
@@ -579,13 +576,13 @@ impl Store {
                      AND (',' || kinds || ',') LIKE '%,' || ?1 || ',%') \
                  ORDER BY q.seq",
             )?;
-            let mut rows = stmt.query([kind.name()])?;
+            let mut rows = stmt.query(args![kind.name()])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 out.push(FailedBatch {
                     run_id: r.get(0)?,
                     started_at: r.get(1)?,
-                    endpoint: endpoint(&r.get::<_, String>(2)?)?,
+                    endpoint: endpoint(&r.get::<String>(2)?)?,
                     credential: r.get(3)?,
                     tweet_count: r.get(4)?,
                     attempts: r.get(5)?,
@@ -605,7 +602,7 @@ impl Store {
                  WHERE status != 'active' AND removed_at IS NULL \
                  ORDER BY status_checked_at, tweet_id",
             )?;
-            let mut rows = stmt.query([])?;
+            let mut rows = stmt.query(args![])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let status: String = r.get(2)?;
@@ -639,23 +636,26 @@ impl Store {
         self.read(|conn| {
             let mut months: BTreeMap<String, MonthUsage> = BTreeMap::new();
             let mut stmt = conn.prepare(
-                "SELECT month, handle FROM handle_usage WHERE (?1 IS NULL OR month = ?1) \
+                "SELECT month, handle FROM handle_usage WHERE (CAST(?1 AS TEXT) IS NULL OR month = ?1) \
                  ORDER BY month, handle",
             )?;
-            for row in stmt.query_map([month], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            for row in stmt.query_map(args![month], |r| {
+                Ok((r.get::<String>(0)?, r.get::<String>(1)?))
             })? {
                 let (m, handle) = row?;
                 months.entry(m).or_default().handles.push(handle);
             }
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare(conn.pick(
                 "SELECT strftime('%Y-%m', started_at, 'unixepoch') AS month, endpoint, count(*), \
-                 sum(attempts) FROM requests GROUP BY 1, 2 HAVING ?1 IS NULL OR month = ?1",
-            )?;
-            let mut rows = stmt.query([month])?;
+                 sum(attempts) FROM requests GROUP BY 1, 2 HAVING CAST(?1 AS TEXT) IS NULL OR month = ?1",
+                "SELECT month, endpoint, count(*), sum(attempts) FROM (SELECT \
+                 to_char(to_timestamp(started_at) AT TIME ZONE 'UTC', 'YYYY-MM') AS month, endpoint, \
+                 attempts FROM requests) AS r WHERE CAST(?1 AS TEXT) IS NULL OR month = ?1 GROUP BY 1, 2",
+            ))?;
+            let mut rows = stmt.query(args![month])?;
             while let Some(r) = rows.next()? {
                 let m: String = r.get(0)?;
-                let endpoint = endpoint(&r.get::<_, String>(1)?)?;
+                let endpoint = endpoint(&r.get::<String>(1)?)?;
                 months
                     .entry(m)
                     .or_default()
@@ -679,16 +679,16 @@ impl Store {
                     "SELECT max(coalesce(finished_at, started_at)) FROM runs \
                      WHERE status = 'ok' AND {has_kind}"
                 ),
-                [kind.name()],
+                args![kind.name()],
                 |r| r.get(0),
             )?;
             let mut stmt = conn.prepare(&format!(
                 "SELECT started_at, status FROM runs WHERE {has_kind} \
                  ORDER BY started_at DESC, run_id DESC LIMIT 1"
             ))?;
-            let mut rows = stmt.query([kind.name()])?;
+            let mut rows = stmt.query(args![kind.name()])?;
             let last_run = match rows.next()? {
-                Some(r) => Some((r.get(0)?, run_status(&r.get::<_, String>(1)?)?)),
+                Some(r) => Some((r.get(0)?, run_status(&r.get::<String>(1)?)?)),
                 None => None,
             };
             Ok(Freshness {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use super::sql::{self, Tx, args};
 
 use crate::domain::{DAY_SECS, Metric, TweetId};
 
@@ -39,9 +39,9 @@ pub(super) struct PairWrite {
 /// Brings the rollups of every day the batch's pairs touched up to date. Call after the batch's
 /// deletes and inserts, in their transaction.
 pub(super) fn after_series_write(
-    conn: &Connection,
+    conn: &Tx<'_>,
     pairs: HashMap<(TweetId, Metric), PairWrite>,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let mut owners: HashMap<TweetId, Option<String>> = HashMap::new();
     let mut accounts = AccountChanges::new();
     let mut owner_of = conn.prepare_cached("SELECT owner FROM tweets WHERE tweet_id = ?1")?;
@@ -72,10 +72,10 @@ pub(super) fn after_series_write(
         };
         let key = tweet.get() as i64;
         let old: HashMap<i64, i64> = old_days
-            .query_map(params![key, metric.id(), lo, hi + DAY_SECS], |r| {
+            .query_map(args![key, metric.id(), lo, hi + DAY_SECS], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         let mut changes: Vec<(i64, Option<i64>, Option<i64>)> = Vec::new();
         for day in days {
             let in_batch = batch
@@ -102,7 +102,7 @@ pub(super) fn after_series_write(
         let owner = match owners.get(&tweet) {
             Some(o) => o.clone(),
             None => {
-                let o: Option<String> = owner_of.query_row([key], |r| r.get(0))?;
+                let o: Option<String> = owner_of.query_row(args![key], |r| r.get(0))?;
                 owners.insert(tweet, o.clone());
                 o
             }
@@ -124,31 +124,24 @@ pub(super) fn after_series_write(
 }
 
 /// The sum of a (Tweet, metric)'s stored buckets on one day; `None` without any.
-fn day_sum(
-    conn: &Connection,
-    tweet: i64,
-    metric: Metric,
-    day: i64,
-) -> rusqlite::Result<Option<i64>> {
+fn day_sum(conn: &Tx<'_>, tweet: i64, metric: Metric, day: i64) -> sql::Result<Option<i64>> {
     conn.prepare_cached(
         "SELECT CASE WHEN count(*) > 0 THEN CAST(total(value) AS INTEGER) END FROM series \
          WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
     )?
-    .query_row(params![tweet, metric.id(), day, day + DAY_SECS], |r| {
-        r.get(0)
-    })
+    .query_row(args![tweet, metric.id(), day, day + DAY_SECS], |r| r.get(0))
 }
 
 /// Sums `tweet_days` of a (Tweet, metric) again from `series` over the days `[from, to)`
 /// (day-aligned), for test fixtures that put buckets in place.
 #[cfg(test)]
 pub(crate) fn refresh_days(
-    conn: &Connection,
+    conn: &Tx<'_>,
     tweet: i64,
     metric: Metric,
     from: i64,
     to: i64,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let owner: Option<String> = conn.query_row(
         "SELECT owner FROM tweets WHERE tweet_id = ?1",
         [tweet],
@@ -161,7 +154,7 @@ pub(crate) fn refresh_days(
             .prepare_cached(
                 "SELECT value FROM tweet_days WHERE tweet_id = ?1 AND metric_id = ?2 AND day = ?3",
             )?
-            .query_map(params![tweet, metric.id(), day], |r| r.get(0))?
+            .query_map(args![tweet, metric.id(), day], |r| r.get(0))?
             .next()
             .transpose()?;
         let after = day_sum(conn, tweet, metric, day)?;
@@ -191,7 +184,7 @@ type AccountChanges = HashMap<(String, i64, i64), (i64, i64)>;
 /// `tweet_days` row now, its owner's `account_days` row by the difference in `accounts`.
 #[allow(clippy::too_many_arguments)]
 fn set_day(
-    conn: &Connection,
+    conn: &Tx<'_>,
     tweet: i64,
     metric: Metric,
     day: i64,
@@ -199,19 +192,19 @@ fn set_day(
     after: Option<i64>,
     owner: Option<&str>,
     accounts: &mut AccountChanges,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     match after {
         Some(value) => conn
             .prepare_cached(
                 "INSERT INTO tweet_days (tweet_id, metric_id, day, value) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (tweet_id, metric_id, day) DO UPDATE SET value = excluded.value",
             )?
-            .execute(params![tweet, metric.id(), day, value])?,
+            .execute(args![tweet, metric.id(), day, value])?,
         None => conn
             .prepare_cached(
                 "DELETE FROM tweet_days WHERE tweet_id = ?1 AND metric_id = ?2 AND day = ?3",
             )?
-            .execute(params![tweet, metric.id(), day])?,
+            .execute(args![tweet, metric.id(), day])?,
     };
     if let Some(owner) = owner {
         let change = accounts
@@ -226,14 +219,15 @@ fn set_day(
 }
 
 /// Adds the batch's changes to `account_days`; a row no Tweet has any more goes.
-fn write_accounts(conn: &Connection, accounts: AccountChanges) -> rusqlite::Result<()> {
+fn write_accounts(conn: &Tx<'_>, accounts: AccountChanges) -> sql::Result<()> {
     let mut add = conn.prepare_cached(
         "INSERT INTO account_days (owner, metric_id, day, value, tweets) \
          VALUES (?1, ?2, ?3, ?4, max(?5, 1)) \
          ON CONFLICT (metric_id, day, owner) DO UPDATE SET \
-         value = CASE WHEN value BETWEEN -4e18 AND 4e18 AND excluded.value BETWEEN -4e18 AND 4e18 \
-             THEN value + excluded.value ELSE CAST(1.0 * value + excluded.value AS INTEGER) END, \
-         tweets = max(tweets + ?5, 0) \
+         value = CASE WHEN account_days.value BETWEEN -4e18 AND 4e18 \
+             AND excluded.value BETWEEN -4e18 AND 4e18 THEN account_days.value + excluded.value \
+             ELSE CAST(1.0 * account_days.value + excluded.value AS INTEGER) END, \
+         tweets = max(account_days.tweets + ?5, 0) \
          RETURNING tweets",
     )?;
     let mut gone = conn.prepare_cached(
@@ -243,9 +237,9 @@ fn write_accounts(conn: &Connection, accounts: AccountChanges) -> rusqlite::Resu
         if value == 0 && tweets == 0 {
             continue;
         }
-        let left: i64 = add.query_row(params![owner, metric, day, value, tweets], |r| r.get(0))?;
+        let left: i64 = add.query_row(args![owner, metric, day, value, tweets], |r| r.get(0))?;
         if left == 0 {
-            gone.execute(params![owner, metric, day])?;
+            gone.execute(args![owner, metric, day])?;
         }
     }
     Ok(())
@@ -274,7 +268,7 @@ mod tests {
         let rows = |sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
             let mut stmt = c.prepare(sql).unwrap();
             let n = stmt.column_count();
-            stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            stmt.query_map(args![], |r| (0..n).map(|i| r.get(i)).collect())
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::sql::{self, Optional, Tx, args};
 
 use super::{Store, StoreError, unknown_value};
 use crate::domain::{AccountState, Handle, RunStatus, TweetId, TweetState, TweetStatus};
@@ -60,14 +60,14 @@ impl Store {
                  OR w.totals_checked_at IS NOT NULL OR w.unsupported_metrics <> 0 \
                  OR r.fetched_at IS NOT NULL) ORDER BY w.tweet_id",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(args![], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                    r.get::<Option<i64>>(3)?,
+                    r.get::<i64>(4)?,
+                    r.get::<Option<i64>>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
@@ -97,9 +97,9 @@ impl Store {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT tweet_id, owner FROM tweets WHERE removed_at IS NULL \
-             AND owner IS NOT listed_owner AND owner IS NOT NULL",
+             AND owner IS DISTINCT FROM listed_owner AND owner IS NOT NULL",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map(args![], |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))?;
             let mut out = HashMap::new();
             for row in rows {
                 let (id, owner) = row?;
@@ -122,9 +122,8 @@ impl Store {
                 "SELECT run_id, started_at FROM runs WHERE planned IS NOT NULL AND {has} \
              AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%' ORDER BY run_id DESC LIMIT 1"
             );
-            let last_full: Option<(i64, i64)> = self
-                .conn
-                .query_row(&full, [kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            let last_full: Option<(i64, i64)> = conn
+                .query_row(&full, args![kind], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let last_full_start = last_full.map(|(_, started)| started);
             // Cycles refused before planning (another writer held the lock, a bad config) say
@@ -134,14 +133,9 @@ impl Store {
              FROM runs WHERE status != 'running' AND finished_at IS NOT NULL \
              AND planned IS NOT NULL AND {has} ORDER BY run_id DESC LIMIT 1"
             );
-            let last_finished = self
-                .conn
-                .query_row(&last, [kind], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, bool>(2)?,
-                    ))
+            let last_finished = conn
+                .query_row(&last, args![kind], |r| {
+                    Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<bool>(2)?))
                 })
                 .optional()?
                 .map(|(status, at, failed_here)| {
@@ -153,20 +147,20 @@ impl Store {
                         RunStatus::Partial if !failed_here => RunStatus::Ok,
                         s => s,
                     };
-                    Ok::<_, rusqlite::Error>((status, at))
+                    Ok::<_, sql::SqlError>((status, at))
                 })
                 .transpose()?;
             let ok = format!(
                 "SELECT max(finished_at) FROM runs WHERE {has} AND (status = 'ok' OR \
              (status = 'partial' AND (',' || failed_kinds || ',') NOT LIKE '%,' || ?1 || ',%'))"
             );
-            let last_success: Option<i64> = conn.query_row(&ok, [kind], |r| r.get(0))?;
+            let last_success: Option<i64> = conn.query_row(&ok, args![kind], |r| r.get(0))?;
             let sent_since_full = match last_full {
                 None => 0,
                 Some((run_id, _)) => conn.query_row(
                     "SELECT count(*) FROM requests WHERE kind = ?1 AND run_id >= ?2",
-                    params![kind, run_id],
-                    |r| r.get::<_, i64>(0),
+                    args![kind, run_id],
+                    |r| r.get::<i64>(0),
                 )? as usize,
             };
             Ok(KindHistory {
@@ -184,13 +178,13 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT handle, state, detail, since, checked_at FROM accounts ORDER BY handle",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(args![], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<i64>(3)?,
+                    r.get::<i64>(4)?,
                 ))
             })?;
             let mut out = Vec::new();
@@ -224,8 +218,8 @@ impl Store {
              WHERE fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2 \
              ORDER BY tweet_id, cell",
             )?;
-            let rows = stmt.query_map([cell_secs, settle_secs], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            let rows = stmt.query_map(args![cell_secs, settle_secs], |r| {
+                Ok((r.get::<i64>(0)?, r.get::<i64>(1)?))
             })?;
             let mut out = Vec::new();
             for row in rows {
@@ -252,7 +246,7 @@ impl Store {
                 "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
                  WHERE NOT (fetched_until >= cell + ?1 AND fetched_at >= cell + ?1 + ?2) \
                  ORDER BY tweet_id, cell",
-                [cell_secs, settle_secs],
+                args![cell_secs, settle_secs],
             )
         })
     }
@@ -264,21 +258,17 @@ impl Store {
                 conn,
                 "SELECT tweet_id, cell, fetched_at, fetched_until FROM coverage \
                  ORDER BY tweet_id, cell",
-                [],
+                args![],
             )
         })
     }
 }
 
 /// The coverage rows `sql` selects (tweet_id, cell, fetched_at, fetched_until).
-fn cells(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<FetchedCell>> {
+fn cells(conn: &Tx<'_>, sql: &str, params: &[sql::Arg<'_>]) -> sql::Result<Vec<FetchedCell>> {
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map(params, |r| {
-        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        Ok((r.get::<i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
     let mut out = Vec::new();
     for row in rows {

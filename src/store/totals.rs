@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use rusqlite::{Transaction, params};
+use super::sql::{self, Tx, args};
 
 use super::write::record_answer;
 use super::{BatchRecord, Store, StoreError, TotalsWrite};
@@ -31,19 +31,18 @@ impl Store {
                 for &(id, metric, value) in &data.values {
                     let key = (id.get() as i64, metric.id());
                     if latest.get(&key) != Some(&value) {
-                        written +=
-                            insert.execute(params![key.0, key.1, data.observed_at, value])?;
+                        written += insert.execute(args![key.0, key.1, data.observed_at, value])?;
                         // A value named twice is compared with the one just written.
                         latest.insert(key, value);
                     }
                 }
             }
             if !data.checked.is_empty() {
-                tx.prepare_cached(
-                    "UPDATE tweets SET totals_checked_at = ?2 \
-                     WHERE tweet_id IN (SELECT value FROM json_each(?1))",
-                )?
-                .execute(params![
+                tx.prepare_cached(&format!(
+                    "UPDATE tweets SET totals_checked_at = ?2 WHERE tweet_id IN {}",
+                    tx.json_ints("?1")
+                ))?
+                .execute(args![
                     json_ids(data.checked.iter().copied()),
                     data.observed_at
                 ])?;
@@ -66,9 +65,9 @@ impl Store {
 /// metric id), in one statement for the whole batch: a seek per Tweet finds those never stored
 /// (a first observation costs no more), a seek per metric the others' latest values.
 fn latest_values(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     values: &[(TweetId, Metric, i64)],
-) -> rusqlite::Result<HashMap<(i64, i64), i64>> {
+) -> sql::Result<HashMap<(i64, i64), i64>> {
     let mut latest = HashMap::new();
     let metric_ids = values.iter().map(|(_, m, _)| m.id());
     let (Some(low), Some(high)) = (metric_ids.clone().min(), metric_ids.max()) else {
@@ -77,17 +76,18 @@ fn latest_values(
     let mut tweets: Vec<TweetId> = values.iter().map(|(id, _, _)| *id).collect();
     tweets.sort_unstable();
     tweets.dedup();
-    let mut stmt = tx.prepare_cached(
+    let ids = tx.json_ints("?1");
+    let mut stmt = tx.prepare_cached(&format!(
         "SELECT j.value, m.metric_id, (SELECT t.value FROM totals AS t \
          WHERE t.tweet_id = j.value AND t.metric_id = m.metric_id \
          ORDER BY t.observed_at DESC LIMIT 1) \
-         FROM json_each(?1) AS j CROSS JOIN metrics AS m \
+         FROM {ids} AS j CROSS JOIN metrics AS m \
          WHERE EXISTS (SELECT 1 FROM totals AS e WHERE e.tweet_id = j.value) \
-         AND m.metric_id BETWEEN ?2 AND ?3",
-    )?;
-    let mut rows = stmt.query(params![json_ids(tweets.into_iter()), low, high])?;
+         AND m.metric_id BETWEEN ?2 AND ?3"
+    ))?;
+    let mut rows = stmt.query(args![json_ids(tweets.into_iter()), low, high])?;
     while let Some(row) = rows.next()? {
-        if let Some(value) = row.get::<_, Option<i64>>(2)? {
+        if let Some(value) = row.get::<Option<i64>>(2)? {
             latest.insert((row.get(0)?, row.get(1)?), value);
         }
     }
@@ -137,10 +137,12 @@ mod tests {
             .conn
             .prepare("SELECT tweet_id, metric, value, observed_at FROM latest_totals")
             .unwrap();
-        stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        stmt.query_map(args![], |r| {
+            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     }
 
     /// A full batch of 250 Tweets: all new at first, then only the changed values are written,
@@ -231,7 +233,7 @@ mod tests {
             .conn
             .prepare("SELECT rows FROM requests ORDER BY seq")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map(args![], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
             .collect();

@@ -4,12 +4,79 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use super::sql::{self, Tx, args};
 
 use super::{Store, StoreError, db, is_busy, rollup};
 use crate::domain::{
     AccountState, BatchOutcome, Endpoint, Handle, Hour, Metric, StatusChange, TweetId,
 };
+
+/// PostgreSQL's path of a series write: the spans cleared in one statement and the buckets
+/// written in another (arrays through `unnest`), rather than a round trip per row. Returns the
+/// rows written and the buckets added less those removed.
+fn write_series_rows_bulk(
+    tx: &Tx<'_>,
+    spans: &[(i64, i64, i64, i64)],
+    rows: &[((i64, i64, i64, i64), bool)],
+    source: i64,
+    fetched_at: i64,
+) -> sql::Result<(usize, i64)> {
+    let column = |f: fn(&(i64, i64, i64, i64)) -> i64, of: &[(i64, i64, i64, i64)]| -> Vec<i64> {
+        of.iter().map(f).collect()
+    };
+    let mut added = 0i64;
+    if !spans.is_empty() {
+        added -= tx.execute(
+            "DELETE FROM series AS s USING unnest(CAST(?1 AS BIGINT[]), CAST(?2 AS BIGINT[]), \
+             CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[])) AS c(tweet_id, metric_id, f, t) \
+             WHERE s.tweet_id = c.tweet_id AND s.metric_id = c.metric_id \
+             AND s.hour >= c.f AND s.hour < c.t",
+            args![
+                column(|r| r.0, spans),
+                column(|r| r.1, spans),
+                column(|r| r.2, spans),
+                column(|r| r.3, spans)
+            ],
+        )? as i64;
+    }
+    if rows.is_empty() {
+        return Ok((0, added));
+    }
+    // One row per key, the last one winning (as one INSERT after another would).
+    let mut last: HashMap<(i64, i64, i64), usize> = HashMap::with_capacity(rows.len());
+    for (i, ((id, metric, hour, _), _)) in rows.iter().enumerate() {
+        last.insert((*id, *metric, *hour), i);
+    }
+    let unique: Vec<(i64, i64, i64, i64)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, ((id, metric, hour, _), _))| last[&(*id, *metric, *hour)] == *i)
+        .map(|(_, (r, _))| *r)
+        .collect();
+    // xmax = 0: the row is new (inserted), not updated.
+    let (written, fresh): (i64, i64) = tx.query_row(
+        "WITH ins AS (INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
+         SELECT v.tweet_id, v.metric_id, v.hour, v.value, ?5, ?6 FROM unnest(CAST(?1 AS BIGINT[]), \
+         CAST(?2 AS BIGINT[]), CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[])) \
+         AS v(tweet_id, metric_id, hour, value) \
+         ON CONFLICT (tweet_id, metric_id, hour) DO UPDATE SET value = excluded.value, \
+         source = excluded.source, fetched_at = excluded.fetched_at RETURNING (xmax = 0) AS fresh) \
+         SELECT count(*), count(*) FILTER (WHERE fresh) FROM ins",
+        args![
+            column(|r| r.0, &unique),
+            column(|r| r.1, &unique),
+            column(|r| r.2, &unique),
+            column(|r| r.3, &unique),
+            source,
+            fetched_at
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((
+        written as usize + (rows.len() - unique.len()),
+        added + fresh,
+    ))
+}
 
 /// `series.source`: the endpoint a bucket came from (schema 0003).
 fn series_source(endpoint: Endpoint) -> i64 {
@@ -136,7 +203,7 @@ impl Store {
         {
             let mut stmt =
                 tx.prepare("SELECT tweet_id, listed_owner, removed_at IS NOT NULL FROM tweets")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?))))?;
+            let rows = stmt.query_map(args![], |r| Ok((r.get::<i64>(0)?, (r.get(1)?, r.get(2)?))))?;
             for row in rows {
                 let (id, v) = row?;
                 known.insert(id, v);
@@ -159,16 +226,16 @@ impl Store {
                 let owner = owner.map(Handle::as_str);
                 match known.remove(&key) {
                     None => {
-                        insert.execute(params![key, owner, id.created_at(), now])?;
+                        insert.execute(args![key, owner, id.created_at(), now])?;
                         report.added += 1;
                     }
                     Some((old_owner, removed)) => {
                         if old_owner.as_deref() != owner {
-                            set_owner.execute(params![key, owner, now])?;
+                            set_owner.execute(args![key, owner, now])?;
                             report.owner_changed += 1;
                         }
                         if removed {
-                            restore.execute([key])?;
+                            restore.execute(args![key])?;
                             report.restored += 1;
                         }
                     }
@@ -177,7 +244,7 @@ impl Store {
             let mut remove = tx.prepare("UPDATE tweets SET removed_at = ?2 WHERE tweet_id = ?1")?;
             for (id, (_, removed)) in known {
                 if !removed {
-                    remove.execute(params![id, now])?;
+                    remove.execute(args![id, now])?;
                     report.removed += 1;
                 }
             }
@@ -189,16 +256,17 @@ impl Store {
     /// Starts a run and returns its id.
     pub fn begin_run(&mut self, start: &RunStart<'_>) -> Result<i64, StoreError> {
         self.read(|conn| {
-            conn.execute(
-                "INSERT INTO runs (kinds, catch_up, planned, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
+            conn.query_row(
+                "INSERT INTO runs (kinds, catch_up, planned, started_at) VALUES (?1, ?2, ?3, ?4) \
+                 RETURNING run_id",
+                args![
                     start.kinds.join(","),
                     start.catch_up.join(","),
                     start.planned as i64,
                     start.started_at
                 ],
-            )?;
-            Ok(conn.last_insert_rowid())
+                |r| r.get(0),
+            )
         })
     }
 
@@ -206,11 +274,11 @@ impl Store {
     /// for once more before giving up, so that a run is not left `running` by another
     /// connection's long transaction.
     pub fn finish_run(&mut self, run_id: i64, summary: &RunSummary) -> Result<(), StoreError> {
-        let update = |conn: &Connection| {
+        let update = |conn: &Tx<'_>| {
             conn.execute(
                 "UPDATE runs SET finished_at = ?2, status = ?3, requests = ?4, failed_batches = ?5, \
                  rows_written = ?6, error = ?7, not_attempted = ?8, failed_kinds = ?9 WHERE run_id = ?1",
-                params![
+                args![
                     run_id,
                     summary.finished_at,
                     summary.status,
@@ -223,15 +291,15 @@ impl Store {
                 ],
             )
         };
-        match update(&self.conn) {
-            Err(e) if is_busy(&e) => {
+        match self.read(update) {
+            Err(e) if e.is_busy() => {
                 tracing::warn!(
                     run_id,
                     error = %e,
                     "Cannot record the end of the run: another connection holds the database's \
                      write lock; waiting once more"
                 );
-                match update(&self.conn) {
+                match self.read(update) {
                     Ok(_) => {
                         tracing::info!(run_id, "Recorded the end of the run at the second try");
                         Ok(())
@@ -243,11 +311,11 @@ impl Store {
                             "The end of the run is not recorded: it stays `running` in the runs \
                              table until the next run marks it interrupted"
                         );
-                        Err(db(e))
+                        Err(e)
                     }
                 }
             }
-            other => other.map(|_| ()).map_err(db),
+            other => other.map(|_| ()),
         }
     }
 
@@ -262,12 +330,12 @@ impl Store {
         error: &str,
     ) -> Result<i64, StoreError> {
         self.read(|conn| {
-            conn.execute(
+            conn.query_row(
                 "INSERT INTO runs (kinds, started_at, finished_at, status, error) \
-                 VALUES (?1, ?2, ?3, 'failed', ?4)",
-                params![kinds.join(","), started_at, finished_at, error],
-            )?;
-            Ok(conn.last_insert_rowid())
+                 VALUES (?1, ?2, ?3, 'failed', ?4) RETURNING run_id",
+                args![kinds.join(","), started_at, finished_at, error],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -283,9 +351,10 @@ impl Store {
             conn.execute(
                 "INSERT INTO accounts (handle, state, detail, since, checked_at) VALUES (?1, ?2, ?3, ?4, ?4) \
                  ON CONFLICT (handle) DO UPDATE SET \
-                 since = CASE WHEN state <> excluded.state THEN excluded.since ELSE since END, \
+                 since = CASE WHEN accounts.state <> excluded.state THEN excluded.since \
+                     ELSE accounts.since END, \
                  state = excluded.state, detail = excluded.detail, checked_at = excluded.checked_at",
-                params![handle, state.as_str(), detail, now],
+                args![handle, state.as_str(), detail, now],
             )
         })?;
         Ok(())
@@ -293,7 +362,7 @@ impl Store {
 
     /// Forgets what is known of one account.
     pub fn forget_account(&mut self, handle: &str) -> Result<(), StoreError> {
-        self.read(|conn| conn.execute("DELETE FROM accounts WHERE handle = ?1", [handle]))?;
+        self.read(|conn| conn.execute("DELETE FROM accounts WHERE handle = ?1", args![handle]))?;
         Ok(())
     }
 
@@ -321,7 +390,7 @@ impl Store {
                 "UPDATE runs SET status = 'interrupted', finished_at = ?1, \
                  error = coalesce(error, 'the process ended before the run finished') \
                  WHERE status = 'running'",
-                params![now],
+                args![now],
             )
         })
     }
@@ -340,7 +409,7 @@ impl Store {
                 let mut stmt =
                     tx.prepare_cached("UPDATE tweets SET owner = ?2 WHERE tweet_id = ?1")?;
                 for (id, owner) in moved {
-                    stmt.execute(params![id.get() as i64, owner.as_str()])?;
+                    stmt.execute(args![id.get() as i64, owner.as_str()])?;
                 }
             }
             insert_request(tx, record, 0)?;
@@ -362,15 +431,13 @@ impl Store {
         // Buckets added less buckets removed.
         let mut added = 0i64;
         {
-            let mut clear = tx.prepare_cached(
-                "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
-            )?;
             // What each (Tweet, metric) had replaced and written, for the daily rollups.
             let mut pairs: HashMap<(TweetId, Metric), rollup::PairWrite> = HashMap::new();
+            let mut spans: Vec<(i64, i64, i64, i64)> = Vec::new();
             for &(id, metric, from, to) in &data.answered {
                 let (from, to) = (from.max(data.start), to.min(data.end));
                 if from < to {
-                    added -= clear.execute(params![id.get() as i64, metric.id(), from, to])? as i64;
+                    spans.push((id.get() as i64, metric.id(), from, to));
                     pairs
                         .entry((id, metric))
                         .or_default()
@@ -378,40 +445,50 @@ impl Store {
                         .push((from, to));
                 }
             }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
-                 DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
-            )?;
-            let mut exists = tx.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour = ?3)",
-            )?;
             let source = series_source(data.source);
+            // The buckets to store, in order; (cleared: inside a span just cleared).
+            let mut rows: Vec<((i64, i64, i64, i64), bool)> = Vec::new();
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
-                    // Inside a span just cleared the bucket is new; elsewhere it may replace one.
                     let cleared = pairs.get(&(id, metric)).is_some_and(|p| {
                         p.replaced
                             .iter()
                             .any(|&(from, to)| (from..to).contains(&hour.secs()))
                     });
-                    let key = (id.get() as i64, metric.id(), hour.secs());
-                    if cleared || !exists.query_row(key, |r| r.get::<_, bool>(0))? {
-                        added += 1;
-                    }
-                    written += insert.execute(params![
-                        id.get() as i64,
-                        metric.id(),
-                        hour.secs(),
-                        value,
-                        source,
-                        data.fetched_at
-                    ])?;
+                    rows.push(((id.get() as i64, metric.id(), hour.secs(), value), cleared));
                     pairs
                         .entry((id, metric))
                         .or_default()
                         .buckets
                         .push((hour.secs(), value));
+                }
+            }
+            if tx.backend() == sql::Backend::Postgres {
+                let (w, a) = write_series_rows_bulk(tx, &spans, &rows, source, data.fetched_at)?;
+                written += w;
+                added += a;
+            } else {
+                let mut clear = tx.prepare_cached(
+                    "DELETE FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour >= ?3 AND hour < ?4",
+                )?;
+                for &(id, metric, from, to) in &spans {
+                    added -= clear.execute(args![id, metric, from, to])? as i64;
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tweet_id, metric_id, hour) \
+                     DO UPDATE SET value = excluded.value, source = excluded.source, fetched_at = excluded.fetched_at",
+                )?;
+                let mut exists = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM series WHERE tweet_id = ?1 AND metric_id = ?2 AND hour = ?3)",
+                )?;
+                for &((id, metric, hour, value), cleared) in &rows {
+                    // Inside a span just cleared the bucket is new; elsewhere it may replace one.
+                    if cleared || !exists.query_row(args![id, metric, hour], |r| r.get::<bool>(0))? {
+                        added += 1;
+                    }
+                    written +=
+                        insert.execute(args![id, metric, hour, value, source, data.fetched_at])?;
                 }
             }
             rollup::after_series_write(tx, pairs)?;
@@ -422,22 +499,24 @@ impl Store {
                      fetched_until = excluded.fetched_until",
                 )?;
                 for id in &data.covered {
-                    cover.execute(params![id.get() as i64, cell, data.fetched_at, data.end])?;
+                    cover.execute(args![id.get() as i64, cell, data.fetched_at, data.end])?;
                 }
             } else {
                 let mut cover = tx.prepare_cached(
                     "INSERT INTO recent_coverage (tweet_id, fetched_from, fetched_until, fetched_at) \
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tweet_id) DO UPDATE SET \
-                     fetched_from = CASE WHEN excluded.fetched_from <= fetched_until \
-                         AND excluded.fetched_until >= fetched_from \
-                         THEN min(fetched_from, excluded.fetched_from) ELSE excluded.fetched_from END, \
-                     fetched_until = CASE WHEN excluded.fetched_from <= fetched_until \
-                         AND excluded.fetched_until >= fetched_from \
-                         THEN max(fetched_until, excluded.fetched_until) ELSE excluded.fetched_until END, \
+                     fetched_from = CASE WHEN excluded.fetched_from <= recent_coverage.fetched_until \
+                         AND excluded.fetched_until >= recent_coverage.fetched_from \
+                         THEN min(recent_coverage.fetched_from, excluded.fetched_from) \
+                         ELSE excluded.fetched_from END, \
+                     fetched_until = CASE WHEN excluded.fetched_from <= recent_coverage.fetched_until \
+                         AND excluded.fetched_until >= recent_coverage.fetched_from \
+                         THEN max(recent_coverage.fetched_until, excluded.fetched_until) \
+                         ELSE excluded.fetched_until END, \
                      fetched_at = excluded.fetched_at",
                 )?;
                 for id in &data.covered {
-                    cover.execute(params![
+                    cover.execute(args![
                         id.get() as i64,
                         data.start,
                         data.end,
@@ -471,14 +550,14 @@ impl Store {
 /// What every answered batch records beside its data, at `at`: the statuses it revealed, the
 /// metrics it refused, the handle whose token it used, and its ledger row with `rows` written.
 pub(super) fn record_answer(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     record: &BatchRecord,
     rows: usize,
     at: i64,
     status_changes: &[StatusChange],
     unsupported: &[(TweetId, Metric)],
     handle: Option<&Handle>,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     apply_status_changes(tx, status_changes, at)?;
     note_unsupported(tx, unsupported)?;
     if let Some(handle) = handle {
@@ -487,11 +566,7 @@ pub(super) fn record_answer(
     insert_request(tx, record, rows)
 }
 
-fn apply_status_changes(
-    tx: &rusqlite::Transaction<'_>,
-    changes: &[StatusChange],
-    now: i64,
-) -> rusqlite::Result<()> {
+fn apply_status_changes(tx: &Tx<'_>, changes: &[StatusChange], now: i64) -> sql::Result<()> {
     // Every report refreshes status_checked_at (what resting periods count from); the change
     // time moves only when the status does. SET reads the old row, so the CASE sees the old status.
     let mut stmt = tx.prepare_cached(
@@ -499,50 +574,39 @@ fn apply_status_changes(
          status = ?2, status_detail = ?3, status_checked_at = ?4 WHERE tweet_id = ?1",
     )?;
     for (id, status, detail) in changes {
-        stmt.execute(params![id.get() as i64, status.as_str(), detail, now])?;
+        stmt.execute(args![id.get() as i64, status.as_str(), detail, now])?;
     }
     Ok(())
 }
 
-fn note_unsupported(
-    tx: &rusqlite::Transaction<'_>,
-    refused: &[(TweetId, Metric)],
-) -> rusqlite::Result<()> {
+fn note_unsupported(tx: &Tx<'_>, refused: &[(TweetId, Metric)]) -> sql::Result<()> {
     let mut stmt = tx.prepare_cached(
         "UPDATE tweets SET unsupported_metrics = unsupported_metrics | (1 << ?2) WHERE tweet_id = ?1",
     )?;
     for (id, metric) in refused {
-        stmt.execute(params![id.get() as i64, metric.id()])?;
+        stmt.execute(args![id.get() as i64, metric.id()])?;
     }
     Ok(())
 }
 
-fn note_handle_usage(
-    tx: &rusqlite::Transaction<'_>,
-    handle: &Handle,
-    now: i64,
-) -> rusqlite::Result<()> {
+fn note_handle_usage(tx: &Tx<'_>, handle: &Handle, now: i64) -> sql::Result<()> {
     let month = crate::domain::iso_utc(now)[..7].to_string();
     tx.prepare_cached(
         "INSERT INTO handle_usage (month, handle, requests, first_used_at, last_used_at) \
          VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT (month, handle) \
-         DO UPDATE SET requests = requests + 1, last_used_at = excluded.last_used_at",
+         DO UPDATE SET requests = handle_usage.requests + 1, last_used_at = excluded.last_used_at",
     )?
-    .execute(params![month, handle.as_str(), now])?;
+    .execute(args![month, handle.as_str(), now])?;
     Ok(())
 }
 
-fn insert_request(
-    tx: &rusqlite::Transaction<'_>,
-    r: &BatchRecord,
-    rows: usize,
-) -> rusqlite::Result<()> {
+fn insert_request(tx: &Tx<'_>, r: &BatchRecord, rows: usize) -> sql::Result<()> {
     tx.prepare_cached(
         "INSERT INTO requests (run_id, seq, kind, endpoint, credential, tweet_count, attempts, \
          http_status, outcome, error, rows, started_at, duration_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
-    .execute(params![
+    .execute(args![
         r.run_id,
         r.seq,
         r.kind,
@@ -717,14 +781,14 @@ mod tests {
             .prepare("SELECT hour, value FROM series ORDER BY hour")
             .unwrap();
         let rows: Vec<(i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(args![], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
         assert_eq!(rows, vec![(h(0).secs(), 5), (h(1).secs(), 2)]);
         let fetched: i64 = store
             .conn
-            .query_row("SELECT fetched_at FROM coverage", [], |r| r.get(0))
+            .query_row("SELECT fetched_at FROM coverage", args![], |r| r.get(0))
             .unwrap();
         assert_eq!(fetched, 20);
     }

@@ -79,6 +79,135 @@ pub struct TestApp {
     pub config_path: PathBuf,
     pub inventory_path: PathBuf,
     pub db_path: PathBuf,
+    /// The PostgreSQL database the worker writes instead of `db_path`, when the suite runs on
+    /// PostgreSQL ([`on_postgres`]).
+    pub pg: Option<PgDb>,
+}
+
+/// The PostgreSQL server the tests may use (`ENGAGEMENT_INGEST_TEST_PG`: a URL of a role that
+/// may create databases), if any.
+pub fn pg_server() -> Option<String> {
+    std::env::var("ENGAGEMENT_INGEST_TEST_PG")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the suite runs on PostgreSQL (`ENGAGEMENT_INGEST_TEST_BACKEND=postgres`): every
+/// [`TestApp`] then writes a database of its own on that server. Without a server that is an
+/// error, never a quiet fall-back to SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var("ENGAGEMENT_INGEST_TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            assert!(
+                pg_server().is_some(),
+                "ENGAGEMENT_INGEST_TEST_BACKEND=postgres needs ENGAGEMENT_INGEST_TEST_PG"
+            );
+            true
+        }
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("ENGAGEMENT_INGEST_TEST_BACKEND={other}: sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL server for a test that needs one: its URL, or `None` after printing that
+/// the test is skipped. Such tests are also `#[ignore]`d, so that `cargo test` reports them
+/// as ignored without a server; CI runs them with `--ignored` and a server, and there a
+/// missing server fails them.
+pub fn pg_or_skip(test: &str) -> Option<String> {
+    match pg_server() {
+        Some(url) => Some(url),
+        None => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{test}: ENGAGEMENT_INGEST_TEST_PG is not set, and CI must run it"
+            );
+            eprintln!("{test}: SKIPPED (no PostgreSQL server: set ENGAGEMENT_INGEST_TEST_PG)");
+            None
+        }
+    }
+}
+
+/// A database of its own on the test server, dropped with the value.
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl PgDb {
+    /// A new empty database on the server at `admin` (a URL of a role that may create one).
+    pub fn create(admin: &str) -> PgDb {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ei_test_{}_{n}", std::process::id());
+        let mut client = pg_client(admin);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+            ))
+            .expect("the test database is created");
+        PgDb {
+            url: with_dbname(admin, &name),
+            admin: admin.to_string(),
+            name,
+        }
+    }
+
+    /// The database as a store target.
+    pub fn target(&self) -> engagement_ingest::store::Target {
+        engagement_ingest::store::Target::parse(std::path::Path::new(&self.url), None).unwrap()
+    }
+
+    /// A copy of the whole database in a new SQLite file at `path`, for assertions written
+    /// against SQLite.
+    pub fn snapshot(&self, path: &std::path::Path) -> rusqlite::Connection {
+        let _ = std::fs::remove_file(path);
+        let source = engagement_ingest::store::Store::open_read_only(&self.target())
+            .expect("the PostgreSQL database opens");
+        let mut copy = engagement_ingest::store::Store::open(path).expect("the snapshot opens");
+        source
+            .copy_into(&mut copy, |_| {})
+            .expect("the copy succeeds");
+        drop(copy);
+        rusqlite::Connection::open(path).expect("the snapshot opens")
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = self.admin.clone();
+        // Off any async runtime: the driver blocks.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// A client of the test server (off any async runtime).
+pub fn pg_client(url: &str) -> postgres::Client {
+    let url = url.to_string();
+    std::thread::spawn(move || postgres::Client::connect(&url, postgres::NoTls))
+        .join()
+        .unwrap()
+        .expect("the test server accepts the connection")
+}
+
+/// `url` with its database replaced by `name` (the query string, e.g. `?host=`, kept).
+pub fn with_dbname(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
 }
 
 impl TestApp {
@@ -120,13 +249,15 @@ impl TestApp {
         let config_path = dir.path().join("config.toml");
         let db_path = dir.path().join("engagement.sqlite");
         std::fs::write(&inventory_path, sim.sim.inventory_csv()).unwrap();
+        let pg = on_postgres().then(|| PgDb::create(&pg_server().unwrap()));
+        let database = match &pg {
+            Some(pg) => format!("url = {:?}", pg.url),
+            None => format!("path = {:?}", db_path.to_string_lossy()),
+        };
         let toml = sim
             .sim
             .worker_config_toml(&sim.base_url(), &inventory_path.to_string_lossy())
-            .replace(
-                "path = \"engagement.sqlite\"",
-                &format!("path = {:?}", db_path.to_string_lossy()),
-            );
+            .replace("path = \"engagement.sqlite\"", &database);
         std::fs::write(&config_path, toml).unwrap();
         TestApp {
             _dir: dir,
@@ -136,6 +267,7 @@ impl TestApp {
             config_path,
             inventory_path,
             db_path,
+            pg,
         }
     }
 
@@ -176,8 +308,21 @@ impl TestApp {
         std::fs::write(&self.config_path, edit(text)).unwrap();
     }
 
+    /// The worker's database: the SQLite file, or on PostgreSQL a fresh SQLite copy of it
+    /// (read-only use: writes to the copy do not reach the worker's database).
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.db_path).expect("database opens")
+        match &self.pg {
+            Some(pg) => pg.snapshot(&self._dir.path().join("snapshot.sqlite")),
+            None => rusqlite::Connection::open(&self.db_path).expect("database opens"),
+        }
+    }
+
+    /// The database as `--db` takes it: the SQLite file or the PostgreSQL URL.
+    pub fn db_arg(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url.clone(),
+            None => self.db_path.to_string_lossy().into_owned(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::named_params;
+use crate::store::sql::{self, Tx, args, named};
 
 use crate::domain::{Hour, Metric};
 use crate::store::rollup::{day_ceil, day_of};
@@ -95,8 +95,13 @@ impl AccountFigures {
 
 /// The Tweets [`Store::account_figures`] counts: owned, listed, of the chosen owners (`:owners`,
 /// a JSON array of lower-cased handles, or NULL for all).
-const ACCOUNT_TWEETS: &str = "w.owner IS NOT NULL AND w.removed_at IS NULL \
-     AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners)))";
+fn account_tweets(tx: &Tx<'_>) -> String {
+    format!(
+        "w.owner IS NOT NULL AND w.removed_at IS NULL \
+         AND (CAST(:owners AS TEXT) IS NULL OR lower(w.owner) IN {})",
+        tx.json_texts(":owners")
+    )
+}
 
 /// The start of the hour of `w.created_at`.
 const CREATED_HOUR: &str = "(w.created_at - w.created_at % 3600)";
@@ -126,22 +131,24 @@ impl Store {
             serde_json::Value::from(folded).to_string()
         });
         self.read(|conn| {
-            let period = named_params! {
-                ":since": q.since, ":until": q.until, ":owners": owners,
-            };
+            let account_tweets = account_tweets(conn);
+            let owners_in = conn.json_texts(":owners");
+            let period = named![
+                ":since" => q.since, ":until" => q.until, ":owners" => owners,
+            ];
             // Per account, in SQL: its Tweets, those created in the period and their hours.
             let mut accounts: BTreeMap<String, AccountFigures> = BTreeMap::new();
             let mut stmt = conn.prepare(&format!(
                 "SELECT w.owner, total(w.created_at < :until), \
                  total(w.created_at < :until AND w.created_at >= :since), \
                  total(CASE WHEN w.created_at < :until THEN {} END) \
-                 FROM tweets AS w WHERE {ACCOUNT_TWEETS} GROUP BY w.owner",
+                 FROM tweets AS w WHERE {account_tweets} GROUP BY w.owner",
                 hours_sql(&format!("max({CREATED_HOUR}, :since)"), ":until")
             ))?;
             let mut rows = stmt.query(period)?;
             while let Some(r) = rows.next()? {
                 let owner: String = r.get(0)?;
-                let int = |i: usize| r.get::<_, f64>(i).map(|v| v as i64);
+                let int = |i: usize| r.get::<f64>(i).map(|v| v as i64);
                 accounts.insert(
                     owner.clone(),
                     AccountFigures {
@@ -172,12 +179,12 @@ impl Store {
             let mut stmt = conn.prepare(&format!(
                 "SELECT owner, total(hours) FROM ( \
                  SELECT w.owner, {} AS hours FROM tweets AS w CROSS JOIN coverage AS c \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {cells} \
+                 WHERE {account_tweets} AND w.created_at < :until AND {cells} \
                  UNION ALL SELECT w.owner, {} FROM tweets AS w CROSS JOIN recent_coverage AS r \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {recent} \
+                 WHERE {account_tweets} AND w.created_at < :until AND {recent} \
                  UNION ALL SELECT w.owner, -{} FROM tweets AS w CROSS JOIN recent_coverage AS r \
                  CROSS JOIN coverage AS c \
-                 WHERE {ACCOUNT_TWEETS} AND w.created_at < :until AND {cells} AND {recent}) \
+                 WHERE {account_tweets} AND w.created_at < :until AND {cells} AND {recent}) AS h \
                  GROUP BY owner",
                 hours_sql(&from("c.cell"), cell_end),
                 hours_sql(&from("r.fetched_from"), recent_end),
@@ -185,8 +192,8 @@ impl Store {
             ))?;
             let mut rows = stmt.query(period)?;
             while let Some(r) = rows.next()? {
-                if let Some(account) = accounts.get_mut(&r.get::<_, String>(0)?) {
-                    account.hours_known = r.get::<_, f64>(1)? as i64;
+                if let Some(account) = accounts.get_mut(&r.get::<String>(0)?) {
+                    account.hours_known = r.get::<f64>(1)? as i64;
                 }
             }
 
@@ -204,17 +211,17 @@ impl Store {
                      (SELECT value FROM totals AS t WHERE t.tweet_id = w.tweet_id \
                       AND t.metric_id = :metric AND t.observed_at <= :since \
                       ORDER BY t.observed_at DESC LIMIT 1) AS base \
-                 FROM tweets AS w WHERE {ACCOUNT_TWEETS} AND w.created_at < :until)) \
+                 FROM tweets AS w WHERE {account_tweets} AND w.created_at < :until) AS v) AS g \
                  GROUP BY owner"
             ))?;
-            let mut rows = stmt.query(named_params! {
-                ":since": q.since, ":until": q.until, ":owners": owners,
-                ":metric": Metric::QuoteTweets.id(),
-            })?;
+            let mut rows = stmt.query(named![
+                ":since" => q.since, ":until" => q.until, ":owners" => owners,
+                ":metric" => Metric::QuoteTweets.id(),
+            ])?;
             while let Some(r) = rows.next()? {
-                if let Some(account) = accounts.get_mut(&r.get::<_, String>(0)?) {
+                if let Some(account) = accounts.get_mut(&r.get::<String>(0)?) {
                     let unknown: i64 = r.get(2)?;
-                    account.quote_tweets = (unknown == 0).then_some(r.get::<_, f64>(1)? as i64);
+                    account.quote_tweets = (unknown == 0).then_some(r.get::<f64>(1)? as i64);
                 }
             }
 
@@ -222,36 +229,33 @@ impl Store {
             // whole days, less those of its removed Tweets (few, found by an index), and the
             // hours outside whole days summed from `series`.
             let (day_from, day_to) = q.whole_days();
-            let days = named_params! {
-                ":day_from": day_from, ":day_to": day_to, ":owners": owners,
-            };
+            let days = named![
+                ":day_from" => day_from, ":day_to" => day_to, ":owners" => owners,
+            ];
             let mut sums: HashMap<(String, i64), (i64, i64)> = HashMap::new();
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare(&format!(
                 "SELECT w.owner, w.metric_id, CAST(total(w.value) AS INTEGER), total(w.tweets) \
                  FROM account_days AS w WHERE w.metric_id IN (SELECT metric_id FROM metrics) \
                  AND w.day >= :day_from AND w.day < :day_to \
-                 AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners))) \
-                 GROUP BY w.owner, w.metric_id",
-            )?;
+                 AND (CAST(:owners AS TEXT) IS NULL OR lower(w.owner) IN {owners_in}) \
+                 GROUP BY w.owner, w.metric_id"
+            ))?;
             let mut rows = stmt.query(days)?;
             while let Some(r) = rows.next()? {
-                sums.insert(
-                    (r.get(0)?, r.get(1)?),
-                    (r.get(2)?, r.get::<_, f64>(3)? as i64),
-                );
+                sums.insert((r.get(0)?, r.get(1)?), (r.get(2)?, r.get::<f64>(3)? as i64));
             }
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare(&format!(
                 "SELECT w.owner, d.metric_id, CAST(total(d.value) AS INTEGER), count(*) \
                  FROM tweets AS w INDEXED BY tweets_removed JOIN tweet_days AS d USING (tweet_id) \
                  WHERE w.removed_at IS NOT NULL AND w.owner IS NOT NULL \
-                 AND (:owners IS NULL OR lower(w.owner) IN (SELECT value FROM json_each(:owners))) \
-                 AND d.day >= :day_from AND d.day < :day_to GROUP BY w.owner, d.metric_id",
-            )?;
+                 AND (CAST(:owners AS TEXT) IS NULL OR lower(w.owner) IN {owners_in}) \
+                 AND d.day >= :day_from AND d.day < :day_to GROUP BY w.owner, d.metric_id"
+            ))?;
             let mut rows = stmt.query(days)?;
             while let Some(r) = rows.next()? {
                 if let Some((value, tweets)) = sums.get_mut(&(r.get(0)?, r.get(1)?)) {
                     *value = value.saturating_sub(r.get(2)?);
-                    *tweets -= r.get::<_, i64>(3)?;
+                    *tweets -= r.get::<i64>(3)?;
                 }
             }
             // Per (Tweet, metric) the primary key finds the edge hours: only they are read.
@@ -259,17 +263,17 @@ impl Store {
                 "SELECT w.owner, m.metric_id, CAST(total(s.value) AS INTEGER), count(*) \
                  FROM tweets AS w CROSS JOIN metrics AS m CROSS JOIN series AS s \
                  WHERE s.tweet_id = w.tweet_id AND s.metric_id = m.metric_id \
-                 AND {ACCOUNT_TWEETS} AND s.hour >= :from AND s.hour < :to \
+                 AND {account_tweets} AND s.hour >= :from AND s.hour < :to \
                  GROUP BY w.owner, m.metric_id"
             ))?;
             for (from, to) in q.edges() {
-                let mut rows = stmt.query(named_params! {
-                    ":from": from, ":to": to, ":owners": owners,
-                })?;
+                let mut rows = stmt.query(named![
+                    ":from" => from, ":to" => to, ":owners" => owners,
+                ])?;
                 while let Some(r) = rows.next()? {
                     let sum = sums.entry((r.get(0)?, r.get(1)?)).or_default();
                     sum.0 = sum.0.saturating_add(r.get(2)?);
-                    sum.1 += r.get::<_, i64>(3)?;
+                    sum.1 += r.get::<i64>(3)?;
                 }
             }
             for ((owner, id), (value, tweets)) in sums {
@@ -440,7 +444,7 @@ mod tests {
                      AND s.hour >= ?1 AND s.hour < ?2 GROUP BY w.owner",
                 )
                 .unwrap();
-            stmt.query_map([since, until], |r| Ok((r.get(0)?, r.get(1)?)))
+            stmt.query_map(args![since, until], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use crate::store::sql::{self, Tx, args};
 
 use super::{TweetInfo, tweet_id};
 use crate::domain::{Metric, TweetId};
@@ -86,7 +86,7 @@ impl Store {
                 "SELECT DISTINCT metric_id FROM series WHERE tweet_id = ?1 ORDER BY metric_id",
             )?;
             let ids: Vec<i64> = stmt
-                .query_map([tweet.get() as i64], |r| r.get(0))?
+                .query_map(args![tweet.get() as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             Ok(ids.into_iter().filter_map(Metric::from_id).collect())
         })
@@ -105,17 +105,14 @@ impl Store {
                 "SELECT hour, value FROM series WHERE tweet_id = ?1 AND metric_id = ?2 \
                  AND hour >= ?3 AND hour < ?4 ORDER BY hour",
             )?;
-            stmt.query_map(
-                params![tweet.get() as i64, metric.id(), since, until],
-                |r| {
-                    Ok(Bucket {
-                        tweet,
-                        metric,
-                        hour: r.get(0)?,
-                        value: r.get(1)?,
-                    })
-                },
-            )?
+            stmt.query_map(args![tweet.get() as i64, metric.id(), since, until], |r| {
+                Ok(Bucket {
+                    tweet,
+                    metric,
+                    hour: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })?
             .collect()
         })
     }
@@ -128,7 +125,7 @@ impl Store {
                 "SELECT tweet_id, metric_id, hour, value FROM series \
                  ORDER BY tweet_id, metric_id, hour",
             )?;
-            let mut rows = stmt.query([])?;
+            let mut rows = stmt.query(args![])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let id: i64 = r.get(1)?;
@@ -151,14 +148,14 @@ impl Store {
             let mut coverage = Coverage::default();
             let mut stmt =
                 conn.prepare("SELECT cell, fetched_until FROM coverage WHERE tweet_id = ?1")?;
-            for span in stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            for span in stmt.query_map(args![id], |r| Ok((r.get(0)?, r.get(1)?)))? {
                 let (cell, until) = span?;
                 coverage.add_cell(tweet.created_at, cell, until);
             }
             let mut stmt = conn.prepare(
                 "SELECT fetched_from, fetched_until FROM recent_coverage WHERE tweet_id = ?1",
             )?;
-            for span in stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            for span in stmt.query_map(args![id], |r| Ok((r.get(0)?, r.get(1)?)))? {
                 let (from, until) = span?;
                 coverage.add_recent(from, until);
             }
