@@ -853,14 +853,16 @@ access_token = "file-token"
         )
         .unwrap();
         let read = |vars: &[(&str, &str)]| database_path(Some(&file), env(vars));
-        assert_eq!(read(&[]).unwrap(), PathBuf::from("db/e.sqlite"));
+        assert_eq!(read(&[]).unwrap().sqlite_path(), Some(Path::new("db/e.sqlite")));
         assert_eq!(
-            read(&[("ENGAGEMENT__DATABASE__PATH", "/x.sqlite")]).unwrap(),
-            PathBuf::from("/x.sqlite")
+            read(&[("ENGAGEMENT__DATABASE__PATH", "/x.sqlite")])
+                .unwrap()
+                .sqlite_path(),
+            Some(Path::new("/x.sqlite"))
         );
         assert_eq!(
-            database_path(None, env(&[])).unwrap(),
-            PathBuf::from("engagement.sqlite")
+            database_path(None, env(&[])).unwrap().sqlite_path(),
+            Some(Path::new("engagement.sqlite"))
         );
         std::fs::write(&file, "[database]\npath = 5\n").unwrap();
         let e = read(&[]).unwrap_err().to_string();

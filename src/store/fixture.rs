@@ -17,7 +17,7 @@ pub(crate) fn id(n: u64) -> TweetId {
 impl Store {
     /// A Tweet listed for `owner` (or public), created at `created_at`.
     pub(crate) fn put_tweet(&self, tweet: i64, owner: Option<&str>, created_at: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
                  VALUES (?1, ?2, ?2, ?3, ?3)",
@@ -28,7 +28,7 @@ impl Store {
 
     /// The Tweet removed from the inventory at `at` (its row and data kept).
     pub(crate) fn put_removed(&self, tweet: i64, at: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "UPDATE tweets SET removed_at = ?2 WHERE tweet_id = ?1",
                 args![tweet, at],
@@ -38,19 +38,19 @@ impl Store {
 
     /// An hourly bucket, as `/historical` stores it.
     pub(crate) fn put_bucket(&self, tweet: i64, metric: Metric, hour: i64, value: i64, at: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
                  VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                 args![tweet, metric.id(), hour, value, at],
             )
             .unwrap();
-        super::rollup::refresh_days(&self.conn, tweet, metric, hour, hour + 1).unwrap();
+        super::rollup::refresh_days(&self.tx(), tweet, metric, hour, hour + 1).unwrap();
     }
 
     /// A lifetime total observed at `at`.
     pub(crate) fn put_total(&self, tweet: i64, metric: Metric, at: i64, value: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4)",
                 args![tweet, metric.id(), at, value],
@@ -60,7 +60,7 @@ impl Store {
 
     /// A `/historical` cell fetched at `at`, up to `until`.
     pub(crate) fn put_cell(&self, tweet: i64, cell: i64, at: i64, until: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO coverage (tweet_id, cell, fetched_at, fetched_until) \
                  VALUES (?1, ?2, ?3, ?4)",
@@ -71,7 +71,7 @@ impl Store {
 
     /// A `/28hr` window `[from, until)` fetched at `at`.
     pub(crate) fn put_recent(&self, tweet: i64, from: i64, until: i64, at: i64) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO recent_coverage (tweet_id, fetched_from, fetched_until, fetched_at) \
                  VALUES (?1, ?2, ?3, ?4)",
@@ -82,7 +82,7 @@ impl Store {
 
     /// A finished run of `kinds` (comma-separated) with `status`.
     pub(crate) fn put_run(&self, kinds: &str, started_at: i64, finished_at: i64, status: &str) {
-        self.conn
+        self.tx()
             .execute(
                 "INSERT INTO runs (kinds, started_at, finished_at, status) VALUES (?1, ?2, ?3, ?4)",
                 args![kinds, started_at, finished_at, status],
@@ -92,12 +92,12 @@ impl Store {
 
     /// Begins a write transaction on this connection and leaves it open.
     pub(crate) fn begin_write(&self) {
-        self.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        self.tx().execute_batch("BEGIN IMMEDIATE").unwrap();
     }
 
     /// Commits the transaction [`Store::begin_write`] left open.
     pub(crate) fn commit_write(&self) {
-        self.conn.execute_batch("COMMIT").unwrap();
+        self.tx().execute_batch("COMMIT").unwrap();
     }
 }
 

@@ -938,6 +938,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Statements on this store's connection (tests).
+    #[cfg(test)]
+    pub(crate) fn tx(&self) -> Tx<'_> {
+        match &self.conn {
+            Conn::Lite(c) => Tx::Lite(c),
+            Conn::Pg(pg) => Tx::Pg(pg),
+        }
+    }
+
+    /// The SQLite connection (tests).
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &Connection {
+        match &self.conn {
+            Conn::Lite(c) => c,
+            Conn::Pg(_) => panic!("an SQLite store"),
+        }
+    }
+
     /// Number of rows in `table` (one of the schema's tables or views).
     pub fn count(&self, table: &str) -> Result<i64, StoreError> {
         const TABLES: &[&str] = &[
@@ -979,19 +997,19 @@ mod tests {
         let store = Store::open(&dir.path().join("e.sqlite")).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let mode: String = store
-            .conn
-            .query_row("PRAGMA journal_mode", args![], |r| r.get(0))
+            .sqlite()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
         let fk: i64 = store
-            .conn
-            .query_row("PRAGMA foreign_keys", args![], |r| r.get(0))
+            .sqlite()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
         // metric ids in the schema match the domain's.
         for m in Metric::ALL {
             let name: String = store
-                .conn
+                .sqlite()
                 .query_row(
                     "SELECT name FROM metrics WHERE metric_id = ?1",
                     [m.id()],
@@ -1024,10 +1042,10 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         let rows: Vec<(i64, i64, i64)> = store
-            .conn
+            .sqlite()
             .prepare("SELECT hour, value, source FROM series ORDER BY hour")
             .unwrap()
-            .query_map(args![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -1071,7 +1089,7 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store
-                .conn
+                .sqlite()
                 .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
                 .unwrap();
         }
@@ -1096,7 +1114,7 @@ mod tests {
         assert!(store.quick_check().unwrap().is_ok());
         let full = store.integrity_check().unwrap();
         assert_eq!((full.check, full.count), (IntegrityCheck::Full, 0));
-        assert!(store.conn.is_autocommit(), "no transaction left open");
+        assert!(store.sqlite().is_autocommit(), "no transaction left open");
     }
 
     /// A connection SQLite opened read-only is refused by the proof (what SQLite does with a file
@@ -1122,7 +1140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.sqlite");
         let store = Store::open(&path).unwrap();
-        store.conn.busy_timeout(Duration::from_millis(200)).unwrap();
+        store.sqlite().busy_timeout(Duration::from_millis(200)).unwrap();
         let (release, holder) = hold_write_lock(&path);
         let err = store.prove_writable().unwrap_err();
         assert!(matches!(err, StoreError::Busy { .. }), "{err}");

@@ -165,6 +165,12 @@ impl PgTarget {
     }
 }
 
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl fmt::Display for PgTarget {
     /// `postgres://USER@HOST:PORT/DATABASE`: never the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -144,7 +144,7 @@ pub(crate) fn refresh_days(
 ) -> sql::Result<()> {
     let owner: Option<String> = conn.query_row(
         "SELECT owner FROM tweets WHERE tweet_id = ?1",
-        [tweet],
+        args![tweet],
         |r| r.get(0),
     )?;
     let mut accounts = AccountChanges::new();
@@ -264,11 +264,11 @@ mod tests {
     type Expected = (Vec<(i64, i64, i64, i64)>, Vec<(String, i64, i64, i64, i64)>);
 
     fn summed_again(store: &Store) -> Expected {
-        let c = &store.conn;
+        let c = &store.sqlite();
         let rows = |sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
             let mut stmt = c.prepare(sql).unwrap();
             let n = stmt.column_count();
-            stmt.query_map(args![], |r| (0..n).map(|i| r.get(i)).collect())
+            stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()
@@ -474,7 +474,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.sqlite");
         {
-            let conn = Connection::open(&path).unwrap();
+            let conn = rusqlite::Connection::open(&path).unwrap();
             for (_, sql) in &super::super::MIGRATIONS[..5] {
                 conn.execute_batch(sql).unwrap();
             }

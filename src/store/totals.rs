@@ -134,10 +134,10 @@ mod tests {
     /// The latest value of each (Tweet, metric) as the `latest_totals` view shows it.
     fn latest(store: &Store) -> HashMap<(i64, String), (i64, i64)> {
         let mut stmt = store
-            .conn
+            .sqlite()
             .prepare("SELECT tweet_id, metric, value, observed_at FROM latest_totals")
             .unwrap();
-        stmt.query_map(args![], |r| {
+        stmt.query_map([], |r| {
             Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
         })
         .unwrap()
@@ -221,7 +221,7 @@ mod tests {
         assert_eq!(view[&(id(9).get() as i64, "replies".into())], (81, 100));
         assert_eq!(view[&(id(1).get() as i64, "favorites".into())], (100, 400));
         let checked: i64 = store
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT count(*) FROM tweets WHERE totals_checked_at = 400",
                 [],
@@ -230,10 +230,10 @@ mod tests {
             .unwrap();
         assert_eq!(checked, 250);
         let rows: Vec<i64> = store
-            .conn
+            .sqlite()
             .prepare("SELECT rows FROM requests ORDER BY seq")
             .unwrap()
-            .query_map(args![], |r| r.get(0))
+            .query_map([], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
             .collect();

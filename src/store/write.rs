@@ -672,7 +672,7 @@ mod tests {
             }
         );
         let removed_at: Option<i64> = store
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT removed_at FROM tweets WHERE tweet_id = ?1",
                 [id(1).get() as i64],
@@ -729,7 +729,7 @@ mod tests {
         );
         assert_eq!(store.count("totals").unwrap(), 3);
         let (value, observed, checked): (i64, i64, i64) = store
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT value, observed_at, checked_at FROM latest_totals WHERE metric = 'favorites'",
                 [],
@@ -777,18 +777,18 @@ mod tests {
             .write_series_batch(&rec, &write(vec![(0, 5), (1, 2), (2, 0), (3, 0)], 20))
             .unwrap();
         let mut stmt = store
-            .conn
+            .sqlite()
             .prepare("SELECT hour, value FROM series ORDER BY hour")
             .unwrap();
         let rows: Vec<(i64, i64)> = stmt
-            .query_map(args![], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
         assert_eq!(rows, vec![(h(0).secs(), 5), (h(1).secs(), 2)]);
         let fetched: i64 = store
-            .conn
-            .query_row("SELECT fetched_at FROM coverage", args![], |r| r.get(0))
+            .sqlite()
+            .query_row("SELECT fetched_at FROM coverage", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fetched, 20);
     }
@@ -832,7 +832,7 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         let run = store.begin_run(&RunStart::new(&["totals"], 1)).unwrap();
         let timeout = Duration::from_millis(500);
-        store.conn.busy_timeout(timeout).unwrap();
+        store.sqlite().busy_timeout(timeout).unwrap();
         let (release, holder) = hold_write_lock(&path);
         // Held past the first wait, let go during the second.
         let releaser = std::thread::spawn(move || {
@@ -853,7 +853,7 @@ mod tests {
         releaser.join().unwrap();
         holder.join().unwrap();
         let status: String = store
-            .conn
+            .sqlite()
             .query_row("SELECT status FROM runs WHERE run_id = ?1", [run], |r| {
                 r.get(0)
             })
@@ -878,7 +878,7 @@ mod tests {
         releaser.join().unwrap();
         holder.join().unwrap();
         let (status, finished): (String, i64) = store
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT status, finished_at FROM runs WHERE run_id = ?1",
                 [run],

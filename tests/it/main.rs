@@ -27,6 +27,8 @@ mod realism;
 /// `report`: the HTML page, its numbers, its charts in Chromium.
 mod report;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
+/// PostgreSQL: identical content, copy, the shard lock, wrong URLs (ignored without a server).
+mod postgres;
 mod series;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;

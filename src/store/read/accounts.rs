@@ -437,14 +437,14 @@ mod tests {
         let now = NOW + 20 * 60;
         let direct = |since: i64, until: i64| -> BTreeMap<String, i64> {
             let mut stmt = store
-                .conn
+                .sqlite()
                 .prepare(
                     "SELECT w.owner, sum(s.value) FROM series AS s JOIN tweets AS w USING (tweet_id) \
                      WHERE w.owner IS NOT NULL AND w.removed_at IS NULL AND s.metric_id = 1 \
                      AND s.hour >= ?1 AND s.hour < ?2 GROUP BY w.owner",
                 )
                 .unwrap();
-            stmt.query_map(args![since, until], |r| Ok((r.get(0)?, r.get(1)?)))
+            stmt.query_map(rusqlite::params![since, until], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()
