@@ -853,7 +853,10 @@ access_token = "file-token"
         )
         .unwrap();
         let read = |vars: &[(&str, &str)]| database_path(Some(&file), env(vars));
-        assert_eq!(read(&[]).unwrap().sqlite_path(), Some(Path::new("db/e.sqlite")));
+        assert_eq!(
+            read(&[]).unwrap().sqlite_path(),
+            Some(Path::new("db/e.sqlite"))
+        );
         assert_eq!(
             read(&[("ENGAGEMENT__DATABASE__PATH", "/x.sqlite")])
                 .unwrap()

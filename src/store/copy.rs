@@ -83,7 +83,7 @@ impl Store {
         for c in columns {
             let exact = self.read(|tx| {
                 let is_int = tx.pick(
-                    "SELECT count(*) = count(CASE WHEN typeof(c) IN ('integer', 'null') THEN 1 END) FROM (SELECT {c} AS c FROM {table}) AS v",
+                    "SELECT upper(type) = 'INTEGER' FROM pragma_table_info('{table}') WHERE name = '{c}'",
                     "SELECT data_type IN ('bigint', 'integer', 'smallint') FROM information_schema.columns \
                      WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{c}'",
                 );

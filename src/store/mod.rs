@@ -1140,7 +1140,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.sqlite");
         let store = Store::open(&path).unwrap();
-        store.sqlite().busy_timeout(Duration::from_millis(200)).unwrap();
+        store
+            .sqlite()
+            .busy_timeout(Duration::from_millis(200))
+            .unwrap();
         let (release, holder) = hold_write_lock(&path);
         let err = store.prove_writable().unwrap_err();
         assert!(matches!(err, StoreError::Busy { .. }), "{err}");

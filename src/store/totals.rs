@@ -137,12 +137,10 @@ mod tests {
             .sqlite()
             .prepare("SELECT tweet_id, metric, value, observed_at FROM latest_totals")
             .unwrap();
-        stmt.query_map([], |r| {
-            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// A full batch of 250 Tweets: all new at first, then only the changed values are written,

@@ -140,12 +140,17 @@ impl PgDb {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("ei_test_{}_{n}", std::process::id());
-        let mut client = pg_client(admin);
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-            ))
-            .expect("the test database is created");
+        let (url, sql) = (admin.to_string(), name.clone());
+        // Off any async runtime: the driver blocks on a runtime of its own.
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls)
+                .expect("the test server accepts the connection");
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {sql}"))?;
+            client.batch_execute(&format!("CREATE DATABASE {sql}"))
+        })
+        .join()
+        .unwrap()
+        .expect("the test database is created");
         PgDb {
             url: with_dbname(admin, &name),
             admin: admin.to_string(),
@@ -185,15 +190,6 @@ impl Drop for PgDb {
         })
         .join();
     }
-}
-
-/// A client of the test server (off any async runtime).
-pub fn pg_client(url: &str) -> postgres::Client {
-    let url = url.to_string();
-    std::thread::spawn(move || postgres::Client::connect(&url, postgres::NoTls))
-        .join()
-        .unwrap()
-        .expect("the test server accepts the connection")
 }
 
 /// `url` with its database replaced by `name` (the query string, e.g. `?host=`, kept).

@@ -20,15 +20,15 @@ mod failures;
 mod groupings;
 /// Broken and hostile answers: what is stored, what is retried, what is printed.
 mod hostile;
+/// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
+/// PostgreSQL: identical content, copy, the shard lock, wrong URLs (ignored without a server).
+mod postgres;
 /// `query` and `plan` against the simulator's own numbers.
 mod query;
 /// A realistic simulator: late-settling numbers, any answer order, both 403 forms, lookback.
 mod realism;
 /// `report`: the HTML page, its numbers, its charts in Chromium.
 mod report;
-/// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
-/// PostgreSQL: identical content, copy, the shard lock, wrong URLs (ignored without a server).
-mod postgres;
 mod series;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;

@@ -15,7 +15,9 @@ fn contents(db: &rusqlite::Connection, skip: &[&str]) -> BTreeMap<String, Vec<St
     let mut out = BTreeMap::new();
     for table in TABLES {
         let columns: Vec<String> = db
-            .prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+            ))
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
@@ -23,7 +25,7 @@ fn contents(db: &rusqlite::Connection, skip: &[&str]) -> BTreeMap<String, Vec<St
             .filter(|c: &String| !skip.contains(&format!("{table}.{c}").as_str()))
             .collect();
         let sql = format!(
-            "SELECT {} FROM {table} ORDER BY 1, 2, 3",
+            "SELECT {} FROM {table} ORDER BY 1",
             columns
                 .iter()
                 .map(|c| format!("quote({c})"))
@@ -45,7 +47,13 @@ fn contents(db: &rusqlite::Connection, skip: &[&str]) -> BTreeMap<String, Vec<St
 fn assert_same(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>) {
     for table in TABLES {
         let (x, y) = (&a[*table], &b[*table]);
-        assert_eq!(x.len(), y.len(), "{table}: {} rows against {}", x.len(), y.len());
+        assert_eq!(
+            x.len(),
+            y.len(),
+            "{table}: {} rows against {}",
+            x.len(),
+            y.len()
+        );
         for (i, (l, r)) in x.iter().zip(y).enumerate() {
             assert_eq!(l, r, "{table} row {i}");
         }
@@ -68,8 +76,14 @@ async fn sqlite_and_postgres_store_identical_content() {
         assert_eq!(app.run(&ctx, &kinds).await.exit_code(), 0);
         assert_eq!(app.run(&ctx, &kinds).await.exit_code(), 0);
     }
-    let on_sqlite = contents(&rusqlite::Connection::open(&app.db_path).unwrap(), &["requests.duration_ms"]);
-    assert!(on_sqlite["series"].len() > 100, "too little stored to compare");
+    let on_sqlite = contents(
+        &rusqlite::Connection::open(&app.db_path).unwrap(),
+        &["requests.duration_ms", "requests.seq"],
+    );
+    assert!(
+        on_sqlite["series"].len() > 100,
+        "too little stored to compare"
+    );
 
     let pg = PgDb::create(&server);
     let path = app.db_path.to_string_lossy().into_owned();
@@ -80,7 +94,10 @@ async fn sqlite_and_postgres_store_identical_content() {
         assert_eq!(app.run(&ctx, &kinds).await.exit_code(), 0);
     }
     let snapshot = pg.snapshot(&app._dir.path().join("pg-copy.sqlite"));
-    assert_same(&on_sqlite, &contents(&snapshot, &["requests.duration_ms"]));
+    assert_same(
+        &on_sqlite,
+        &contents(&snapshot, &["requests.duration_ms", "requests.seq"]),
+    );
 }
 
 /// `copy` moves the demo database into PostgreSQL: it reports the copy verified, and the
@@ -109,7 +126,11 @@ async fn copy_moves_the_demo_database_into_postgres() {
     // Resumable: what is there already is kept, nothing is added twice.
     let again = tokio::task::block_in_place(|| copy(()));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    assert!(text(&again).contains("series") && text(&again).contains(" 0 new"), "{}", text(&again));
+    assert!(
+        text(&again).contains("series") && text(&again).contains(" 0 new"),
+        "{}",
+        text(&again)
+    );
 }
 
 /// A second writer of the same shard exits 4 and names the lock; the first one's connection
@@ -124,15 +145,23 @@ async fn a_second_writer_of_the_shard_exits_4() {
     let pg = PgDb::create(&server);
     let path = app.db_path.to_string_lossy().into_owned();
     app.edit_config(|t| t.replace(&format!("path = {path:?}"), &format!("url = {:?}", pg.url)));
-    let holder = tokio::task::block_in_place(|| {
-        let store = Store::open(&pg.target()).unwrap();
+    // Another writer of shard 0/1, on a thread of its own (the driver blocks).
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let target = pg.target();
+    let holder = std::thread::spawn(move || {
+        let store = Store::open(&target).unwrap();
         store.lock_shard("0/1").unwrap();
-        store
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        drop(store);
     });
+    locked_rx.recv().unwrap();
     let out = app.cli(&["run"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("advisory lock"), "{}", text(&out));
-    tokio::task::block_in_place(|| drop(holder));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
     let out = app.cli(&["run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
@@ -173,9 +202,15 @@ async fn a_wrong_url_or_password_exits_3_without_the_password() {
         let out = app.cli(&["run"]).await;
         let shown = text(&out);
         assert_eq!(out.status.code(), Some(3), "{shown}");
-        assert!(shown.contains("cannot connect to PostgreSQL database"), "{shown}");
+        assert!(
+            shown.contains("cannot connect to PostgreSQL database"),
+            "{shown}"
+        );
         if secret_or_db == "Wr0ngSecret" {
-            assert!(!shown.contains("Wr0ngSecret"), "the password is shown: {shown}");
+            assert!(
+                !shown.contains("Wr0ngSecret"),
+                "the password is shown: {shown}"
+            );
             assert!(shown.contains("127.0.0.1"), "{shown}");
         } else {
             assert!(shown.contains(secret_or_db), "{shown}");

@@ -444,10 +444,12 @@ mod tests {
                      AND s.hour >= ?1 AND s.hour < ?2 GROUP BY w.owner",
                 )
                 .unwrap();
-            stmt.query_map(rusqlite::params![since, until], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
+            stmt.query_map(rusqlite::params![since, until], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
         };
         for (since, until) in [
             (start, NOW),
