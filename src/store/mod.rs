@@ -59,7 +59,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_daily_rollups.sql",
         include_str!("../../schema/0006_daily_rollups.sql"),
     ),
+    (
+        "0007_runs_shard.sql",
+        include_str!("../../schema/0007_runs_shard.sql"),
+    ),
 ];
+
+/// The shard of a writer that has none.
+pub const UNSHARDED: &str = "0/1";
 
 /// The schema version this binary writes (SQLite's; see [`Store::supported_version`]).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -344,6 +351,9 @@ pub struct Store {
     target: Target,
     /// The SQLite file (PostgreSQL: the target as text, for messages).
     path: PathBuf,
+    /// The shard whose runs this writer records and reads (`I/N`; `0/1` unsharded): set by
+    /// [`Store::lock_shard`].
+    shard: String,
     /// Hourly buckets this handle's committed series writes added, less those they removed:
     /// what a run stored, without counting `series` (a scan of the whole table).
     buckets_added: i64,
@@ -386,6 +396,7 @@ impl Store {
             target: Target::Postgres(pg),
             path,
             buckets_added: 0,
+            shard: UNSHARDED.to_string(),
         })
     }
 
@@ -401,6 +412,7 @@ impl Store {
             conn: Conn::Lite(conn),
             target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
+            shard: UNSHARDED.to_string(),
             path: path.to_path_buf(),
         };
         // WAL mode is set here: the first moment SQLite needs the -wal and -shm files.
@@ -464,6 +476,7 @@ impl Store {
             conn: Conn::Lite(conn),
             target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
+            shard: UNSHARDED.to_string(),
             path: path.to_path_buf(),
         };
         let found = match store.schema_version() {
@@ -523,6 +536,7 @@ impl Store {
             conn: Conn::Lite(conn),
             target: Target::Sqlite(path.to_path_buf()),
             buckets_added: 0,
+            shard: UNSHARDED.to_string(),
             path: path.to_path_buf(),
         })
     }
@@ -757,7 +771,8 @@ impl Store {
     /// Takes this shard's writer lock, held by this connection until it closes (PostgreSQL's
     /// session advisory lock: the server lets go when the process dies, however it dies).
     /// SQLite's writer lock is the lock file ([`crate::lock`]): this does nothing there.
-    pub fn lock_shard(&self, shard: &str) -> Result<(), StoreError> {
+    pub fn lock_shard(&mut self, shard: &str) -> Result<(), StoreError> {
+        self.shard = shard.to_string();
         if let Conn::Lite(_) = self.conn {
             return Ok(());
         }

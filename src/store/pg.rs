@@ -10,10 +10,16 @@ use std::time::Duration;
 use crate::config::Secret;
 
 /// PostgreSQL migrations in order; file `NNNN_*.sql` brings the database to version NNNN.
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../schema/postgres/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../../schema/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_runs_shard.sql",
+        include_str!("../../schema/postgres/0002_runs_shard.sql"),
+    ),
+];
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

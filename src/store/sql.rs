@@ -454,12 +454,14 @@ impl Value {
 
 /// Runs `f`, which blocks on PostgreSQL's driver (it drives its own runtime), off the async
 /// runtime when called on one of its threads: the driver cannot block inside it.
-pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
         }
-        _ => f(),
+        // A current-thread runtime (tests, tools) has no thread to spare: a short-lived one.
+        Ok(_) => std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        Err(_) => f(),
     }
 }
 
@@ -499,7 +501,8 @@ impl Pg {
             return Ok(found.clone());
         }
         let (text, names) = translate(sql);
-        let stmt = off_runtime(|| self.client().prepare(&text))?;
+        let client = self.client();
+        let stmt = off_runtime(|| client.prepare(&text))?;
         self.cache
             .insert(sql.to_string(), (stmt.clone(), names.clone()));
         Ok((stmt, names))
@@ -683,7 +686,11 @@ impl<'c> Tx<'c> {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match self {
             Tx::Lite(c) => Ok(c.execute_batch(sql)?),
-            Tx::Pg(pg) => Ok(off_runtime(|| pg.borrow_mut().client().batch_execute(sql))?),
+            Tx::Pg(pg) => {
+                let mut pg = pg.borrow_mut();
+                let client = pg.client();
+                Ok(off_runtime(|| client.batch_execute(sql))?)
+            }
         }
     }
 }
@@ -747,7 +754,9 @@ impl Stmt<'_> {
             }
             Stmt::Pg(pg, stmt, names) => {
                 let args = pg_args(&params, names)?;
-                let n = off_runtime(|| pg.borrow_mut().client().execute(&*stmt, &args))?;
+                let mut pg = pg.borrow_mut();
+                let client = pg.client();
+                let n = off_runtime(|| client.execute(&*stmt, &args))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -792,7 +801,9 @@ impl Stmt<'_> {
             }
             Stmt::Pg(pg, stmt, names) => {
                 let args = pg_args(&params, names)?;
-                let rows = off_runtime(|| pg.borrow_mut().client().query(&*stmt, &args))?;
+                let mut pg = pg.borrow_mut();
+                let client = pg.client();
+                let rows = off_runtime(|| client.query(&*stmt, &args))?;
                 for r in &rows {
                     f(&Row::Pg(r))?;
                 }
@@ -834,7 +845,9 @@ impl Stmt<'_> {
             }
             Stmt::Pg(pg, stmt, names) => {
                 let args = pg_args(&params, names)?;
-                let rows = off_runtime(|| pg.borrow_mut().client().query(&*stmt, &args))?;
+                let mut pg = pg.borrow_mut();
+                let client = pg.client();
+                let rows = off_runtime(|| client.query(&*stmt, &args))?;
                 Ok(Rows::Pg(rows.into_iter(), None))
             }
         }

@@ -115,7 +115,9 @@ impl Store {
     /// it, and the end of its last `ok` run.
     pub fn kind_history(&self, kind: &str) -> Result<KindHistory, StoreError> {
         self.read(|conn| {
-            let has = "(',' || kinds || ',') LIKE '%,' || ?1 || ',%'";
+            // This shard's runs only: shards sharing a database each keep their own cycles.
+            let has = "(',' || kinds || ',') LIKE '%,' || ?1 || ',%' AND shard = ?2";
+            let shard = self.shard.as_str();
             // The latest such run, not the latest start: after a clock was set back, the run that
             // started "in the future" is not the last one.
             let full = format!(
@@ -123,7 +125,7 @@ impl Store {
              AND (',' || catch_up || ',') NOT LIKE '%,' || ?1 || ',%' ORDER BY run_id DESC LIMIT 1"
             );
             let last_full: Option<(i64, i64)> = conn
-                .query_row(&full, args![kind], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(&full, args![kind, shard], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let last_full_start = last_full.map(|(_, started)| started);
             // Cycles refused before planning (another writer held the lock, a bad config) say
@@ -134,7 +136,7 @@ impl Store {
              AND planned IS NOT NULL AND {has} ORDER BY run_id DESC LIMIT 1"
             );
             let last_finished = conn
-                .query_row(&last, args![kind], |r| {
+                .query_row(&last, args![kind, shard], |r| {
                     Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<bool>(2)?))
                 })
                 .optional()?
@@ -154,12 +156,13 @@ impl Store {
                 "SELECT max(finished_at) FROM runs WHERE {has} AND (status = 'ok' OR \
              (status = 'partial' AND (',' || failed_kinds || ',') NOT LIKE '%,' || ?1 || ',%'))"
             );
-            let last_success: Option<i64> = conn.query_row(&ok, args![kind], |r| r.get(0))?;
+            let last_success: Option<i64> = conn.query_row(&ok, args![kind, shard], |r| r.get(0))?;
             let sent_since_full = match last_full {
                 None => 0,
                 Some((run_id, _)) => conn.query_row(
-                    "SELECT count(*) FROM requests WHERE kind = ?1 AND run_id >= ?2",
-                    args![kind, run_id],
+                    "SELECT count(*) FROM requests WHERE kind = ?1 AND run_id >= ?2 \
+                     AND run_id IN (SELECT run_id FROM runs WHERE shard = ?3)",
+                    args![kind, run_id, shard],
                     |r| r.get::<i64>(0),
                 )? as usize,
             };

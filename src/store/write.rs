@@ -257,13 +257,14 @@ impl Store {
     pub fn begin_run(&mut self, start: &RunStart<'_>) -> Result<i64, StoreError> {
         self.read(|conn| {
             conn.query_row(
-                "INSERT INTO runs (kinds, catch_up, planned, started_at) VALUES (?1, ?2, ?3, ?4) \
-                 RETURNING run_id",
+                "INSERT INTO runs (kinds, catch_up, planned, started_at, shard) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING run_id",
                 args![
                     start.kinds.join(","),
                     start.catch_up.join(","),
                     start.planned as i64,
-                    start.started_at
+                    start.started_at,
+                    self.shard
                 ],
                 |r| r.get(0),
             )
@@ -331,9 +332,9 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.read(|conn| {
             conn.query_row(
-                "INSERT INTO runs (kinds, started_at, finished_at, status, error) \
-                 VALUES (?1, ?2, ?3, 'failed', ?4) RETURNING run_id",
-                args![kinds.join(","), started_at, finished_at, error],
+                "INSERT INTO runs (kinds, started_at, finished_at, status, error, shard) \
+                 VALUES (?1, ?2, ?3, 'failed', ?4, ?5) RETURNING run_id",
+                args![kinds.join(","), started_at, finished_at, error, self.shard],
                 |r| r.get(0),
             )
         })
@@ -389,8 +390,8 @@ impl Store {
             conn.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?1, \
                  error = coalesce(error, 'the process ended before the run finished') \
-                 WHERE status = 'running'",
-                args![now],
+                 WHERE status = 'running' AND shard = ?2",
+                args![now, self.shard],
             )
         })
     }

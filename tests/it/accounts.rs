@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, text, world_with};
 
 /// `query … --format json` through the binary: exit 0, the rows, and stderr.
 async fn query_json(app: &TestApp, args: &[&str]) -> (Vec<Value>, String) {
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let mut full = vec!["query", "--db", &db, "--format", "json"];
     full.extend_from_slice(args);
     let out = app.cli(&full).await;
@@ -155,7 +155,7 @@ async fn accounts_sum_the_simulators_hours_and_say_what_is_known() {
         assert_eq!(row["quote_tweets"], Value::Null, "{row}");
     }
     // The table marks figures that are not fully covered and says why.
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let mut table_args = vec!["query", "--db", &db, "--format", "table"];
     table_args.extend_from_slice(&args);
     let table = app.cli(&table_args).await;
@@ -309,7 +309,7 @@ async fn until_bounds_top_and_series_and_ids_are_exact_strings() {
     assert!(got.iter().all(|(_, id)| *id > 1 << 53), "IDs above 2^53");
 
     // The raw text carries the ID as a string; CSV as a bare number.
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let id = got[0].1;
     let out = app
         .cli(&[
@@ -408,7 +408,7 @@ async fn latest_is_narrowed_by_metric_and_widened_by_tweet() {
         let public = row["owner"].is_null();
         assert_eq!(row["impressions"].is_null(), public, "{row}");
     }
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let out = app
         .cli(&[
             "query", "--db", &db, "--format", "csv", "latest", "--wide", "--metric", "retweets",
@@ -447,7 +447,7 @@ async fn series_without_a_series_says_why() {
         stderr.contains(&format!("Tweet {owned} has no coverage between")),
         "{stderr}"
     );
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let out = app
         .cli(&["query", "--db", &db, "series", "--tweet", "20"])
         .await;

@@ -108,7 +108,7 @@ async fn dry_run_sends_nothing() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("bearer"), "{all}");
     assert_eq!(app.sim().stats().count("totals"), 0);
-    assert!(!app.db_path.exists());
+    assert!(!app.db_exists());
 }
 
 /// The README's by-hand flow: `sim` as its own process exports a config and an inventory and

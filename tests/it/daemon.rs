@@ -298,7 +298,7 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
     // Two finished cycles of every kind.
     let deadline = Instant::now() + Duration::from_secs(60);
     let db = loop {
-        if app.db_path.exists() {
+        if app.db_exists() {
             let db = app.db();
             if ["totals", "hourly", "historical"]
                 .iter()
@@ -555,7 +555,7 @@ async fn run_abandons_a_request_outlasting_the_grace_and_exits_0() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let running: i64 = if app.db_path.exists() {
+        let running: i64 = if app.db_exists() {
             app.db()
                 .query_row(
                     "SELECT count(*) FROM runs WHERE status = 'running'",
@@ -623,7 +623,7 @@ async fn each_cycle_rereads_the_inventory_and_keeps_the_last_good_config() {
         let daemon = &daemon;
         async move {
             let deadline = Instant::now() + Duration::from_secs(20);
-            while !app.db_path.exists() || finished_runs(&app.db(), "totals") < n {
+            while !app.db_exists() || finished_runs(&app.db(), "totals") < n {
                 assert!(Instant::now() < deadline, "{}", daemon.logs());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -681,7 +681,7 @@ async fn until<T>(
 ) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if app.db_path.exists()
+        if app.db_exists()
             && let Some(v) = check(&app.db())
         {
             return v;

@@ -84,11 +84,14 @@ fn damage_a_page_of(db: &Path, table: &str) -> i64 {
 /// token) and written nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_fails_check_and_run_sends_nothing() {
+    if crate::helpers::sqlite_only("a_damaged_database_fails_check_and_run_sends_nothing") {
+        return;
+    }
     let app = TestApp::spawn(world(6, 4, 6, 0)).await;
     let ctx = app.context();
     app.run(&ctx, &[JobKind::Totals, JobKind::Historical]).await;
     drop(ctx);
-    let db = app.db_path.display().to_string();
+    let db = app.db_arg();
     let out = app.cli(&["check"]).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
@@ -153,6 +156,9 @@ async fn a_damaged_database_fails_check_and_run_sends_nothing() {
 /// nothing sent, and the next cycle, the lock let go, runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_cycle_of_a_long_lived_context_proves_the_database() {
+    if crate::helpers::sqlite_only("each_cycle_of_a_long_lived_context_proves_the_database") {
+        return;
+    }
     let app = TestApp::spawn(world(3, 2, 3, 0)).await;
     let ctx = app.context();
     app.run(&ctx, &[JobKind::Totals]).await;
@@ -189,6 +195,9 @@ async fn each_cycle_of_a_long_lived_context_proves_the_database() {
 /// sends nothing meanwhile), then runs: exit 0, its run `ok`, none left `running`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_waits_for_a_write_lock_held_as_it_starts() {
+    if crate::helpers::sqlite_only("run_waits_for_a_write_lock_held_as_it_starts") {
+        return;
+    }
     let app = TestApp::spawn(world(3, 2, 3, 0)).await;
     drop(app.context()); // creates the database
     let holder = app.db();
@@ -240,6 +249,9 @@ async fn run_waits_for_a_write_lock_held_as_it_starts() {
 /// busy timeout) wait for it and are all stored: exit 0, every batch in the ledger, the run `ok`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_wait_for_a_write_lock_held_during_the_run() {
+    if crate::helpers::sqlite_only("answers_wait_for_a_write_lock_held_during_the_run") {
+        return;
+    }
     let app = TestApp::spawn(world(12, 10, 12, 0)).await;
     let mut faults = app.sim().faults();
     faults.latency_ms = 300;
@@ -301,6 +313,9 @@ async fn answers_wait_for_a_write_lock_held_during_the_run() {
 /// as `nobody` (the folder its own, the file not), or the test says why it cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_database_file_fails_check_and_run_sends_nothing() {
+    if crate::helpers::sqlite_only("an_unwritable_database_file_fails_check_and_run_sends_nothing") {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
 

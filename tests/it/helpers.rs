@@ -109,6 +109,16 @@ pub fn on_postgres() -> bool {
     }
 }
 
+/// Whether a test about SQLite's own file (its folder, its lock file, damaged pages, file
+/// permissions, SQLite's write lock) is skipped because the suite runs on PostgreSQL; says so.
+pub fn sqlite_only(test: &str) -> bool {
+    if on_postgres() {
+        eprintln!("{test}: SKIPPED on PostgreSQL (it is about SQLite's file)");
+        return true;
+    }
+    false
+}
+
 /// The PostgreSQL server for a test that needs one: its URL, or `None` after printing that
 /// the test is skipped. Such tests are also `#[ignore]`d, so that `cargo test` reports them
 /// as ignored without a server; CI runs them with `--ignored` and a server, and there a
@@ -310,6 +320,23 @@ impl TestApp {
         match &self.pg {
             Some(pg) => pg.snapshot(&self._dir.path().join("snapshot.sqlite")),
             None => rusqlite::Connection::open(&self.db_path).expect("database opens"),
+        }
+    }
+
+    /// Whether the worker has created its database (on PostgreSQL: its schema).
+    pub fn db_exists(&self) -> bool {
+        match &self.pg {
+            None => self.db_path.exists(),
+            Some(pg) => {
+                let target = pg.target();
+                std::thread::spawn(move || {
+                    engagement_ingest::store::Store::connect_existing(&target)
+                        .and_then(|s| s.schema_version())
+                        .is_ok_and(|v| v > 0)
+                })
+                .join()
+                .unwrap()
+            }
         }
     }
 

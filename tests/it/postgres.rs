@@ -150,7 +150,7 @@ async fn a_second_writer_of_the_shard_exits_4() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let target = pg.target();
     let holder = std::thread::spawn(move || {
-        let store = Store::open(&target).unwrap();
+        let mut store = Store::open(&target).unwrap();
         store.lock_shard("0/1").unwrap();
         locked_tx.send(()).unwrap();
         let _ = release_rx.recv();

@@ -9,7 +9,7 @@ use crate::helpers::{TestApp, set_in_section, text, world_with};
 
 /// `query … --format json` through the binary, as JSON.
 async fn query(app: &TestApp, args: &[&str]) -> Value {
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let mut full = vec!["query", "--db", &db, "--format", "json"];
     full.extend_from_slice(args);
     let out = app.cli(&full).await;
@@ -260,7 +260,7 @@ async fn queries_answer_with_the_simulators_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_arguments_are_checked() {
     let app = TestApp::spawn(world_with(2, 0, 1, "")).await;
-    let db = app.db_path.to_string_lossy().into_owned();
+    let db = app.db_arg();
     let out = app.cli(&["query", "--db", &db, "runs"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no such database"), "{}", text(&out));
