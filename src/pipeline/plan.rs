@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::due::{KindDue, Scope, Selection};
 use crate::config::{Config, ScheduleConfig};
-use crate::domain::{AccountState, Handle, JobKind, TweetId, TweetState};
-use crate::inventory::{self, Inventory, InventoryError};
+use crate::domain::{AccountState, Handle, JobKind, Shard, TweetId, TweetState};
+use crate::inventory::{self, Entry, Inventory, InventoryError};
 use crate::planner::{
     self, Cell, CellState, HistoricalPolicy, Job, PlanSettings, PlanTweet, Refresh, SeriesPolicy,
     SeriesSettings, Skipped, TotalsPolicy, TweetStates,
@@ -19,6 +19,16 @@ use crate::store::{AccountRecord, KindHistory, Store, StoreError};
 /// Loads the inventory named by the config, checking owners against `[[accounts]]`.
 pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
     inventory::load(&config.inventory.path, &config.handles())
+}
+
+/// The entries of `inventory` that `shard` plans: by the inventory's owner (the same in every
+/// shard's eyes, whatever each database has learnt of moved Tweets), public ones by ID. The
+/// inventory mirror takes every entry: all shards share one `tweets` table.
+pub fn shard_entries(shard: Shard, inventory: &Inventory) -> impl Iterator<Item = &Entry> {
+    inventory
+        .entries
+        .iter()
+        .filter(move |e| shard.owns(e.id, e.owner.as_ref()))
 }
 
 /// What the planner needs from the database.
@@ -167,9 +177,7 @@ pub(super) fn plan_cycle(
             skipped.absorb(&s);
         }
     }
-    skipped.paused = inventory
-        .entries
-        .iter()
+    skipped.paused = shard_entries(config.shard, inventory)
         .filter(|e| {
             e.owner
                 .as_ref()
@@ -200,7 +208,7 @@ fn plan_with(
     // The owner the API says wrote a Tweet wins over the inventory's, once the API said so.
     let tweets = |scope: Scope| {
         let refused = &refused;
-        inventory.entries.iter().map(move |e| {
+        shard_entries(settings.shard, inventory).map(move |e| {
             let owner = state.moved.get(&e.id).or(e.owner.as_ref()).filter(|o| {
                 let catching_up = matches!(scope, Scope::CatchUp { .. });
                 !(paused.contains(o.as_str()) || catching_up && refused.contains(o.as_str()))
