@@ -28,5 +28,7 @@ mod realism;
 mod report;
 /// `/28hr` and `/historical`: sums, coverage, resume after SIGKILL, storage figures.
 mod series;
+/// Two shards against one simulator: the unsharded run's work between them, each at its pace.
+mod shards;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;
