@@ -454,7 +454,9 @@ access_token_secret = "acme-secret-value"
             shard(MINIMAL, &[("ENGAGEMENT__RUNTIME__SHARD", "0/2")]),
             Shard::new(0, 2).unwrap()
         );
-        let cases: [(&str, &[(&str, &str)], &[&str]); 8] = [
+        /// The `[runtime]` body, the environment, words the problem must contain.
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: [Case; 8] = [
             (
                 "shard = \"4/4\"",
                 &[],

@@ -167,6 +167,7 @@ pub async fn run_cycle(
             tracing::debug!(kind = d.kind.name(), reason = %d.reason(now), "Due?");
         }
         tracing::info!(
+            shard = %ctx.config.shard,
             tweets = inventory.entries.len(),
             added = report.inventory.added,
             removed = report.inventory.removed,
