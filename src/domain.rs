@@ -164,6 +164,125 @@ impl From<Handle> for String {
     }
 }
 
+/// FNV-1a, 64 bits, over `bytes`: the stable hash that assigns Tweets to shards (the same in
+/// every build and on every machine, unlike `std`'s hashers).
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// The part of the inventory (and of the contract's limits) one instance works on: shard
+/// `index` of `count` (0-based, like Kubernetes' `JOB_COMPLETION_INDEX`). An owned Tweet belongs
+/// to the shard of its owner's handle (FNV-1a 64 of the lowercased handle, `% count`), a public
+/// Tweet to the shard of its ID (FNV-1a 64 of the decimal ID). [`Shard::WHOLE`] (`0/1`) is
+/// everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    index: u32,
+    count: u32,
+}
+
+/// Why `index`/`count` is not a shard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("the number of shards must be at least 1")]
+    NoShards,
+    #[error("shard {index} does not exist: with {count} shards the index is 0 to {}", count - 1)]
+    OutOfRange { index: u32, count: u32 },
+    #[error("{0:?} is not \"I/N\" (shard I of N, I from 0 to N-1), e.g. \"0/4\"")]
+    Syntax(String),
+}
+
+impl Shard {
+    /// The whole inventory: one shard of one.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Shard `index` of `count`: `count >= 1`, `index < count`.
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
+        if count == 0 {
+            return Err(ShardError::NoShards);
+        }
+        if index >= count {
+            return Err(ShardError::OutOfRange { index, count });
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// 0-based.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// How many shards there are.
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    /// Whether this is the whole inventory (`0/1`).
+    pub fn is_whole(self) -> bool {
+        self.count == 1
+    }
+
+    fn owns_hash(self, h: u64) -> bool {
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// Whether the Tweets of the account `handle` are this shard's (case-insensitive).
+    pub fn owns_handle(self, handle: &Handle) -> bool {
+        self.owns_hash(fnv1a_64(handle.as_str().to_lowercase().as_bytes()))
+    }
+
+    /// Whether the public Tweet `id` is this shard's.
+    pub fn owns_public(self, id: TweetId) -> bool {
+        self.owns_hash(fnv1a_64(id.to_string().as_bytes()))
+    }
+
+    /// Whether an inventory entry (Tweet `id`, owned by `owner` or public) is this shard's.
+    pub fn owns(self, id: TweetId, owner: Option<&Handle>) -> bool {
+        match owner {
+            Some(h) => self.owns_handle(h),
+            None => self.owns_public(id),
+        }
+    }
+
+    /// This shard's share of a limit of `n` requests: `n / count`, rounded down, at least 1.
+    pub fn share(self, n: std::num::NonZeroU32) -> std::num::NonZeroU32 {
+        std::num::NonZeroU32::new(n.get() / self.count).unwrap_or(std::num::NonZeroU32::MIN)
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard::WHOLE
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = ShardError;
+    /// `"I/N"` (spaces around the numbers allowed).
+    fn from_str(s: &str) -> Result<Shard, ShardError> {
+        let syntax = || ShardError::Syntax(s.to_string());
+        let (i, n) = s.split_once('/').ok_or_else(syntax)?;
+        let number = |t: &str| {
+            let t = t.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(syntax());
+            }
+            t.parse::<u32>().map_err(|_| syntax())
+        };
+        Shard::new(number(i)?, number(n)?)
+    }
+}
+
 /// Every engagement type the Engagement API spells (engagement-api §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -734,6 +853,77 @@ impl AccountState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The published FNV-1a 64 test vectors, and assignments worked out by hand from them once:
+    /// if either changes, every deployed shard would start working on other Tweets.
+    #[test]
+    fn shards_are_assigned_by_fnv1a_64() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"acme"), 0x0724_d383_f4f6_de0f);
+        let acme: Handle = "Acme".parse().unwrap();
+        let shard_of = |n: u32, owns: &dyn Fn(Shard) -> bool| {
+            let owners: Vec<u32> = (0..n)
+                .filter(|&i| owns(Shard::new(i, n).unwrap()))
+                .collect();
+            assert_eq!(owners.len(), 1, "{n} shards: owned by {owners:?}");
+            owners[0]
+        };
+        // 0x0724d383f4f6de0f = 514_829_640_451_497_487: % 2 = 1, % 3 = 2, % 4 = 3, % 5 = 2.
+        let by_handle: Vec<u32> = (1..=5)
+            .map(|n| shard_of(n, &|s| s.owns_handle(&acme)))
+            .collect();
+        assert_eq!(by_handle, [0, 1, 2, 3, 2]);
+        // The handle's case does not matter.
+        let upper: Handle = "ACME".parse().unwrap();
+        assert!(Shard::new(3, 4).unwrap().owns_handle(&upper));
+        // "1460323737035677698" hashes to 0x9090494842ba24e6: % 4 = 2, % 5 = 1.
+        let id: TweetId = "1460323737035677698".parse().unwrap();
+        assert_eq!(fnv1a_64(b"1460323737035677698"), 0x9090_4948_42ba_24e6);
+        assert_eq!(shard_of(4, &|s| s.owns_public(id)), 2);
+        assert_eq!(shard_of(5, &|s| s.owns_public(id)), 1);
+        assert!(Shard::WHOLE.owns(id, None) && Shard::WHOLE.owns(id, Some(&acme)));
+    }
+
+    #[test]
+    fn shards_parse_as_index_of_count() {
+        assert_eq!("1/4".parse::<Shard>().unwrap(), Shard::new(1, 4).unwrap());
+        assert_eq!(" 0 / 1 ".parse::<Shard>().unwrap(), Shard::WHOLE);
+        assert_eq!(Shard::new(2, 3).unwrap().to_string(), "2/3");
+        assert_eq!(
+            "4/4".parse::<Shard>(),
+            Err(ShardError::OutOfRange { index: 4, count: 4 })
+        );
+        assert_eq!("0/0".parse::<Shard>(), Err(ShardError::NoShards));
+        for bad in [
+            "1",
+            "1/",
+            "/4",
+            "a/4",
+            "-1/4",
+            "1/4/5",
+            "1.0/4",
+            "99999999999/4",
+        ] {
+            assert!(
+                matches!(bad.parse::<Shard>(), Err(ShardError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        let e = "4/4".parse::<Shard>().unwrap_err().to_string();
+        assert!(e.contains("0 to 3"), "{e}");
+    }
+
+    /// A shard paces at its share of each limit: floor(n / N), never below 1.
+    #[test]
+    fn a_shard_s_share_of_a_limit_rounds_down_to_at_least_one() {
+        let n = |v| std::num::NonZeroU32::new(v).unwrap();
+        let shares: Vec<u32> = [(60, 1), (60, 2), (60, 7), (3, 4), (1, 5)]
+            .into_iter()
+            .map(|(limit, count)| Shard::new(0, count).unwrap().share(n(limit)).get())
+            .collect();
+        assert_eq!(shares, [60, 30, 8, 1, 1]);
+    }
 
     #[test]
     fn snowflake_time_matches_a_known_tweet() {

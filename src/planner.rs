@@ -15,7 +15,7 @@ use crate::config::{Config, SeriesConfig};
 
 use crate::domain::{
     Credential, DAY_SECS, Endpoint, HISTORICAL_EPOCH, Handle, Hour, IMPRESSIONS_MAX_AGE_SECS,
-    JobKind, Metric, TweetId, TweetState, TweetStatus,
+    JobKind, Metric, Shard, TweetId, TweetState, TweetStatus,
 };
 
 pub use sorted::{Cursor, SortedMap, SortedSet};
@@ -276,6 +276,9 @@ pub struct PlanSettings {
     pub settle_after_secs: i64,
     /// `historical.lookback`; `None`: back to 2014-09-01.
     pub lookback_secs: Option<i64>,
+    /// The part of the inventory planned (`[runtime] shard`): an inventory entry belongs to it
+    /// by its inventory owner (or, public, by its ID).
+    pub shard: Shard,
 }
 
 /// What a series kind's plans take from its config section.
@@ -314,6 +317,7 @@ impl From<&Config> for PlanSettings {
             refresh_after_secs: secs(config.historical.refresh_after, i64::MAX / 4),
             settle_after_secs: secs(config.historical.settle_after, i64::MAX / 4),
             lookback_secs: config.historical.lookback.map(|l| secs(l, i64::MAX / 4)),
+            shard: config.shard,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::{Failure, Format, PlanArgs};
 use crate::client::PACING_SLACK;
 use crate::config::{Config, Limit};
 use crate::domain::Credential;
-use crate::domain::{DAY_SECS, JobKind};
+use crate::domain::{DAY_SECS, Endpoint, JobKind};
 use crate::pipeline::{self, KindDue, PlanState, Scope, Selection};
 use crate::planner::{self, Job, PlanSettings};
 use crate::store::Store;
@@ -136,6 +136,7 @@ pub fn plan_selection(
         .into_iter()
         .map(|due| plan_kind(&config, &inventory, &state, due, now))
         .collect();
+    let shard = ShardJson::new(&config, &inventory);
     let token_request = config.app.bearer_token.is_none()
         && plans.iter().any(|p| p.by_credential.contains_key("bearer"));
     let paused: Vec<&str> = config
@@ -163,6 +164,7 @@ pub fn plan_selection(
                 paused_accounts: &paused,
                 refused_accounts: &refused,
                 requests: plans.iter().map(|p| p.requests).sum(),
+                shard,
                 token_requests: usize::from(token_request),
                 tweets: inventory.entries.len(),
             };
@@ -171,6 +173,15 @@ pub fn plan_selection(
         Format::Csv => emit(&csv(&plans).render(Format::Csv)),
         Format::Table => {
             let mut text = table(&plans, inventory.entries.len(), token_request, now, detail);
+            if !config.shard.is_whole() {
+                // Under the head line (or first, for the summary): the figures are the shard's.
+                let at = if detail == Detail::Summary {
+                    0
+                } else {
+                    text.find('\n').map_or(text.len(), |i| i + 1)
+                };
+                text.insert_str(at, &(shard.line() + "\n"));
+            }
             if detail == Detail::Summary {
                 // One line per kind: the accounts' conditions are in the full table.
             } else if !paused.is_empty() {
@@ -211,8 +222,94 @@ struct PlanJson<'a> {
     paused_accounts: &'a [&'a str],
     refused_accounts: &'a [&'a str],
     requests: usize,
+    shard: ShardJson,
     token_requests: usize,
     tweets: usize,
+}
+
+/// The shard the plan is for (`[runtime] shard`; `0/1` without), fields in alphabetical order.
+#[derive(Serialize)]
+struct ShardJson {
+    /// Configured accounts whose Tweets are this shard's.
+    accounts: usize,
+    /// The number of shards.
+    count: u32,
+    /// 0-based.
+    index: u32,
+    /// `[limits]`: the contract's figures, every shard's together.
+    contract_limits: BTreeMap<&'static str, LimitJson>,
+    /// What this shard paces at: its share of `contract_limits`.
+    limits: BTreeMap<&'static str, LimitJson>,
+    /// Inventory Tweets that are this shard's.
+    tweets: usize,
+    /// Configured accounts in all.
+    total_accounts: usize,
+    /// Inventory Tweets in all.
+    total_tweets: usize,
+}
+
+/// One endpoint's limit; `null` is unlimited.
+#[derive(Serialize)]
+struct LimitJson {
+    per_minute: Option<u32>,
+    per_second: Option<u32>,
+}
+
+impl From<&Limit> for LimitJson {
+    fn from(l: &Limit) -> LimitJson {
+        LimitJson {
+            per_minute: l.per_minute.map(|n| n.get()),
+            per_second: l.per_second.map(|n| n.get()),
+        }
+    }
+}
+
+impl ShardJson {
+    fn new(config: &Config, inventory: &crate::inventory::Inventory) -> ShardJson {
+        let limits = |f: &dyn Fn(Endpoint) -> Limit| {
+            Endpoint::ALL
+                .into_iter()
+                .map(|e| (e.name(), LimitJson::from(&f(e))))
+                .collect()
+        };
+        ShardJson {
+            accounts: config
+                .accounts
+                .iter()
+                .filter(|a| config.shard.owns_handle(&a.handle))
+                .count(),
+            count: config.shard.count(),
+            index: config.shard.index(),
+            contract_limits: limits(&|e| *config.contract_limit(e)),
+            limits: limits(&|e| config.limit(e)),
+            tweets: pipeline::shard_entries(config.shard, inventory).count(),
+            total_accounts: config.accounts.len(),
+            total_tweets: inventory.entries.len(),
+        }
+    }
+
+    /// `shard 1/4: 812 of 3,240 Tweets, 11 of 40 accounts, pacing at 1/4 of [limits]`.
+    fn line(&self) -> String {
+        format!(
+            "shard {}/{}: {} of {} Tweets, {} of {}, pacing at 1/{} of [limits] (per_minute, \
+             per_second: {})",
+            self.index,
+            self.count,
+            self.tweets,
+            self.total_tweets,
+            self.accounts,
+            count(self.total_accounts, "account", "accounts"),
+            self.count,
+            self.limits
+                .iter()
+                .map(|(e, l)| {
+                    let n = |v: Option<u32>| v.map_or("unlimited".to_string(), |v| v.to_string());
+                    format!("/{e} {}, {}", n(l.per_minute), n(l.per_second))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
 }
 
 /// One kind of [`PlanJson`], fields in alphabetical order.
@@ -341,7 +438,7 @@ fn plan_kind(
         }
     }
     let tweets = distinct.values().flatten().collect::<BTreeSet<_>>().len();
-    let limit = *config.limit(kind.endpoint());
+    let limit = config.limit(kind.endpoint());
     let interval = pacing_interval(&limit);
     let estimated_seconds = interval.map_or(0.0, |i| i * jobs.len().saturating_sub(1) as f64);
     let period = due.period;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use url::{Host, Url};
 
-use crate::domain::{Endpoint, Handle, Metric};
+use crate::domain::{Endpoint, Handle, Metric, Shard};
 
 mod cron;
 mod diagnostics;
@@ -43,6 +43,9 @@ use tree::{Fault, Node, Seg};
 pub const CONFIG_PATH_ENV: &str = "ENGAGEMENT_CONFIG";
 /// Prefix of the environment variables that override config keys (`ENGAGEMENT__API__TIMEOUT`).
 pub const ENV_PREFIX: &str = "ENGAGEMENT__";
+/// The environment variable that gives the shard's index when `[runtime] shards` is set (set by
+/// Kubernetes in each pod of an Indexed Job).
+pub const SHARD_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// Prefix of the per-account environment variables (`ENGAGEMENT__ACCOUNTS__ACME__ACCESS_TOKEN`).
 const ACCOUNTS_ENV_PREFIX: &str = "ENGAGEMENT__ACCOUNTS__";
 
@@ -65,6 +68,9 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// The shard this instance works on, from `[runtime] shard` or `shards` (and
+    /// `JOB_COMPLETION_INDEX`); [`Shard::WHOLE`] when neither is set.
+    pub shard: Shard,
     /// `[limits]`.
     pub limits: LimitsConfig,
     /// `[totals]`.
@@ -140,6 +146,8 @@ pub struct Raw {
     at: Locator,
     faults: Vec<Fault>,
     strays: Vec<(String, String)>,
+    /// `JOB_COMPLETION_INDEX` as the environment gave it, for `[runtime] shards`.
+    shard_index: Option<String>,
 }
 
 impl Raw {
@@ -157,6 +165,12 @@ impl Raw {
             });
             ConfigError::one(format!("{source_name}{at}: invalid TOML: {message}"))
         })?;
+        let mut shard_index = None;
+        let env = env.into_iter().inspect(|(k, v)| {
+            if k == SHARD_INDEX_ENV {
+                shard_index = Some(v.clone());
+            }
+        });
         let strays = tree::overlay(&mut tree, env);
         let at = Locator::new(source_name, text, tree.clone());
         let (values, faults) = tree::deserialize::<RawConfig>(&mut tree);
@@ -165,6 +179,7 @@ impl Raw {
             at,
             faults,
             strays,
+            shard_index,
         })
     }
 }
@@ -323,8 +338,20 @@ impl Config {
         &self.warnings
     }
 
-    /// The rate limit of endpoint `e`.
-    pub fn limit(&self, e: Endpoint) -> &Limit {
+    /// The rate limit this instance paces endpoint `e` at: its shard's share of the contract's
+    /// (`[limits]`), each window's figure divided by the number of shards (rounded down, at
+    /// least 1). Without shards, `[limits]` itself.
+    pub fn limit(&self, e: Endpoint) -> Limit {
+        let contract = *self.contract_limit(e);
+        let share = |n: Option<NonZeroU32>| n.map(|n| self.shard.share(n));
+        Limit {
+            per_minute: share(contract.per_minute),
+            per_second: share(contract.per_second),
+        }
+    }
+
+    /// The contract's rate limit of endpoint `e`, as `[limits]` says (every shard's together).
+    pub fn contract_limit(&self, e: Endpoint) -> &Limit {
         match e {
             Endpoint::Totals => &self.limits.totals,
             Endpoint::Hour28 => &self.limits.hourly,
@@ -415,6 +442,107 @@ access_token_secret = "acme-secret-value"
         assert!(e.contains("has no unit") && e.contains("365d"), "{e}");
         let e = problems(&with("settle_after = \"soon\""), &[]);
         assert!(e.contains("settle_after"), "{e}");
+    }
+
+    /// `[runtime] shard = "I/N"`, or `shards = N` with `JOB_COMPLETION_INDEX`; neither is the
+    /// whole inventory. Each mistake names the file, the key and what to do.
+    #[test]
+    fn the_shard_comes_from_shard_or_shards_and_the_job_index() {
+        let with = |body: &str| format!("{MINIMAL}\n[runtime]\n{body}\n");
+        let shard = |text: &str, vars: &[(&str, &str)]| parse(text, vars).unwrap().shard;
+        assert_eq!(
+            shard(MINIMAL, &[("JOB_COMPLETION_INDEX", "3")]),
+            Shard::WHOLE
+        );
+        assert_eq!(
+            shard(&with("shard = \"1/4\""), &[]),
+            Shard::new(1, 4).unwrap()
+        );
+        assert_eq!(
+            shard(&with("shards = 3"), &[("JOB_COMPLETION_INDEX", "2")]),
+            Shard::new(2, 3).unwrap()
+        );
+        assert_eq!(
+            shard(
+                MINIMAL,
+                &[
+                    ("ENGAGEMENT__RUNTIME__SHARDS", "2"),
+                    ("JOB_COMPLETION_INDEX", "0")
+                ]
+            ),
+            Shard::new(0, 2).unwrap()
+        );
+        assert_eq!(
+            shard(MINIMAL, &[("ENGAGEMENT__RUNTIME__SHARD", "0/2")]),
+            Shard::new(0, 2).unwrap()
+        );
+        /// The `[runtime]` body, the environment, words the problem must contain.
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: [Case; 8] = [
+            (
+                "shard = \"4/4\"",
+                &[],
+                &["config.toml:", "[runtime] shard", "0 to 3"],
+            ),
+            ("shard = \"0/0\"", &[], &["[runtime] shard", "at least 1"]),
+            ("shard = \"two\"", &[], &["[runtime] shard", "\"I/N\""]),
+            (
+                "shards = 0",
+                &[("JOB_COMPLETION_INDEX", "0")],
+                &["[runtime] shards", "at least 1"],
+            ),
+            (
+                "shards = 4",
+                &[],
+                &[
+                    "[runtime] shards",
+                    "JOB_COMPLETION_INDEX",
+                    "not set",
+                    "shard = \"I/4\"",
+                ],
+            ),
+            (
+                "shards = 4",
+                &[("JOB_COMPLETION_INDEX", "x1")],
+                &["[runtime] shards", "\"x1\"", "0 to 3"],
+            ),
+            (
+                "shards = 4",
+                &[("JOB_COMPLETION_INDEX", "4")],
+                &["[runtime] shards", "JOB_COMPLETION_INDEX=4", "0 to 3"],
+            ),
+            (
+                "shard = \"0/2\"\nshards = 2",
+                &[("JOB_COMPLETION_INDEX", "0")],
+                &["[runtime] shard", "keep one"],
+            ),
+        ];
+        for (body, vars, words) in cases {
+            let e = problems(&with(body), vars);
+            for w in words {
+                assert!(e.contains(w), "{body:?}: {w:?} not in {e}");
+            }
+        }
+    }
+
+    /// A shard paces at its share of `[limits]`: each figure divided by the number of shards,
+    /// rounded down, at least 1; unlimited stays unlimited. `[limits]` itself is unchanged.
+    #[test]
+    fn a_shard_paces_at_its_share_of_the_limits() {
+        let text = format!(
+            "{MINIMAL}\n[runtime]\nshard = \"2/4\"\n[limits]\ntotals = {{ per_minute = 90, per_second = 3 }}\nhourly = {{ per_minute = 0 }}\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        let limit = |per_minute, per_second| Limit {
+            per_minute: NonZeroU32::new(per_minute),
+            per_second: NonZeroU32::new(per_second),
+        };
+        assert_eq!(c.limit(Endpoint::Totals), limit(22, 1));
+        assert_eq!(*c.contract_limit(Endpoint::Totals), limit(90, 3));
+        assert_eq!(c.limit(Endpoint::Hour28), limit(0, 0));
+        assert_eq!(c.limit(Endpoint::Historical), limit(15, 0));
+        let whole = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(whole.limit(Endpoint::Historical), limit(60, 0));
     }
 
     #[test]

@@ -230,7 +230,8 @@ impl ScheduleConfig {
     }
 }
 
-/// `[runtime]`: how the process behaves when asked to stop.
+/// `[runtime]`: how the process behaves when asked to stop, and which shard of the inventory
+/// it works on (`validate` resolves `shard` and `shards` into [`Config::shard`](super::Config)).
 #[derive(Debug, Clone, PartialEq, Eq, SmartDefault, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
@@ -239,6 +240,13 @@ pub struct RuntimeConfig {
     #[serde(with = "field::duration")]
     #[default(Duration::from_secs(20))]
     pub shutdown_grace: Duration,
+    /// `"I/N"`: this instance is shard I (0-based) of N. Left out (and no `shards`): the whole
+    /// inventory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// N shards, this instance's index from `JOB_COMPLETION_INDEX` (a Kubernetes Indexed Job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u64>,
 }
 
 /// `[limits]`: the contract's request limits per endpoint, app-wide.

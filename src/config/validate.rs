@@ -14,15 +14,15 @@ use url::Url;
 use super::diagnostics::{Locator, path, suggest};
 use super::raw::{
     DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, MetricNames, RawAccount, RawApp, RawConfig, RawHistorical,
-    RawHourly,
+    RawHourly, RuntimeConfig,
 };
 use super::secret::{self, Secret};
 use super::tree::Seg;
 use super::{
     AccountConfig, ApiConfig, AppConfig, Config, ConfigError, HistoricalConfig, Raw,
-    ScheduleConfig, SeriesConfig, is_loopback_url,
+    SHARD_INDEX_ENV, ScheduleConfig, SeriesConfig, is_loopback_url,
 };
-use crate::domain::{DAY_SECS, Endpoint, Handle, JobKind, Metric};
+use crate::domain::{DAY_SECS, Endpoint, Handle, JobKind, Metric, Shard, ShardError};
 
 impl TryFrom<Raw> for Config {
     type Error = ConfigError;
@@ -33,6 +33,7 @@ impl TryFrom<Raw> for Config {
             at,
             faults,
             strays,
+            shard_index,
         } = raw;
         let mut problems: Vec<String> = faults.iter().map(|f| at.fault(f)).collect();
         problems.extend(strays.iter().map(|(var, why)| at.stray(var, why)));
@@ -42,7 +43,7 @@ impl TryFrom<Raw> for Config {
             warnings: Vec::new(),
             loopback: false,
         };
-        let config = check.config(values);
+        let config = check.config(values, shard_index.as_deref());
         let Check {
             mut problems,
             warnings,
@@ -76,7 +77,7 @@ impl Check<'_> {
         self.problems.push(self.at.problem(path, message));
     }
 
-    fn config(&mut self, raw: RawConfig) -> Config {
+    fn config(&mut self, raw: RawConfig, shard_index: Option<&str>) -> Config {
         let RawConfig {
             mut api,
             app,
@@ -96,6 +97,7 @@ impl Check<'_> {
         let accounts = self.accounts(accounts);
         let database = self.database(database);
         self.schedule(&schedule);
+        let shard = self.shard(&runtime, shard_index);
         Config {
             source: None,
             api,
@@ -105,6 +107,7 @@ impl Check<'_> {
             database,
             schedule,
             runtime,
+            shard,
             limits,
             totals,
             hourly: self.hourly(hourly),
@@ -178,6 +181,54 @@ impl Check<'_> {
                 );
             }
         }
+    }
+
+    /// `[runtime] shard = "I/N"`, or `shards = N` with I from `JOB_COMPLETION_INDEX`
+    /// (`index_var`); neither: the whole inventory.
+    fn shard(&mut self, runtime: &RuntimeConfig, index_var: Option<&str>) -> Shard {
+        let (shard_key, shards_key) = (path("runtime.shard"), path("runtime.shards"));
+        let resolved = match (&runtime.shard, runtime.shards) {
+            (None, None) => return Shard::WHOLE,
+            (Some(_), Some(_)) => Err((
+                shard_key,
+                "both shard and shards are set; keep one: shard = \"I/N\" names this \
+                 instance's shard, shards = N takes it from JOB_COMPLETION_INDEX"
+                    .to_string(),
+            )),
+            (Some(s), None) => s.parse::<Shard>().map_err(|e| (shard_key, e.to_string())),
+            (None, Some(n)) => match (u32::try_from(n), index_var.map(str::trim)) {
+                (Ok(0), _) => Err((shards_key, ShardError::NoShards.to_string())),
+                (Err(_), _) => Err((
+                    shards_key,
+                    format!("{n} is out of range (1 to {})", u32::MAX),
+                )),
+                (Ok(_), None | Some("")) => Err((
+                    shards_key,
+                    format!(
+                        "the environment variable {SHARD_INDEX_ENV} (this instance's shard, 0 to \
+                         {}) is not set; set it (Kubernetes does in an Indexed Job), or write \
+                         shard = \"I/{n}\" instead",
+                        n - 1
+                    ),
+                )),
+                (Ok(count), Some(i)) => match i.parse::<u32>() {
+                    Ok(index) if i.bytes().all(|b| b.is_ascii_digit()) => Shard::new(index, count)
+                        .map_err(|e| (shards_key, format!("{SHARD_INDEX_ENV}={i}: {e}"))),
+                    _ => Err((
+                        shards_key,
+                        format!(
+                            "the environment variable {SHARD_INDEX_ENV} is {i:?}, not a shard \
+                             index (a number from 0 to {})",
+                            n - 1
+                        ),
+                    )),
+                },
+            },
+        };
+        resolved.unwrap_or_else(|(key, message)| {
+            self.problem(&key, &message);
+            Shard::WHOLE
+        })
     }
 
     fn app(&mut self, raw: RawApp) -> AppConfig {

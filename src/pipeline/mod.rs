@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub use crate::domain::system_clock;
 pub use context::{Context, PipelineError, account_states};
 pub use due::{KindDue, Scope, Selection, human_secs, schedule_tolerance};
-pub use plan::{PlanState, backfill_left, load_inventory, plan};
+pub use plan::{PlanState, backfill_left, load_inventory, plan, shard_entries};
 pub use report::{RequestReport, RunReport};
 
 use crate::domain::{BatchOutcome, Handle, JobKind, RunStatus};
@@ -167,6 +167,7 @@ pub async fn run_cycle(
             tracing::debug!(kind = d.kind.name(), reason = %d.reason(now), "Due?");
         }
         tracing::info!(
+            shard = %ctx.config.shard,
             tweets = inventory.entries.len(),
             added = report.inventory.added,
             removed = report.inventory.removed,
@@ -185,7 +186,7 @@ pub async fn run_cycle(
     let progress = ctx.progress.map(|every| {
         let limits = kinds
             .iter()
-            .map(|k| (*k, *ctx.config.limit(k.endpoint())))
+            .map(|k| (*k, ctx.config.limit(k.endpoint())))
             .collect();
         let reporter = Progress::new(Arc::clone(&ctx.metrics), kinds.clone(), limits, started);
         tokio::spawn(reporter.run(every).instrument(span.clone()))

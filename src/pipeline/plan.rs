@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::due::{KindDue, Scope, Selection};
 use crate::config::{Config, ScheduleConfig};
-use crate::domain::{AccountState, Handle, JobKind, TweetId, TweetState};
-use crate::inventory::{self, Inventory, InventoryError};
+use crate::domain::{AccountState, Handle, JobKind, Shard, TweetId, TweetState};
+use crate::inventory::{self, Entry, Inventory, InventoryError};
 use crate::planner::{
     self, Cell, CellState, HistoricalPolicy, Job, PlanSettings, PlanTweet, Refresh, SeriesPolicy,
     SeriesSettings, Skipped, TotalsPolicy, TweetStates,
@@ -19,6 +19,16 @@ use crate::store::{AccountRecord, KindHistory, Store, StoreError};
 /// Loads the inventory named by the config, checking owners against `[[accounts]]`.
 pub fn load_inventory(config: &Config) -> Result<Inventory, InventoryError> {
     inventory::load(&config.inventory.path, &config.handles())
+}
+
+/// The entries of `inventory` that `shard` plans: by the inventory's owner (the same in every
+/// shard's eyes, whatever each database has learnt of moved Tweets), public ones by ID. The
+/// inventory mirror takes every entry: all shards share one `tweets` table.
+pub fn shard_entries(shard: Shard, inventory: &Inventory) -> impl Iterator<Item = &Entry> {
+    inventory
+        .entries
+        .iter()
+        .filter(move |e| shard.owns(e.id, e.owner.as_ref()))
 }
 
 /// What the planner needs from the database.
@@ -167,9 +177,7 @@ pub(super) fn plan_cycle(
             skipped.absorb(&s);
         }
     }
-    skipped.paused = inventory
-        .entries
-        .iter()
+    skipped.paused = shard_entries(config.shard, inventory)
         .filter(|e| {
             e.owner
                 .as_ref()
@@ -200,7 +208,7 @@ fn plan_with(
     // The owner the API says wrote a Tweet wins over the inventory's, once the API said so.
     let tweets = |scope: Scope| {
         let refused = &refused;
-        inventory.entries.iter().map(move |e| {
+        shard_entries(settings.shard, inventory).map(move |e| {
             let owner = state.moved.get(&e.id).or(e.owner.as_ref()).filter(|o| {
                 let catching_up = matches!(scope, Scope::CatchUp { .. });
                 !(paused.contains(o.as_str()) || catching_up && refused.contains(o.as_str()))
@@ -279,4 +287,97 @@ fn plan_with(
         skipped.absorb(&s);
     }
     (jobs, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::Credential;
+    use crate::inventory::Entry;
+
+    /// A config of `accounts` handles, sharded as `shard` (`None`: unsharded).
+    fn config(accounts: &[&str], shard: Option<Shard>) -> Config {
+        let mut text = String::from("[app]\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n");
+        for (i, h) in accounts.iter().enumerate() {
+            text.push_str(&format!(
+                "[[accounts]]\nhandle = \"{h}\"\naccess_token = \"{i}-t\"\naccess_token_secret = \"s\"\n"
+            ));
+        }
+        if let Some(s) = shard {
+            text.push_str(&format!("[runtime]\nshard = \"{s}\"\n"));
+        }
+        Config::parse("config.toml", &text, std::iter::empty()).unwrap()
+    }
+
+    /// Every Tweet of an inventory is planned by exactly one of N shards (N = 1 to 5), for every
+    /// kind, and a shard uses only its own accounts' tokens.
+    #[test]
+    fn every_tweet_is_planned_by_exactly_one_shard() {
+        let handles = ["Acme", "bob", "carol_9", "DELTA", "e", "f00", "Globex"];
+        let now = 1_790_000_000;
+        let entries = (0..700u32)
+            .map(|k| Entry {
+                // Ages from an hour to about 120 days: every kind has work.
+                id: TweetId::from_snowflake((now - 3600 - i64::from(k) * 15_000) * 1000, k),
+                owner: (k % 3 != 0).then(|| handles[k as usize % handles.len()].parse().unwrap()),
+                line: k as usize + 2,
+            })
+            .collect::<Vec<_>>();
+        let mut entries = entries;
+        entries.sort_by_key(|e| e.id);
+        let inventory = Inventory {
+            entries,
+            duplicates_skipped: 0,
+            source: "tweets.csv".into(),
+        };
+        let state = PlanState::default();
+        let kinds: Vec<(JobKind, Scope)> = JobKind::ALL.map(|k| (k, Scope::Full)).to_vec();
+        // (kind, Tweet) → how many times planned.
+        let planned = |config: &Config| {
+            let (jobs, _) = plan(config, &inventory, &state, &kinds, now);
+            let mut out: BTreeMap<(JobKind, TweetId), usize> = BTreeMap::new();
+            for job in &jobs {
+                for t in &job.tweets {
+                    *out.entry((job.kind, *t)).or_default() += 1;
+                }
+            }
+            (jobs, out)
+        };
+        let (_, whole) = planned(&config(&handles, None));
+        for kind in JobKind::ALL {
+            assert!(whole.keys().any(|(k, _)| *k == kind), "{kind} has no work");
+        }
+        for n in 1..=5 {
+            let mut union: BTreeMap<(JobKind, TweetId), usize> = BTreeMap::new();
+            let mut sizes = Vec::new();
+            for i in 0..n {
+                let shard = Shard::new(i, n).unwrap();
+                let config = config(&handles, Some(shard));
+                let (jobs, part) = planned(&config);
+                for job in &jobs {
+                    if let Credential::UserContext { account } = &job.credential {
+                        assert!(
+                            shard.owns_handle(account),
+                            "{shard}: {account}'s token used"
+                        );
+                    }
+                }
+                sizes.push(shard_entries(shard, &inventory).count());
+                for (key, times) in part {
+                    *union.entry(key).or_default() += times;
+                }
+            }
+            assert_eq!(union, whole, "{n} shards together plan what one does, once");
+            assert_eq!(
+                sizes.iter().sum::<usize>(),
+                inventory.entries.len(),
+                "{n}: {sizes:?}"
+            );
+            if n > 1 {
+                assert!(sizes.iter().all(|&s| s > 0), "{n} shards: {sizes:?}");
+            }
+        }
+    }
 }

@@ -318,6 +318,7 @@ impl Sim {
             query::check_content_type(envelope.content_type).map_err(|e| bad_request(&e))?;
         }
         let query = query::parse(endpoint, req.body, &self.realism).map_err(|e| bad_request(&e))?;
+        self.stats.tweets(endpoint.name(), &query.ids);
         let window = window::window(
             endpoint,
             query.start.as_deref(),

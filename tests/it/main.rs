@@ -30,5 +30,7 @@ mod realism;
 /// `report`: the HTML page, its numbers, its charts in Chromium.
 mod report;
 mod series;
+/// Two shards against one simulator: the unsharded run's work between them, each at its pace.
+mod shards;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;
