@@ -7,9 +7,9 @@ Builds a SQLite database in memory from schema/NNNN_*.sql (in order, as the bina
 schema/postgres/NNNN_*.sql to the PostgreSQL database at URL (default: $ENGAGEMENT_INGEST_TEST_PG)
 through psql, each file in one transaction recorded in schema_version as the binary records it,
 and compares: the tables; per table its columns in order with their types (INTEGER -> bigint,
-TEXT -> text, REAL -> double precision, BLOB -> bytea), NOT NULL-ness and defaults, its primary
-key, unique keys, foreign keys and number of CHECKs; the indexes (columns, uniqueness, partial
-predicate); the triggers; the views and their columns; the lookup rows of `metrics`. Then the
+TEXT -> text COLLATE "C", REAL -> double precision, BLOB -> bytea), NOT NULL-ness and defaults,
+its primary key, unique keys, foreign keys and number of CHECKs; the indexes (columns,
+uniqueness, partial predicate); the triggers; the views and their columns; the lookup rows of `metrics`. Then the
 same statements run on both (inside a transaction rolled back on PostgreSQL): the compatibility
 functions (total, multi-argument min/max, instr) and the owner-move trigger on sample rows,
 compared row by row.
@@ -110,6 +110,8 @@ def sqlite_catalog(db):
                 "notnull": bool(notnull) or bool(inpk),
                 "default": norm_default(dflt),
                 "auto": rowid_alias and cname == pk[0],
+                # SQLite compares text byte by byte (BINARY): PostgreSQL's "C" collation.
+                "collation": "C" if ctype.upper() == "TEXT" else None,
             })
         uniques = set()
         for (_seq, iname, unique, origin, _partial) in q(f'PRAGMA index_list("{name}")'):
@@ -154,7 +156,8 @@ def pg_catalog(pg):
         f"SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p') ORDER BY 1")]
     cols = pg.run(
-        f"SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity "
+        f"SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity, "
+        f"coalesce(collation_name, '{NULL}') "
         f"FROM information_schema.columns WHERE table_schema = {schema} "
         f"ORDER BY table_name, ordinal_position")
     keys = pg.run(
@@ -171,13 +174,14 @@ def pg_catalog(pg):
     views = {r[0] for r in pg.run(f"SELECT viewname FROM pg_views WHERE schemaname = {schema}")}
     for v in views:
         cat["views"][v] = []
-    for (t, c, typ, nullable, dflt, identity) in cols:
+    for (t, c, typ, nullable, dflt, identity, collation) in cols:
         if t in views:
             cat["views"][t].append(c)
         elif t in cat["tables"]:
             cat["tables"][t]["columns"].append({
                 "name": c, "type": typ, "notnull": nullable == "NO",
-                "default": norm_default(dflt), "auto": identity == "YES"})
+                "default": norm_default(dflt), "auto": identity == "YES",
+                "collation": None if collation == NULL else collation})
     for (t, kind, _name, columns, ftable, fcolumns) in keys:
         if t not in cat["tables"]:
             continue
@@ -234,7 +238,7 @@ def compare_catalogs(lite, pg):
             cb = bcols.get(ca["name"])
             if cb is None:
                 continue
-            for key in ("type", "notnull", "default"):
+            for key in ("type", "notnull", "default", "collation"):
                 if ca[key] != cb[key]:
                     diffs.append(f"{t}.{ca['name']}: {key} is {ca[key]!r} in SQLite, "
                                  f"{cb[key]!r} in PostgreSQL")

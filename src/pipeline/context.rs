@@ -73,8 +73,8 @@ impl PipelineError {
 }
 
 /// The shard this process writes as (`I/N`; `0/1` unsharded).
-fn shard_label(_config: &Config) -> String {
-    "0/1".to_string()
+fn shard_label(config: &Config) -> String {
+    config.shard.to_string()
 }
 
 impl Context {

@@ -460,7 +460,11 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             tokio::task::block_in_place(f)
         }
         // A current-thread runtime (tests, tools) has no thread to spare: a short-lived one.
-        Ok(_) => std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
         Err(_) => f(),
     }
 }

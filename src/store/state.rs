@@ -156,7 +156,8 @@ impl Store {
                 "SELECT max(finished_at) FROM runs WHERE {has} AND (status = 'ok' OR \
              (status = 'partial' AND (',' || failed_kinds || ',') NOT LIKE '%,' || ?1 || ',%'))"
             );
-            let last_success: Option<i64> = conn.query_row(&ok, args![kind, shard], |r| r.get(0))?;
+            let last_success: Option<i64> =
+                conn.query_row(&ok, args![kind, shard], |r| r.get(0))?;
             let sent_since_full = match last_full {
                 None => 0,
                 Some((run_id, _)) => conn.query_row(

@@ -213,7 +213,7 @@ impl Store {
         {
             let mut insert = tx.prepare(
                 "INSERT INTO tweets (tweet_id, owner, listed_owner, created_at, first_seen_at) \
-                 VALUES (?1, ?2, ?2, ?3, ?4)",
+                 VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT (tweet_id) DO NOTHING",
             )?;
             let mut set_owner = tx.prepare(
                 "UPDATE tweets SET owner = ?2, listed_owner = ?2, status = 'active', status_detail = NULL, \
@@ -226,8 +226,8 @@ impl Store {
                 let owner = owner.map(Handle::as_str);
                 match known.remove(&key) {
                     None => {
-                        insert.execute(args![key, owner, id.created_at(), now])?;
-                        report.added += 1;
+                        // Another shard sharing the database may have added it meanwhile.
+                        report.added += insert.execute(args![key, owner, id.created_at(), now])?;
                     }
                     Some((old_owner, removed)) => {
                         if old_owner.as_deref() != owner {

@@ -313,7 +313,8 @@ async fn answers_wait_for_a_write_lock_held_during_the_run() {
 /// as `nobody` (the folder its own, the file not), or the test says why it cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_database_file_fails_check_and_run_sends_nothing() {
-    if crate::helpers::sqlite_only("an_unwritable_database_file_fails_check_and_run_sends_nothing") {
+    if crate::helpers::sqlite_only("an_unwritable_database_file_fails_check_and_run_sends_nothing")
+    {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

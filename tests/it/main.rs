@@ -31,6 +31,6 @@ mod realism;
 mod report;
 mod series;
 /// Two shards against one simulator: the unsharded run's work between them, each at its pace.
-mod shards;
+pub mod shards;
 /// `/totals` end to end: credentials, lower bound, numbers, change-only snapshots.
 mod totals;

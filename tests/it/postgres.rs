@@ -217,3 +217,100 @@ async fn a_wrong_url_or_password_exits_3_without_the_password() {
         }
     }
 }
+
+/// Two shards writing one PostgreSQL database at the same time end with the content of one
+/// unsharded run (every table but the run and request ledgers, row by row), their request
+/// counts add up to the unsharded run's, no Tweet is asked for by both, each paces at half of
+/// `[limits]`, and each handle is counted once in the month's usage.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (ENGAGEMENT_INGEST_TEST_PG)"]
+async fn two_shards_share_one_postgres_database() {
+    let Some(server) = pg_or_skip("two_shards_share_one_postgres_database") else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let app = TestApp::spawn_at(crate::shards::sharded_world(now), now).await;
+    app.edit_config(crate::helpers::two_series_metrics);
+    let pg = PgDb::create(&server);
+    let base = std::fs::read_to_string(&app.config_path).unwrap();
+    let db_line = format!("path = {:?}", app.db_path.to_string_lossy());
+    let load = |i: usize| {
+        let path = app._dir.path().join(format!("pg-shard-{i}.toml"));
+        std::fs::write(
+            &path,
+            crate::helpers::set_in_section(
+                &base.replace(&db_line, &format!("url = {:?}", pg.url)),
+                "runtime",
+                &format!("shard = \"{i}/2\""),
+            ),
+        )
+        .unwrap();
+        let config = engagement_ingest::config::Config::load(Some(&path), std::iter::empty())
+            .expect("the shard's config loads");
+        let clock = app.worker_clock.clone();
+        std::thread::spawn(move || {
+            engagement_ingest::pipeline::Context::new(config, clock).expect("context builds")
+        })
+        .join()
+        .unwrap()
+    };
+
+    let start = app.sim().stats();
+    let whole = app.run(&app.context(), &JobKind::ALL).await;
+    assert_eq!(whole.failed().count(), 0);
+    let after_whole = app.sim().stats();
+    let (c0, c1) = (load(0), load(1));
+    let (r0, r1) = tokio::join!(app.run(&c0, &JobKind::ALL), app.run(&c1, &JobKind::ALL));
+    assert_eq!(r0.failed().count() + r1.failed().count(), 0);
+    let after_shards = app.sim().stats();
+    for e in ["totals", "28hr", "historical"] {
+        assert_eq!(
+            after_shards.count(e) - after_whole.count(e),
+            after_whole.count(e) - start.count(e),
+            "{e}: the shards' requests add up to the unsharded run's"
+        );
+    }
+    // No Tweet asked for twice: every (endpoint, Tweet) the shards asked for, once each.
+    let once = |s: &engagement_ingest::sim::Stats| {
+        s.tweets
+            .iter()
+            .map(|t| ((t.endpoint.clone(), t.tweet_id.get()), t.count))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let (a, b) = (once(&after_whole), once(&after_shards));
+    for (key, n) in &b {
+        assert_eq!(*n, 2 * a.get(key).copied().unwrap_or(0), "{key:?}");
+    }
+    assert_eq!(a.len(), b.len());
+    // Each shard paces at half of the contract's figures.
+    for c in [&c0, &c1] {
+        for e in engagement_ingest::domain::Endpoint::ALL {
+            let (paced, contract) = (c.config.limit(e), c.config.contract_limit(e));
+            assert_eq!(
+                paced.per_second.map(|n| n.get() * 2),
+                contract.per_second.map(|n| n.get())
+            );
+        }
+    }
+    drop((c0, c1));
+    // The shared database holds what the unsharded run stored, row by row.
+    let skip = ["requests.duration_ms", "requests.seq"];
+    let shared = contents(&pg.snapshot(&app._dir.path().join("shared.sqlite")), &skip);
+    let unsharded = contents(&rusqlite::Connection::open(&app.db_path).unwrap(), &skip);
+    for table in TABLES.iter().filter(|t| !["runs", "requests"].contains(t)) {
+        assert_eq!(shared[*table], unsharded[*table], "{table}");
+    }
+    assert_eq!(shared["runs"].len(), 2, "one run per shard");
+    assert_eq!(
+        shared["requests"].len(),
+        unsharded["requests"].len(),
+        "the shards' ledgers add up"
+    );
+    // Each handle once in the month's usage, with all its requests.
+    assert_eq!(
+        shared["handle_usage"].len(),
+        2,
+        "{:?}",
+        shared["handle_usage"]
+    );
+}

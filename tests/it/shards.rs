@@ -36,6 +36,32 @@ fn asked(before: &Stats, after: &Stats) -> (BTreeMap<String, u64>, BTreeSet<(Str
     (requests, tweets)
 }
 
+/// 30 Tweets of acme (shard 1), 40 of bob (shard 0), 250 public Tweets of each shard, all
+/// younger than 90 days, and a simulator enforcing 50 requests a second per endpoint (copied
+/// into the worker's `[limits]`). See [`two_shards_do_an_unsharded_run_s_work_between_them`].
+pub fn sharded_world(now: i64) -> engagement_ingest::sim::World {
+    let mut public: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for k in 0u32.. {
+        if public.iter().all(|p| p.len() == 250) {
+            break;
+        }
+        let id = TweetId::from_snowflake((now - 3600 - i64::from(k) * 1800) * 1000, k);
+        let i = usize::from(Shard::new(1, 2).unwrap().owns_public(id));
+        if public[i].len() < 250 {
+            public[i].push(format!("{:?}", id.to_string()));
+        }
+    }
+    let public = format!("[{}]", [&public[0][..], &public[1][..]].concat().join(", "));
+    // The simulator enforces these budgets (a 429 would show in the counts) and the worker's
+    // config copies them into `[limits]`: paced, so that each shard's share shows, and fast
+    // enough that the test stays quick.
+    let limits = "[limits]\n\
+                  totals = { per_minute = 6000, per_second = 50 }\n\
+                  \"28hr\" = { per_minute = 6000, per_second = 50 }\n\
+                  historical = { per_minute = 6000, per_second = 50 }";
+    world_of("30", "40", &public, &format!("spread_days = 80\n{limits}"))
+}
+
 /// Every latest total of a database: (Tweet, metric, value).
 fn latest_totals(db: &rusqlite::Connection) -> BTreeSet<(i64, String, i64)> {
     let mut stmt = db
@@ -59,27 +85,7 @@ fn latest_totals(db: &rusqlite::Connection) -> BTreeSet<(i64, String, i64)> {
 #[tokio::test]
 async fn two_shards_do_an_unsharded_run_s_work_between_them() {
     let now = chrono::Utc::now().timestamp();
-    let mut public: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    for k in 0u32.. {
-        if public.iter().all(|p| p.len() == 250) {
-            break;
-        }
-        let id = TweetId::from_snowflake((now - 3600 - i64::from(k) * 1800) * 1000, k);
-        let i = usize::from(Shard::new(1, 2).unwrap().owns_public(id));
-        if public[i].len() < 250 {
-            public[i].push(format!("{:?}", id.to_string()));
-        }
-    }
-    let public = format!("[{}]", [&public[0][..], &public[1][..]].concat().join(", "));
-    // The simulator enforces these budgets (a 429 would show in the counts) and the worker's
-    // config copies them into `[limits]`: paced, so that each shard's share shows, and fast
-    // enough that the test stays quick.
-    let limits = "[limits]\n\
-                  totals = { per_minute = 6000, per_second = 50 }\n\
-                  \"28hr\" = { per_minute = 6000, per_second = 50 }\n\
-                  historical = { per_minute = 6000, per_second = 50 }";
-    let world = world_of("30", "40", &public, &format!("spread_days = 80\n{limits}"));
-    let app = TestApp::spawn_at(world, now).await;
+    let app = TestApp::spawn_at(sharded_world(now), now).await;
     app.edit_config(two_series_metrics);
     let base = std::fs::read_to_string(&app.config_path).unwrap();
     let db_line = format!("path = {:?}", app.db_path.to_string_lossy());
