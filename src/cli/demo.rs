@@ -94,12 +94,12 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
             .join(", ")
     );
 
-    print_database(&ctx.store.lock().expect("store mutex poisoned"), args)?;
+    print_database(&ctx.store.lock().expect("store mutex poisoned"))?;
     handle.shutdown().await.map_err(Failure::fatal)?;
     Ok(report.exit_code())
 }
 
-fn print_database(store: &crate::store::Store, args: &DemoArgs) -> Result<(), Failure> {
+fn print_database(store: &crate::store::Store) -> Result<(), Failure> {
     print_top(store, Metric::Impressions, "owned Tweets by impressions")?;
     print_top(store, Metric::Favorites, "all Tweets by favorites")?;
     print_daily(store, Metric::Impressions, 7)?;

@@ -124,11 +124,14 @@ pub fn plan_selection(
     }
     .map_err(Failure::usage)?;
     let target = config.database.target();
-    let state = if target.exists() {
-        let store = Store::open_read_only(&target).map_err(Failure::fatal)?;
-        PlanState::read(&store, config.historical.settle_after).map_err(Failure::fatal)?
-    } else {
-        PlanState::default()
+    let state = match target.exists().then(|| Store::open_read_only(&target)) {
+        Some(Ok(store)) => {
+            PlanState::read(&store, config.historical.settle_after).map_err(Failure::fatal)?
+        }
+        // A database not created yet (a PostgreSQL database without the schema): nothing
+        // fetched so far.
+        None | Some(Err(crate::store::StoreError::TooOld { found: 0, .. })) => PlanState::default(),
+        Some(Err(e)) => return Err(Failure::fatal(e)),
     };
     let now = chrono::Utc::now().timestamp();
     let plans: Vec<KindPlan> = state

@@ -440,8 +440,13 @@ pub fn migrate(config: Config) -> Result<u8, Failure> {
         })?),
         None => None,
     };
-    let existed = target.exists();
+    let file_existed = target.sqlite_path().map(std::path::Path::exists);
     let mut store = Store::connect(&target).map_err(Failure::fatal)?;
+    // A PostgreSQL database exists before its schema: "created" is the schema's first version.
+    let existed = match file_existed {
+        Some(existed) => existed,
+        None => store.schema_version().map_err(Failure::fatal)? > 0,
+    };
     let (before, after) = store
         .migrate()
         .context("migrate failed")

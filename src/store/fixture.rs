@@ -1,10 +1,9 @@
 //! Test fixtures: rows put in place as a test needs them, beside the pipeline's writes, and a
 //! write lock held from another connection. Compiled for tests only.
 
-use std::path::Path;
-
-use super::sql::{self, Tx, args};
+use super::sql::args;
 use rusqlite::Connection;
+use std::path::Path;
 
 use super::Store;
 use crate::domain::{Metric, TweetId};

@@ -339,7 +339,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// The driver's connection.
+/// The driver's connection (one per store: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Conn {
     Lite(Connection),
     Pg(RefCell<sql::Pg>),

@@ -34,7 +34,7 @@ pub enum Target {
 /// A PostgreSQL database: its URL (without a password) and the password, kept apart.
 #[derive(Clone)]
 pub struct PgTarget {
-    config: postgres::Config,
+    config: Box<postgres::Config>,
 }
 
 impl Target {
@@ -135,7 +135,9 @@ impl PgTarget {
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("engagement-ingest");
-        Ok(PgTarget { config })
+        Ok(PgTarget {
+            config: Box::new(config),
+        })
     }
 
     /// The host (or socket folder) and port, for messages.

@@ -102,8 +102,6 @@ pub enum Arg<'a> {
     Text(std::borrow::Cow<'a, str>),
     /// A list of integers: PostgreSQL's `bigint[]` (bulk writes through `unnest`).
     Ints(std::borrow::Cow<'a, [i64]>),
-    /// A list of texts: PostgreSQL's `text[]`.
-    Texts(Vec<Option<&'a str>>),
 }
 
 /// A value that binds as an [`Arg`] (what `args!` and `named!` take, by reference).
@@ -228,9 +226,6 @@ impl rusqlite::ToSql for Arg<'_> {
             Arg::Ints(v) => ToSqlOutput::Owned(rusqlite::types::Value::Text(
                 serde_json::to_string(v.as_ref()).unwrap_or_default(),
             )),
-            Arg::Texts(v) => ToSqlOutput::Owned(rusqlite::types::Value::Text(
-                serde_json::to_string(v).unwrap_or_default(),
-            )),
         })
     }
 }
@@ -260,7 +255,6 @@ impl ToSql for Arg<'_> {
             },
             Arg::Text(v) => v.as_ref().to_sql(ty, out),
             Arg::Ints(v) => v.as_ref().to_sql(ty, out),
-            Arg::Texts(v) => v.to_sql(ty, out),
         }
     }
 
@@ -392,14 +386,6 @@ impl Row<'_> {
         match self {
             Row::Lite(r) => T::lite(r, i),
             Row::Pg(r) => T::pg(r, i),
-        }
-    }
-
-    /// How many columns the row has.
-    pub fn width(&self) -> usize {
-        match self {
-            Row::Lite(r) => r.as_ref().column_count(),
-            Row::Pg(r) => r.len(),
         }
     }
 
@@ -855,19 +841,6 @@ impl Stmt<'_> {
                 Ok(Rows::Pg(rows.into_iter(), None))
             }
         }
-    }
-
-    /// Whether the statement answers at least one row.
-    pub fn exists<'p, 'a>(&mut self, params: impl Into<Params<'p, 'a>>) -> Result<bool>
-    where
-        'a: 'p,
-    {
-        let mut any = false;
-        self.for_each(params, |_| {
-            any = true;
-            Ok(())
-        })?;
-        Ok(any)
     }
 }
 

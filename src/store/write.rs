@@ -6,10 +6,13 @@ use std::collections::HashMap;
 
 use super::sql::{self, Tx, args};
 
-use super::{Store, StoreError, db, is_busy, rollup};
+use super::{Store, StoreError, rollup};
 use crate::domain::{
     AccountState, BatchOutcome, Endpoint, Handle, Hour, Metric, StatusChange, TweetId,
 };
+
+/// A bucket to store: (Tweet, metric, hour, value).
+type BucketRow = (i64, i64, i64, i64);
 
 /// PostgreSQL's path of a series write: the spans cleared in one statement and the buckets
 /// written in another (arrays through `unnest`), rather than a round trip per row. Returns the
@@ -17,7 +20,7 @@ use crate::domain::{
 fn write_series_rows_bulk(
     tx: &Tx<'_>,
     spans: &[(i64, i64, i64, i64)],
-    rows: &[((i64, i64, i64, i64), bool)],
+    rows: &[(BucketRow, bool)],
     source: i64,
     fetched_at: i64,
 ) -> sql::Result<(usize, i64)> {
@@ -448,7 +451,7 @@ impl Store {
             }
             let source = series_source(data.source);
             // The buckets to store, in order; (cleared: inside a span just cleared).
-            let mut rows: Vec<((i64, i64, i64, i64), bool)> = Vec::new();
+            let mut rows: Vec<(BucketRow, bool)> = Vec::new();
             for &(id, metric, hour, value) in &data.values {
                 if value != 0 && (data.start..data.end).contains(&hour.secs()) {
                     let cleared = pairs.get(&(id, metric)).is_some_and(|p| {

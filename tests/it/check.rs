@@ -70,6 +70,9 @@ fn assert_no_secret(all: &str, extra: &[&str]) {
 /// simulator indeed received no request at all (not even for a token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_without_online_sends_nothing_and_says_so() {
+    if crate::helpers::sqlite_only("check_without_online_sends_nothing_and_says_so") {
+        return;
+    }
     let app = TestApp::spawn(world(3, 2, 3, 0)).await;
     let out = app.cli(&["check"]).await;
     let all = text(&out);

@@ -476,6 +476,9 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
 /// writes only the refused cycle's `runs` row; once the daemon has returned, the lock is free.
 #[tokio::test]
 async fn a_second_writer_exits_4_and_records_only_its_refusal() {
+    if crate::helpers::sqlite_only("a_second_writer_exits_4_and_records_only_its_refusal") {
+        return;
+    }
     let app = TestApp::spawn_live(world(2, 1, 2, 0)).await;
     // Schedules that do not fire during the test: the daemon only holds the lock.
     let never = "0 0 0 1 1 * 2099";

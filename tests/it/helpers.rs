@@ -177,7 +177,7 @@ impl PgDb {
     /// against SQLite.
     pub fn snapshot(&self, path: &std::path::Path) -> rusqlite::Connection {
         let _ = std::fs::remove_file(path);
-        let source = engagement_ingest::store::Store::open_read_only(&self.target())
+        let source = engagement_ingest::store::Store::open_read_only(self.target())
             .expect("the PostgreSQL database opens");
         let mut copy = engagement_ingest::store::Store::open(path).expect("the snapshot opens");
         source

@@ -183,8 +183,7 @@ async fn a_wrong_url_or_password_exits_3_without_the_password() {
     // The wrong password: the TCP address of the server with a password it refuses
     // (`ENGAGEMENT_INGEST_TEST_PG_TCP`, where the server checks passwords).
     if let Ok(tcp) = std::env::var("ENGAGEMENT_INGEST_TEST_PG_TCP") {
-        let wrong = tcp.replacen("://", "://", 1);
-        let (scheme, rest) = wrong.split_once("://").unwrap();
+        let (scheme, rest) = tcp.split_once("://").unwrap();
         let (user_part, host_part) = rest.split_once('@').unwrap();
         let user = user_part.split(':').next().unwrap();
         cases.push((

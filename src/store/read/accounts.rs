@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::sql::{self, Tx, args, named};
+use crate::store::sql::{Tx, named};
 
 use crate::domain::{Hour, Metric};
 use crate::store::rollup::{day_ceil, day_of};

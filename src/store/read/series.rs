@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::sql::{self, Tx, args};
+use crate::store::sql::args;
 
 use super::{TweetInfo, tweet_id};
 use crate::domain::{Metric, TweetId};
