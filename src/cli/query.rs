@@ -22,7 +22,15 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<u8, Failure> {
             path.display()
         )));
     }
-    let store = Store::open_read_only(&path).map_err(Failure::fatal)?;
+    let store = match Store::open_read_only(&path) {
+        Err(crate::store::StoreError::TooOld { found: 0, .. }) => {
+            return Err(Failure::usage(anyhow!(
+                "{}: no such database (it has no schema yet: `run` or `migrate` creates it)",
+                path.display()
+            )));
+        }
+        other => other.map_err(Failure::fatal)?,
+    };
     let now = chrono::Utc::now().timestamp();
     // Only `failures` needs the config (how long refused Tweets rest); the others read no more
     // than the database path.

@@ -184,6 +184,15 @@ impl std::error::Error for DbError {
     }
 }
 
+/// A database for messages: an SQLite path made absolute, a PostgreSQL URL as it is (it is
+/// kept in `path` without its password).
+fn shown(path: &Path) -> String {
+    match path.to_str() {
+        Some(url) if is_url(url) => url.to_string(),
+        _ => crate::lock::absolute(path).display().to_string(),
+    }
+}
+
 /// The driver's error as the store's.
 fn db(e: impl Into<SqlError>) -> StoreError {
     StoreError::Db(DbError(e.into()))
@@ -219,7 +228,7 @@ pub enum StoreError {
     #[error(
         "database {} has schema version {found}, newer than this binary's {supported}; \
          upgrade engagement-ingest (or point database.path at another file)",
-        crate::lock::absolute(path).display()
+        shown(path)
     )]
     TooNew {
         path: PathBuf,
@@ -229,7 +238,7 @@ pub enum StoreError {
     #[error(
         "database {} has schema version {found}, older than this binary's {supported}; \
          run `engagement-ingest migrate` first",
-        crate::lock::absolute(path).display()
+        shown(path)
     )]
     TooOld {
         path: PathBuf,
@@ -255,7 +264,7 @@ pub enum StoreError {
         "database {} is not writable for this process: {why}. Make the file, its -wal and -shm \
          files and its folder writable for the service's user (or, for a read-only mount, point \
          [database] path at a writable volume); nothing is sent while the database cannot be written",
-        crate::lock::absolute(path).display()
+        shown(path)
     )]
     ReadOnly { path: PathBuf, why: String },
     /// Another connection held the write lock longer than the busy timeout.

@@ -500,7 +500,8 @@ impl Pg {
 }
 
 /// SQLite's placeholders as PostgreSQL's: `?N` → `$N`, `?` → the next number, `:name` → a
-/// number per distinct name (returned in order); SQLite's `INDEXED BY name` hints are dropped. String literals, quoted identifiers,
+/// number per distinct name (returned in order); SQLite's `INDEXED BY name` hints are dropped,
+/// `CAST(… AS INTEGER)` is a BIGINT and `sum(` is `int_sum(` (an integer sum, as SQLite's). String literals, quoted identifiers,
 /// comments and `::` casts are left as they are.
 pub fn translate(sql: &str) -> (String, Vec<String>) {
     let b = sql.as_bytes();
@@ -542,6 +543,12 @@ pub fn translate(sql: &str) -> (String, Vec<String>) {
                     out.push_str(&format!("${next}"));
                 }
                 i = end;
+            }
+            // SQLite's sum() of integers is an integer (an error past 2^63); PostgreSQL's is
+            // numeric: int_sum (schema/postgres) keeps it a bigint, with the same error.
+            b's' if sql[i..].starts_with("sum(") && (i == 0 || !ident(b[i - 1])) => {
+                out.push_str("int_sum(");
+                i += "sum(".len();
             }
             // SQLite's INTEGER is 64-bit; PostgreSQL's is 32.
             b'A' if sql[i..].starts_with("AS INTEGER)") => {

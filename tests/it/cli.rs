@@ -80,6 +80,9 @@ async fn no_secret_appears_in_debug_logs() {
 /// than the binary with exit 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_migrate() {
+    if crate::helpers::sqlite_only("check_and_migrate") {
+        return;
+    }
     let app = TestApp::spawn(world(2, 1, 2, 0)).await;
     let out = app.cli(&["check"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

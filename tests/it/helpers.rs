@@ -323,6 +323,24 @@ impl TestApp {
         }
     }
 
+    /// Runs `sql` (statements without parameters) on the worker's database itself, SQLite's
+    /// file or the PostgreSQL database (as a user editing it would).
+    pub fn execute(&self, sql: &str) {
+        match &self.pg {
+            None => self.db().execute_batch(sql).expect("the statements run"),
+            Some(pg) => {
+                let (url, sql) = (pg.url.clone(), sql.to_string());
+                std::thread::spawn(move || {
+                    postgres::Client::connect(&url, postgres::NoTls)
+                        .and_then(|mut c| c.batch_execute(&sql))
+                })
+                .join()
+                .unwrap()
+                .expect("the statements run");
+            }
+        }
+    }
+
     /// Whether the worker has created its database (on PostgreSQL: its schema).
     pub fn db_exists(&self) -> bool {
         match &self.pg {

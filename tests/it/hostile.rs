@@ -321,7 +321,7 @@ async fn totals_left_out_are_not_zeros_and_are_asked_again() {
 #[tokio::test]
 async fn empty_groupings_change_nothing() {
     let (app, hostile) = collected().await;
-    app.db().execute("DELETE FROM coverage", []).unwrap();
+    app.execute("DELETE FROM coverage");
     let before = snapshot(&app);
     assert!(!before.series.is_empty() && !before.totals.is_empty());
     hostile.edit(|v| grouping(v).clear());
@@ -358,7 +358,7 @@ async fn empty_groupings_change_nothing() {
 #[tokio::test]
 async fn series_left_out_keep_their_buckets() {
     let (app, hostile) = collected().await;
-    app.db().execute("DELETE FROM coverage", []).unwrap();
+    app.execute("DELETE FROM coverage");
     let before = snapshot(&app);
     let dropped: LeftOut<String> = Arc::default();
     let noted = Arc::clone(&dropped);
@@ -523,7 +523,7 @@ pub fn gzip_bomb(mib: usize) -> Vec<u8> {
 #[tokio::test]
 async fn counts_out_of_range_poison_only_their_answer() {
     let (app, hostile) = collected().await;
-    app.db().execute("DELETE FROM coverage", []).unwrap();
+    app.execute("DELETE FROM coverage");
     let before = snapshot(&app);
     hostile.edit(|v| {
         let g = grouping(v);

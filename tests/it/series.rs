@@ -142,7 +142,6 @@ async fn historical_reruns_refresh_open_cells_daily_and_backfill_what_is_missing
     assert_eq!(coverage(&app.db()), after_first);
 
     // Forget some complete cells: exactly those are fetched next time, as backfill.
-    let db = app.db();
     let forgotten: BTreeSet<(i64, i64)> = after_first
         .keys()
         .filter(|(id, cell)| *cell != now_cell && id % 3 == 0)
@@ -150,11 +149,9 @@ async fn historical_reruns_refresh_open_cells_daily_and_backfill_what_is_missing
         .collect();
     assert!(!forgotten.is_empty());
     for (id, cell) in &forgotten {
-        db.execute(
-            "DELETE FROM coverage WHERE tweet_id = ?1 AND cell = ?2",
-            [id, cell],
-        )
-        .unwrap();
+        app.execute(&format!(
+            "DELETE FROM coverage WHERE tweet_id = {id} AND cell = {cell}"
+        ));
     }
     app.clock.advance(60);
     let third = app.run(&ctx, &[JobKind::Historical]).await;
