@@ -406,27 +406,33 @@ fn copy(args: &CopyArgs) -> Result<u8, Failure> {
     dest.migrate().map_err(Failure::fatal)?;
     println!("copying {from} into {to}");
     let started = std::time::Instant::now();
-    source
-        .copy_into(&mut dest, |t| {
-            println!(
-                "  {:<16} {:>10} rows, {:>10} new",
-                t.table, t.rows, t.inserted
-            )
+    // One committed state of the source is copied and then compared: a worker writing it
+    // meanwhile changes neither.
+    let tables = crate::store::copy::TABLES;
+    let fingerprints = source
+        .snapshot(|source| {
+            source.copy_into(&mut dest, |t| {
+                println!(
+                    "  {:<16} {:>10} rows, {:>10} new",
+                    t.table, t.rows, t.inserted
+                )
+            })?;
+            tables
+                .iter()
+                .map(|t| source.fingerprint(t))
+                .collect::<Result<Vec<_>, _>>()
         })
         .map_err(Failure::fatal)?;
     let mut differ = Vec::new();
-    for table in crate::store::copy::TABLES {
-        let (a, b) = (
-            source.fingerprint(table).map_err(Failure::fatal)?,
-            dest.fingerprint(table).map_err(Failure::fatal)?,
-        );
+    for (table, a) in tables.iter().zip(fingerprints) {
+        let b = dest.fingerprint(table).map_err(Failure::fatal)?;
         if a != b {
             differ.push(format!("{table}: {a:?} in the source, {b:?} in the copy"));
         }
     }
     if !differ.is_empty() {
         return Err(Failure::fatal(anyhow::anyhow!(
-            "the copy differs from its source (rows written there since?):\n  {}",
+            "the copy differs from its source (rows written to the copy meanwhile?):\n  {}",
             differ.join("\n  ")
         )));
     }

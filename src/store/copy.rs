@@ -75,54 +75,49 @@ impl Store {
         })
     }
 
-    /// Row count and integer column sums of `table`.
+    /// Row count and integer column sums of `table`, in one scan. Each sum is exact: a column
+    /// is summed as its high and its low 32 bits (neither sum can overflow below 2^31 rows),
+    /// put together in 128 bits.
     pub fn fingerprint(&self, table: &str) -> Result<Fingerprint, StoreError> {
-        let columns = self.columns(table)?;
-        let rows: i64 = self.count_rows(table)?;
-        let mut sums = Vec::new();
-        for c in columns {
-            let exact = self.read(|tx| {
-                let is_int = tx.pick(
-                    "SELECT upper(type) = 'INTEGER' FROM pragma_table_info('{table}') WHERE name = '{c}'",
-                    "SELECT data_type IN ('bigint', 'integer', 'smallint') FROM information_schema.columns \
-                     WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{c}'",
-                );
-                let is_int = is_int.replace("{c}", &c).replace("{table}", table);
-                let int: bool = tx.query_row(&is_int, super::sql::args![], |r| r.get(0))?;
-                if !int {
-                    return Ok(None);
-                }
-                // Exact sums in 128 bits, summed in pieces that cannot overflow.
-                let mut total: i128 = 0;
-                tx.prepare(&format!(
-                    "SELECT {c} FROM {table} WHERE {c} IS NOT NULL"
-                ))?
-                .for_each(super::sql::args![], |r| {
-                    total += i128::from(r.get::<i64>(0)?);
-                    Ok(())
-                })?;
-                Ok(Some(total))
-            })?;
-            if let Some(total) = exact {
-                sums.push((c, total));
-            }
-        }
-        Ok(Fingerprint { rows, sums })
-    }
-
-    fn count_rows(&self, table: &str) -> Result<i64, StoreError> {
         assert!(TABLES.contains(&table), "not a schema table: {table:?}");
+        let ints = self.read(|tx| {
+            let sql = tx.pick(
+                "SELECT name FROM pragma_table_info(?1) WHERE upper(type) = 'INTEGER' ORDER BY cid",
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ?1 \
+                 AND data_type IN ('bigint', 'integer', 'smallint') ORDER BY ordinal_position",
+            );
+            tx.prepare(sql)?
+                .query_map(super::sql::args![table], |r| r.get::<String>(0))?
+                .collect::<super::sql::Result<Vec<String>>>()
+        })?;
+        let mut select = String::from("SELECT count(*)");
+        for c in &ints {
+            select.push_str(&format!(
+                ", coalesce(sum(CAST({c} AS BIGINT) >> 32), 0), \
+                 coalesce(sum(CAST({c} AS BIGINT) & 4294967295), 0)"
+            ));
+        }
+        select.push_str(&format!(" FROM {table}"));
         self.read(|tx| {
-            tx.query_row(
-                &format!("SELECT count(*) FROM {table}"),
-                super::sql::args![],
-                |r| r.get(0),
-            )
+            tx.query_row(&select, super::sql::args![], |r| {
+                let mut sums = Vec::with_capacity(ints.len());
+                for (i, c) in ints.iter().enumerate() {
+                    let high = i128::from(r.get::<i64>(1 + 2 * i)?);
+                    let low = i128::from(r.get::<i64>(2 + 2 * i)?);
+                    sums.push((c.clone(), (high << 32) + low));
+                }
+                Ok(Fingerprint {
+                    rows: r.get(0)?,
+                    sums,
+                })
+            })
         })
     }
 
     /// Copies every table of `self` into `to` (migrated to the same schema first), skipping
-    /// rows `to` has already; `progress` hears of each table as it is done.
+    /// rows `to` has already; `progress` hears of each table as it is done. Run it inside
+    /// [`Store::snapshot`] to copy one committed state of a database that is being written.
     pub fn copy_into(
         &self,
         to: &mut Store,

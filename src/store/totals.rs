@@ -21,22 +21,18 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.write(|tx| {
             let mut latest = latest_values(tx, &data.values)?;
-            let mut written = 0;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO totals (tweet_id, metric_id, observed_at, value) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tweet_id, metric_id, observed_at) \
-                     DO UPDATE SET value = excluded.value",
-                )?;
-                for &(id, metric, value) in &data.values {
-                    let key = (id.get() as i64, metric.id());
-                    if latest.get(&key) != Some(&value) {
-                        written += insert.execute(args![key.0, key.1, data.observed_at, value])?;
-                        // A value named twice is compared with the one just written.
-                        latest.insert(key, value);
-                    }
+            // The values that differ from the latest stored one, in the batch's order.
+            let mut rows: Vec<(i64, i64, i64)> = Vec::new();
+            for &(id, metric, value) in &data.values {
+                let key = (id.get() as i64, metric.id());
+                if latest.get(&key) != Some(&value) {
+                    rows.push((key.0, key.1, value));
+                    // A value named twice is compared with the one just written.
+                    latest.insert(key, value);
                 }
             }
+            let written = rows.len();
+            insert_totals(tx, &rows, data.observed_at)?;
             if !data.checked.is_empty() {
                 tx.prepare_cached(&format!(
                     "UPDATE tweets SET totals_checked_at = ?2 WHERE tweet_id IN {}",
@@ -59,6 +55,55 @@ impl Store {
             Ok(written)
         })
     }
+}
+
+/// Inserts (Tweet, metric, value) snapshot rows observed at `observed_at`, a later row of the
+/// same pair replacing an earlier one. SQLite takes them one statement each (a prepared
+/// statement is a function call there); PostgreSQL in one statement over arrays, rather than a
+/// round trip per row.
+fn insert_totals(tx: &Tx<'_>, rows: &[(i64, i64, i64)], observed_at: i64) -> sql::Result<()> {
+    const UPSERT: &str = "ON CONFLICT (tweet_id, metric_id, observed_at) \
+                          DO UPDATE SET value = excluded.value";
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if tx.backend() == sql::Backend::Sqlite {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO totals (tweet_id, metric_id, observed_at, value) VALUES (?1, ?2, ?3, ?4) {UPSERT}"
+        ))?;
+        for &(id, metric, value) in rows {
+            insert.execute(args![id, metric, observed_at, value])?;
+        }
+        return Ok(());
+    }
+    // One row per pair, the last one winning (one INSERT may not touch a row twice).
+    let last: HashMap<(i64, i64), usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(id, metric, _))| ((id, metric), i))
+        .collect();
+    let unique: Vec<&(i64, i64, i64)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, (id, metric, _))| last[&(*id, *metric)] == *i)
+        .map(|(_, r)| r)
+        .collect();
+    let column =
+        |f: fn(&(i64, i64, i64)) -> i64| -> Vec<i64> { unique.iter().map(|r| f(r)).collect() };
+    tx.execute(
+        &format!(
+            "INSERT INTO totals (tweet_id, metric_id, observed_at, value) \
+             SELECT v.tweet_id, v.metric_id, ?3, v.value FROM unnest(CAST(?1 AS BIGINT[]), \
+             CAST(?2 AS BIGINT[]), CAST(?4 AS BIGINT[])) AS v(tweet_id, metric_id, value) {UPSERT}"
+        ),
+        args![
+            column(|r| r.0),
+            column(|r| r.1),
+            observed_at,
+            column(|r| r.2)
+        ],
+    )?;
+    Ok(())
 }
 
 /// The latest stored value of every (Tweet, metric) pair `values` names, keyed by (Tweet ID,

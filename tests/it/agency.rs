@@ -234,7 +234,8 @@ async fn plan_agrees_with_two_runs_in_a_row() {
     let all = text(&again);
     assert_eq!(again.status.code(), Some(0), "{all}");
     assert!(all.contains("nothing due"), "{all}");
-    let (runs, requests): (i64, i64) = db
+    let (runs, requests): (i64, i64) = app
+        .db()
         .query_row(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM requests)",
             [],
@@ -249,7 +250,8 @@ async fn plan_agrees_with_two_runs_in_a_row() {
     // `--job` forces a kind that is not due.
     let forced = app.cli(&["run", "--job", "totals"]).await;
     assert_eq!(forced.status.code(), Some(0), "{}", text(&forced));
-    let runs: i64 = db
+    let runs: i64 = app
+        .db()
         .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
         .unwrap();
     assert_eq!(runs, 2);
@@ -368,7 +370,8 @@ async fn an_unreachable_api_stops_the_cycle_with_one_cause() {
     app.edit_config(|c| c.replace(&bad, &good));
     let out = app.cli(&["run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let sent: i64 = db
+    let sent: i64 = app
+        .db()
         .query_row(
             "SELECT count(*) FROM requests WHERE run_id = (SELECT max(run_id) FROM runs)",
             [],

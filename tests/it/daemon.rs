@@ -297,6 +297,8 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
 
     // Two finished cycles of every kind.
     let deadline = Instant::now() + Duration::from_secs(60);
+    // `app.db()` is read afresh wherever the daemon may have written since (on PostgreSQL it
+    // is a snapshot of the moment).
     let db = loop {
         if app.db_exists() {
             let db = app.db();
@@ -327,9 +329,10 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
     // around the scrape and no cycle running in it.
     let mut matched = false;
     for _ in 0..100 {
+        let db = app.db();
         let before = ledger(&db);
         let (status, body) = get(&format!("{url}/metrics")).await;
-        let after = ledger(&db);
+        let after = ledger(&app.db());
         assert_eq!(status, 200);
         let scrape = parse(&body);
         if before != after || sample(&scrape, "engagement_cycle_running", &[]) != 0.0 {
@@ -414,7 +417,8 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let running_since = loop {
-        let latest: Option<(i64, String)> = db
+        let latest: Option<(i64, String)> = app
+            .db()
             .query_row(
                 // A run with requests to send: a kind with nothing planned ends at once.
                 "SELECT run_id, status FROM runs WHERE planned > 0 ORDER BY run_id DESC LIMIT 1",
@@ -450,6 +454,7 @@ async fn daemon_cycles_on_schedule_reports_metrics_and_stops_within_the_grace() 
         took < Duration::from_secs(3) + Duration::from_millis(2500),
         "exit took {took:?}, grace 3 s"
     );
+    let db = app.db();
     let (status, error): (String, Option<String>) = db
         .query_row(
             "SELECT status, error FROM runs WHERE run_id = ?1",

@@ -181,7 +181,7 @@ impl PgDb {
             .expect("the PostgreSQL database opens");
         let mut copy = engagement_ingest::store::Store::open(path).expect("the snapshot opens");
         source
-            .copy_into(&mut copy, |_| {})
+            .snapshot(|source| source.copy_into(&mut copy, |_| {}))
             .expect("the copy succeeds");
         drop(copy);
         rusqlite::Connection::open(path).expect("the snapshot opens")
