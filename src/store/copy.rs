@@ -202,3 +202,59 @@ fn insert_rows(
     }
     Ok(inserted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::id;
+    use super::*;
+
+    /// A database with three Tweets whose `/totals` values sum past 2^64.
+    fn store(dir: &std::path::Path, name: &str) -> Store {
+        let mut store = Store::open(&dir.join(name)).unwrap();
+        store
+            .sync_inventory((1..=3).map(|n| (id(n), None)), 1)
+            .unwrap();
+        for (n, value) in [(1, i64::MAX), (2, i64::MAX), (3, -5)] {
+            store
+                .sqlite()
+                .execute(
+                    "INSERT INTO totals (tweet_id, metric_id, observed_at, value) \
+                     VALUES (?1, 1, 100, ?2)",
+                    rusqlite::params![id(n).get() as i64, value],
+                )
+                .unwrap();
+        }
+        store
+    }
+
+    /// Sums are exact past 64 bits, a copy has the source's fingerprint in every table, and
+    /// one value changed by one changes it.
+    #[test]
+    fn fingerprints_are_exact_and_tell_a_changed_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store(dir.path(), "a.sqlite");
+        let totals = source.fingerprint("totals").unwrap();
+        assert_eq!(totals.rows, 3);
+        let value = totals.sums.iter().find(|(c, _)| c == "value").unwrap().1;
+        assert_eq!(value, 2 * i128::from(i64::MAX) - 5);
+        let tweets: i128 = (1..=3).map(|n| i128::from(id(n).get() as i64)).sum();
+        assert_eq!(
+            totals.sums.iter().find(|(c, _)| c == "tweet_id").unwrap().1,
+            tweets
+        );
+
+        let mut copy = Store::open(&dir.path().join("b.sqlite")).unwrap();
+        source.snapshot(|s| s.copy_into(&mut copy, |_| {})).unwrap();
+        for table in TABLES {
+            assert_eq!(
+                source.fingerprint(table).unwrap(),
+                copy.fingerprint(table).unwrap(),
+                "{table}"
+            );
+        }
+        copy.sqlite()
+            .execute("UPDATE totals SET value = value - 1 WHERE value = -5", [])
+            .unwrap();
+        assert_ne!(totals, copy.fingerprint("totals").unwrap());
+    }
+}
