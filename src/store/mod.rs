@@ -862,7 +862,9 @@ impl Store {
             }
             let applied = self.write(|tx| {
                 tx.execute_batch(
-                    "SELECT pg_advisory_xact_lock(7236857287373190245); \
+                    // The server's notices ("already exists, skipping") are not news.
+                    "SET LOCAL client_min_messages = warning; \
+                     SELECT pg_advisory_xact_lock(7236857287373190245); \
                      CREATE TABLE IF NOT EXISTS schema_version \
                      (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
                 )?;

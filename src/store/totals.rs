@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::sql::{self, Tx, args};
 
-use super::write::record_answer;
+use super::write::{last_of_each_key, record_answer};
 use super::{BatchRecord, Store, StoreError, TotalsWrite};
 use crate::domain::{Metric, TweetId};
 
@@ -76,18 +76,7 @@ fn insert_totals(tx: &Tx<'_>, rows: &[(i64, i64, i64)], observed_at: i64) -> sql
         }
         return Ok(());
     }
-    // One row per pair, the last one winning (one INSERT may not touch a row twice).
-    let last: HashMap<(i64, i64), usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, &(id, metric, _))| ((id, metric), i))
-        .collect();
-    let unique: Vec<&(i64, i64, i64)> = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, (id, metric, _))| last[&(*id, *metric)] == *i)
-        .map(|(_, r)| r)
-        .collect();
+    let unique = last_of_each_key(rows, |&(id, metric, _)| (id, metric));
     let column =
         |f: fn(&(i64, i64, i64)) -> i64| -> Vec<i64> { unique.iter().map(|r| f(r)).collect() };
     tx.execute(

@@ -45,17 +45,11 @@ fn write_series_rows_bulk(
     if rows.is_empty() {
         return Ok((0, added));
     }
-    // One row per key, the last one winning (as one INSERT after another would).
-    let mut last: HashMap<(i64, i64, i64), usize> = HashMap::with_capacity(rows.len());
-    for (i, ((id, metric, hour, _), _)) in rows.iter().enumerate() {
-        last.insert((*id, *metric, *hour), i);
-    }
-    let unique: Vec<(i64, i64, i64, i64)> = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, ((id, metric, hour, _), _))| last[&(*id, *metric, *hour)] == *i)
-        .map(|(_, (r, _))| *r)
-        .collect();
+    let unique: Vec<BucketRow> =
+        last_of_each_key(rows, |((id, metric, hour, _), _)| (*id, *metric, *hour))
+            .into_iter()
+            .map(|(r, _)| *r)
+            .collect();
     // xmax = 0: the row is new (inserted), not updated.
     let (written, fresh): (i64, i64) = tx.query_row(
         "WITH ins AS (INSERT INTO series (tweet_id, metric_id, hour, value, source, fetched_at) \
@@ -79,6 +73,21 @@ fn write_series_rows_bulk(
         written as usize + (rows.len() - unique.len()),
         added + fresh,
     ))
+}
+
+/// The rows that are the last of their key, in order: what one INSERT per row would leave.
+/// PostgreSQL's bulk paths write these (one INSERT … ON CONFLICT DO UPDATE may not touch a row
+/// twice).
+pub(super) fn last_of_each_key<T, K: std::hash::Hash + Eq>(
+    rows: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<&T> {
+    let last: HashMap<K, usize> = rows.iter().enumerate().map(|(i, r)| (key(r), i)).collect();
+    rows.iter()
+        .enumerate()
+        .filter(|(i, r)| last[&key(r)] == *i)
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// `series.source`: the endpoint a bucket came from (schema 0003).
